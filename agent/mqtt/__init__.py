@@ -1,0 +1,1 @@
+"""Publish stage: MQTT topics, payloads, outbox, Home Assistant discovery."""

@@ -1,0 +1,117 @@
+"""Raw tensor files and snpe-net-run input lists: the on-disk contract.
+
+* A raw tensor file is the bare float32 little-endian bytes of one NHWC input
+  (48*48*1*4 = 9216 bytes for the default model), no header.
+* An input list is a text file, one line per inference. A line is either a
+  path, or ``name:=path`` pairs separated by spaces for multi-input models. An
+  optional first line ``#<out1> <out2> ...`` names the output tensors to save.
+* snpe-net-run writes ``<output_dir>/Result_<n>/<output-name>.raw`` for the n-th
+  line (counting lines that are not the ``#`` header), in float32 LE.
+
+See ``docs/raw-tensors.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from agent.errors import FerError
+
+RAW_DTYPE = np.dtype("<f4")
+
+
+def write_raw(path: str | Path, tensor: np.ndarray) -> Path:
+    """Write a tensor as float32 LE bytes (C order, so NHWC stays NHWC)."""
+    arr = np.ascontiguousarray(tensor, dtype=RAW_DTYPE)
+    path = Path(path)
+    with open(path, "wb") as fh:
+        fh.write(arr.tobytes())
+    return path
+
+
+def read_raw(path: str | Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Read a float32 LE raw file; with ``shape`` the byte size must match exactly."""
+    path = Path(path)
+    data = np.fromfile(path, dtype=RAW_DTYPE)
+    if shape is not None:
+        expected = int(np.prod(shape))
+        if data.size != expected:
+            raise FerError(f"{path}: holds {data.size * 4} bytes, expected {expected * 4} for shape {list(shape)}")
+        data = data.reshape(shape)
+    return data.astype(np.float32, copy=False)
+
+
+@dataclass
+class InputList:
+    """A parsed snpe-net-run input list."""
+
+    entries: list[dict[str, str]] = field(default_factory=list)  # one {input_name or "": path} per line
+    output_names: list[str] = field(default_factory=list)
+
+    def paths(self) -> list[str]:
+        """First input's path of every entry (single-input models)."""
+        return [next(iter(e.values())) for e in self.entries]
+
+
+def write_input_list(path: str | Path, files: list[str | Path], output_names: list[str] | None = None,
+                     input_name: str | None = None) -> Path:
+    """Write an input list; ``input_name`` selects the ``name:=path`` form."""
+    lines = []
+    if output_names:
+        lines.append("#" + " ".join(output_names))
+    for f in files:
+        lines.append(f"{input_name}:={f}" if input_name else str(f))
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def parse_input_list(path: str | Path) -> InputList:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise FerError(f"{path}: cannot read input list: {exc.strerror}") from None
+    result = InputList()
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            if result.entries or result.output_names:
+                raise FerError(f"{path}:{lineno}: '#' output-name line must be the first line")
+            result.output_names = line[1:].split()
+            continue
+        entry: dict[str, str] = {}
+        for tok in line.split():
+            if ":=" in tok:
+                name, _, p = tok.partition(":=")
+                entry[name] = p
+            else:
+                if entry:
+                    raise FerError(f"{path}:{lineno}: mixes plain paths and name:=path pairs")
+                entry[""] = tok
+        result.entries.append(entry)
+    return result
+
+
+def result_path(output_dir: str | Path, index: int, output_name: str) -> Path:
+    """Where snpe-net-run puts output ``output_name`` for input-list line ``index``."""
+    return Path(output_dir) / f"Result_{index}" / f"{output_name}.raw"
+
+
+def default_work_dir() -> Path:
+    """tmpfs for per-frame tensor files: systemd's RuntimeDirectory, then XDG, then /dev/shm."""
+    for var in ("RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"):
+        val = os.environ.get(var)
+        if val:
+            first = val.split(":")[0]
+            if os.path.isdir(first):
+                return Path(first) / "fer-agent"
+    if os.path.isdir("/dev/shm"):
+        return Path("/dev/shm") / f"fer-agent-{os.getuid()}"
+    return Path("/tmp") / f"fer-agent-{os.getuid()}"

@@ -1,0 +1,35 @@
+"""The classifier, defined in one place.
+
+A plain VGG-style stack (3x3 conv -> batch norm -> ReLU, two per stage, max
+pool between stages, global average pool, dense softmax). Every op is in the
+SNPE TensorFlow/TFLite converters' supported lists and quantises cleanly to
+int8 (batch norm folds into the conv; no exotic activations). Widths
+24/48/96/192 were chosen by measurement on the 2-core host: ~60 s/epoch to
+train and ~0.27 ms/face int8 on one core (see README, "Model card").
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from agent.labels import NUM_CLASSES
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "probabilities"
+DEFAULT_WIDTHS = (24, 48, 96, 192)
+
+
+def build_model(widths: tuple[int, ...] = DEFAULT_WIDTHS, dropout: float = 0.4, side: int = 48) -> keras.Model:
+    inp = keras.Input((side, side, 1), name=INPUT_NAME)
+    x = inp
+    for stage, width in enumerate(widths):
+        for j in range(2):
+            x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"s{stage}_conv{j}")(x)
+            x = layers.BatchNormalization(name=f"s{stage}_bn{j}")(x)
+            x = layers.ReLU(name=f"s{stage}_relu{j}")(x)
+        x = layers.MaxPooling2D(name=f"s{stage}_pool")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    out = layers.Dense(NUM_CLASSES, activation="softmax", name=OUTPUT_NAME)(x)
+    return keras.Model(inp, out, name="fer_vgg")

@@ -1,0 +1,204 @@
+"""``fer-host train``: the default recipe for FER2013 on a small CPU budget.
+
+Recipe (all flags in :class:`TrainConfig`): AdamW with decoupled weight decay
+(not on batch-norm or bias), linear warm-up then cosine decay, label
+smoothing, flip/rotate/scale/shift augmentation plus random erasing, model
+selection on PublicTest. Checkpoints every epoch make ``--resume`` exact
+(optimizer state and schedule position included).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from agent.labels import NUM_CLASSES
+from agent.manifest import Normalization
+from agent.preprocess import normalize
+from host_tools import data as fer_data
+from host_tools import metrics, plots
+from host_tools.augment import AugmentConfig
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str = "runs/default"
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.1
+    dropout: float = 0.4
+    widths: tuple[int, ...] = (24, 48, 96, 192)
+    seed: int = 1
+    limit: int = 0  # use at most this many rows per split (0 = all); for smoke runs
+    skip_bad_rows: bool = False
+    resume: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}"
+
+
+def _limit(split: fer_data.Split, n: int, seed: int) -> fer_data.Split:
+    if not n or len(split) <= n:
+        return split
+    idx = np.random.default_rng(seed).permutation(len(split))[:n]
+    return fer_data.Split(split.x[idx], split.y[idx])
+
+
+def train(cfg: TrainConfig) -> dict:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    from host_tools.augment import augment_batch
+    from host_tools.model import build_model
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "state.json"
+    keras.utils.set_random_seed(cfg.seed)
+
+    dataset = fer_data.load(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
+    if dataset.skipped:
+        print(f"skipped {dataset.skipped} bad rows, e.g. {dataset.skipped_examples[0]}", file=sys.stderr)
+    train_split = _limit(dataset.split("Training"), cfg.limit, cfg.seed)
+    val_split = _limit(dataset.split("PublicTest"), cfg.limit, cfg.seed)
+
+    if cfg.resume and state_path.exists():
+        norm = Normalization(**json.loads(state_path.read_text())["normalization"])
+    else:
+        pix = train_split.x.astype(np.float32) / 255.0
+        norm = Normalization(mean=round(float(pix.mean()), 4), std=round(float(pix.std()), 4))
+    x_train = normalize(train_split.x, norm)[..., None]
+    x_val = normalize(val_split.x, norm)[..., None]
+    y_train = train_split.y
+    y_val = val_split.y
+
+    steps_per_epoch = int(np.ceil(len(y_train) / cfg.batch_size))
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = int(steps_per_epoch * cfg.warmup_epochs)
+    aug = cfg.augment
+
+    def _train_map(x, y):
+        return augment_batch(x, aug), tf.one_hot(y, NUM_CLASSES)
+
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices((x_train, y_train))
+        .shuffle(len(y_train), seed=cfg.seed, reshuffle_each_iteration=True)
+        .batch(cfg.batch_size)
+        .map(_train_map, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    val_ds = tf.data.Dataset.from_tensor_slices((x_val, tf.one_hot(y_val, NUM_CLASSES))).batch(512)
+
+    last_ckpt, best_ckpt = out / "last.keras", out / "best.keras"
+    initial_epoch, best_acc, elapsed_before = 0, None, 0.0
+    if cfg.resume and last_ckpt.exists() and state_path.exists():
+        state = json.loads(state_path.read_text())
+        initial_epoch = int(state["epochs_done"])
+        best_acc = state.get("best_val_accuracy")
+        elapsed_before = float(state.get("train_seconds", 0.0))
+        model = keras.models.load_model(last_ckpt)
+        print(f"resuming from {last_ckpt} after epoch {initial_epoch} (best PublicTest {best_acc})")
+    else:
+        model = build_model(cfg.widths, cfg.dropout)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=cfg.lr / 20, decay_steps=max(total_steps - warmup, 1), alpha=0.01,
+            warmup_target=cfg.lr if warmup else None, warmup_steps=warmup,
+        )
+        opt = keras.optimizers.AdamW(learning_rate=schedule if warmup else cfg.lr, weight_decay=cfg.weight_decay)
+        opt.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+        model.compile(
+            optimizer=opt,
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+            metrics=["accuracy"],
+        )
+
+    class _State(keras.callbacks.Callback):
+        """Persist what --resume needs after each epoch's checkpoints are written."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.t0 = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            nonlocal best_acc
+            acc = float((logs or {}).get("val_accuracy", 0.0))
+            best_acc = acc if best_acc is None else max(best_acc, acc)
+            state_path.write_text(json.dumps({
+                "epochs_done": epoch + 1, "best_val_accuracy": best_acc,
+                "train_seconds": elapsed_before + time.time() - self.t0,
+                "normalization": asdict(norm), "config": _jsonable(cfg),
+            }, indent=2))
+
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(best_ckpt, monitor="val_accuracy", mode="max", save_best_only=True,
+                                        initial_value_threshold=best_acc),
+        keras.callbacks.ModelCheckpoint(last_ckpt),
+        keras.callbacks.CSVLogger(out / "log.csv", append=initial_epoch > 0),
+        _State(),
+    ]
+    t_start = time.time()
+    if initial_epoch < cfg.epochs:
+        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
+                  callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    train_seconds = elapsed_before + time.time() - t_start
+
+    best = keras.models.load_model(best_ckpt)
+    probs = best.predict(x_val, batch_size=512, verbose=0)
+    rep = metrics.report(y_val, probs)
+    summary = {
+        "publictest": {k: v for k, v in rep.items()},
+        "train_seconds": round(train_seconds, 1),
+        "epochs": cfg.epochs,
+        "best_epoch": _best_epoch(out / "log.csv"),
+        "train_rows": len(y_train),
+        "machine": machine_description(),
+        "tensorflow": tf.__version__,
+        "normalization": asdict(norm),
+        "config": _jsonable(cfg),
+    }
+    if "PrivateTest" in dataset.splits and not cfg.limit:
+        priv = dataset.split("PrivateTest")
+        summary["privatetest"] = metrics.report(priv.y, best.predict(normalize(priv.x, norm)[..., None], batch_size=512, verbose=0))
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    plots.training_curves(out / "log.csv", out / "training_curves.png")
+    plots.confusion(rep["confusion_matrix"], out / "confusion_matrix.png")
+    print(metrics.format_table(rep, title=f"best checkpoint on PublicTest (epoch {summary['best_epoch']})"))
+    print(f"training wall time {train_seconds / 60:.1f} min on {summary['machine']}; outputs in {out}")
+    return summary
+
+
+def _best_epoch(log_csv: Path) -> int:
+    import csv
+
+    with open(log_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return int(max(rows, key=lambda r: float(r["val_accuracy"]))["epoch"]) + 1 if rows else 0
+
+
+def _jsonable(cfg: TrainConfig) -> dict:
+    d = asdict(cfg)
+    d["widths"] = list(cfg.widths)
+    return d
