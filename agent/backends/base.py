@@ -8,6 +8,7 @@ interchangeable without touching the rest of the agent.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import numpy as np
 
@@ -22,8 +23,10 @@ class BackendError(FerError):
 class Backend(ABC):
     name: str = "base"
 
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(self, manifest: Manifest, config: Any = None) -> None:
+        """``config`` is the backend's own dataclass (``TFLiteConfig``, ``SnpeConfig``...)."""
         self.manifest = manifest
+        self.config = config
 
     @abstractmethod
     def infer(self, faces: np.ndarray) -> np.ndarray:

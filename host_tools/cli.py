@@ -1,0 +1,42 @@
+"""``fer-host``: one entry point, one module per subcommand.
+
+Each module in :data:`COMMANDS` has ``register(subparsers)`` which adds its
+parser and sets ``func`` (returning an exit code). User errors
+(:class:`agent.errors.FerError`) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from agent.errors import FerError
+
+COMMANDS = [
+    "host_tools.cli_train",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fer-host", description="FER2013 -> model bundle -> DLC, on the workstation.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FerError as exc:
+        print(f"fer-host {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fer-host {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
