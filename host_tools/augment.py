@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import tensorflow as tf
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,10 @@ class AugmentConfig:
     erase_aspect: tuple[float, float] = (0.3, 3.3)
 
 
-def augment_batch(images: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor | None = None) -> tf.Tensor:
+def augment_batch(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
     """``images``: float32 [B, H, W, 1] (already normalised). Returns the same shape."""
+    import tensorflow as tf
+
     b = tf.shape(images)[0]
     h = tf.cast(tf.shape(images)[1], tf.float32)
     w = tf.cast(tf.shape(images)[2], tf.float32)
@@ -56,6 +60,8 @@ def augment_batch(images: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor | None 
 
 def random_erase(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
     """Zero (= the dataset mean after normalisation) one random rectangle per chosen image."""
+    import tensorflow as tf
+
     b = tf.shape(images)[0]
     h = tf.cast(tf.shape(images)[1], tf.float32)
     w = tf.cast(tf.shape(images)[2], tf.float32)

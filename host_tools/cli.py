@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# TensorFlow's C++ start-up chatter buries the one line a user needs.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from agent.errors import FerError
 
 COMMANDS = [
-    "host_tools.cli_train",
+    "host_tools.train",
+    "host_tools.evaluate",
+    "host_tools.export",
 ]
 
 

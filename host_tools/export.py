@@ -175,3 +175,25 @@ def _copy_blazeface(out: Path) -> dict:
             entries[role] = file_entry(out, f"detectors/{fname}", license="Apache-2.0 (Google MediaPipe)",
                                        input_size=128 if "short" in role else 192)
     return entries
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="trained run -> model bundle (TFLite float/int8, frozen graph, manifest)",
+                       description="Export a `fer-host train` output directory as a model bundle the agent loads.")
+    p.add_argument("run", type=Path, help="training output directory (holds best.keras and metrics.json)")
+    p.add_argument("--out", type=Path, required=True, help="bundle directory to write (e.g. agent/models/default)")
+    p.add_argument("--data", help="FER2013 data for int8 calibration and the export metrics (default: the run's)")
+    p.add_argument("--name", default="fer-vgg")
+    p.add_argument("--version", default="1.0.0")
+    p.add_argument("--calibration-rows", type=int, default=500, help="Training faces for int8 calibration, balanced")
+    p.add_argument("--no-saved-model", action="store_true", help="skip the SavedModel (8 MB; regenerable)")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    m = export_bundle(args.run, args.out, args.data, args.name, args.version, args.calibration_rows,
+                      saved_model=not args.no_saved_model)
+    print(f"wrote {args.out}/manifest.json: {m.model_name} {m.model_version}, files: {', '.join(m.files)}")
+    acc = m.metrics
+    print(f"PublicTest accuracy: float {acc['accuracy_float'] * 100:.2f}%, int8 {acc['accuracy_int8'] * 100:.2f}%")
+    return 0

@@ -10,10 +10,12 @@ train and ~0.27 ms/face int8 on one core (see README, "Model card").
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
 
 from agent.labels import NUM_CLASSES
+
+if TYPE_CHECKING:
+    import keras
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
@@ -21,6 +23,9 @@ DEFAULT_WIDTHS = (24, 48, 96, 192)
 
 
 def build_model(widths: tuple[int, ...] = DEFAULT_WIDTHS, dropout: float = 0.4, side: int = 48) -> keras.Model:
+    import keras  # imported here so `fer-host --help` does not pay TensorFlow's start-up
+    from keras import layers
+
     inp = keras.Input((side, side, 1), name=INPUT_NAME)
     x = inp
     for stage, width in enumerate(widths):

@@ -202,3 +202,51 @@ def _jsonable(cfg: TrainConfig) -> dict:
     d = asdict(cfg)
     d["widths"] = list(cfg.widths)
     return d
+
+
+def register(sub) -> None:
+    d = TrainConfig(data="")
+    a = d.augment
+    p = sub.add_parser("train", help="train the classifier on FER2013 (CSV or image folders)",
+                       description="Train on Training, select on PublicTest; writes checkpoints, log.csv, plots and metrics.json.")
+    p.add_argument("--data", required=True, help="FER2013 .csv/.csv.gz or image-folder root")
+    p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (after warm-up)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--widths", default=",".join(map(str, d.widths)), help="conv widths per stage")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--limit", type=int, default=0, help="use at most N rows per split (smoke runs)")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip and count bad rows instead of stopping")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.keras")
+    p.add_argument("--no-flip", action="store_true")
+    p.add_argument("--rotation", type=float, default=a.rotation_deg, help="max rotation, degrees")
+    p.add_argument("--scale", type=float, default=a.scale, help="max zoom in/out fraction")
+    p.add_argument("--shift", type=float, default=a.shift_px, help="max shift in pixels (= reflect-pad crop)")
+    p.add_argument("--erase-prob", type=float, default=a.erase_prob, help="random-erasing probability")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from agent.errors import FerError
+
+    try:
+        widths = tuple(int(w) for w in args.widths.split(","))
+    except ValueError:
+        raise FerError(f"--widths must be comma-separated integers, got {args.widths!r}") from None
+    if args.epochs < 1 or args.batch_size < 1:
+        raise FerError("--epochs and --batch-size must be >= 1")
+    cfg = TrainConfig(
+        data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
+        dropout=args.dropout, widths=widths, seed=args.seed, limit=args.limit, skip_bad_rows=args.skip_bad_rows,
+        resume=args.resume,
+        augment=AugmentConfig(flip=not args.no_flip, rotation_deg=args.rotation, scale=args.scale,
+                              shift_px=args.shift, erase_prob=args.erase_prob),
+    )
+    train(cfg)
+    return 0
