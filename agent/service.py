@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from agent.errors import ConfigError, FerError
+from agent.rawtensor import default_work_dir
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +57,19 @@ class ServiceConfig:
         metadata={"doc": "health snapshot read by `fer-agent health`; empty = $RUNTIME_DIRECTORY/health.json, "
                          "/run/fer-agent/health.json when installed, else $XDG_RUNTIME_DIR/fer-agent/health.json"},
     )
-    health_max_age_s: float = field(default=30.0, metadata={"doc": "unhealthy when the last processed frame is older than this"})
-    health_interval_s: float = field(default=2.0, metadata={"doc": "minimum seconds between health file writes (the frame loop calls it every frame)"})
-    broker_grace_s: float = field(default=60.0, metadata={"doc": "a broker outage shorter than this is still healthy (reconnecting)"})
+    health_max_age_s: float = field(default=30.0, metadata={"doc": "unhealthy when the last processed frame is older than this (seconds)", "min": 0.1})
+    health_interval_s: float = field(default=2.0, metadata={"doc": "minimum seconds between health file writes (the frame loop calls it every frame)", "min": 0.0})
+    broker_grace_s: float = field(default=60.0, metadata={"doc": "a broker outage shorter than this still counts as healthy (reconnecting)", "min": 0.0})
 
     def __post_init__(self) -> None:
+        # agent.config checks types and "min" already; this also guards direct construction
+        # (the fallback loader below, tests). ValueError naming the key is the section convention.
         for name in ("health_max_age_s", "health_interval_s", "broker_grace_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"service.{name}: expected a number >= 0, got {value!r}")
+                raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
         if self.health_max_age_s <= 0:
-            raise ConfigError(f"service.health_max_age_s: must be > 0, got {self.health_max_age_s!r}")
+            raise ValueError(f"health_max_age_s: must be > 0, got {self.health_max_age_s!r}")
 
 
 # --------------------------------------------------------------------------- paths
@@ -123,22 +126,11 @@ def resolve_state_dir(cfg: ServiceConfig | None = None, env: Mapping[str, str] |
     return Path(base) / SERVICE_NAME
 
 
-def resolve_work_dir(cfg: ServiceConfig | None = None, env: Mapping[str, str] | None = None) -> Path:
-    """tmpfs scratch for raw tensors: ``service.work_dir``, ``$RUNTIME_DIRECTORY``, ``$XDG_RUNTIME_DIR``, /dev/shm.
-
-    Returns a ``fer-agent`` subdirectory for the shared locations so that two
-    users on one machine do not collide.
-    """
-    env = os.environ if env is None else env
+def resolve_work_dir(cfg: ServiceConfig | None = None) -> Path:
+    """tmpfs scratch for raw tensors: ``service.work_dir``, else :func:`agent.rawtensor.default_work_dir`."""
     if cfg is not None and cfg.work_dir:
         return Path(cfg.work_dir).expanduser()
-    runtime = _first_dir(env.get("RUNTIME_DIRECTORY"))
-    if runtime:
-        return Path(runtime)
-    xdg = env.get("XDG_RUNTIME_DIR")
-    if xdg:
-        return Path(xdg) / SERVICE_NAME
-    return Path("/dev/shm") / f"{SERVICE_NAME}-{os.getuid()}"
+    return default_work_dir()
 
 
 # --------------------------------------------------------------------------- sd_notify
@@ -505,8 +497,8 @@ def load_service_config(path: str | os.PathLike[str]) -> ServiceConfig:
         raise ConfigError(f"{path}: service.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
     try:
         return ServiceConfig(**section)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: service.{exc}") from None
 
 
 def health_command(args: argparse.Namespace) -> int:
