@@ -1,0 +1,172 @@
+"""Bounded, ordered, on-disk queue of messages not yet acknowledged by the broker.
+
+Why SQLite: it is in the Python standard library, a committed row survives a
+crash or power cut, and deleting the oldest rows when a limit is hit is one
+statement. Rows are sent in ``id`` order and deleted only when the broker has
+acknowledged them (QoS 1/2), so an outage or an agent restart loses nothing
+that reached the disk; a re-send after a restart may duplicate a message,
+which subscribers de-duplicate by ``event_id``.
+
+Not thread-safe on purpose: only the publisher's outbox thread touches it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.errors import FerError
+
+
+@dataclass(frozen=True)
+class OutMessage:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    coalesce: str | None = None  # a newer message with the same key replaces an unsent older one
+    created: float = 0.0
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    created REAL NOT NULL,
+    coalesce_key TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class Outbox:
+    def __init__(self, path: Path, *, max_messages: int, max_bytes: int, max_age_s: float) -> None:
+        self.path = Path(path)
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self.dropped = 0  # since this process opened the queue
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a committed row survives a process crash; a power
+            # cut may lose the last few transactions - a fair trade for flash wear.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise FerError(f"mqtt outbox {self.path}: cannot open queue database: {exc}") from None
+        self.depth, self.bytes = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
+        row = self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+        self.next_seq = int(row[0]) if row else 1
+
+    def append(self, messages: list[OutMessage], *, unsent_after: int, next_seq: int | None = None) -> int:
+        """Store messages in order (one transaction); returns how many old ones were dropped to make room.
+
+        ``unsent_after``: rows with a larger id have not been handed to the
+        broker yet, so a coalescing message may replace them.
+        """
+        if not messages and next_seq is None:
+            return 0
+        dropped_before = self.dropped
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for m in messages:
+                if m.coalesce is not None:
+                    self._delete("coalesce_key=? AND id>?", (m.coalesce, unsent_after))
+                db.execute(
+                    "INSERT INTO outbox(topic, payload, qos, retain, created, coalesce_key) VALUES (?,?,?,?,?,?)",
+                    (m.topic, m.payload, m.qos, int(m.retain), m.created or time.time(), m.coalesce))
+                self.depth += 1
+                self.bytes += len(m.payload)
+            self._enforce_limits()
+            if next_seq is not None:
+                db.execute("INSERT INTO meta(key, value) VALUES('next_seq', ?) "
+                           "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (next_seq,))
+                self.next_seq = next_seq
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            self._recount()
+            raise
+        return self.dropped - dropped_before
+
+    def _enforce_limits(self) -> None:
+        over = self.depth - self.max_messages
+        if over > 0:
+            self._drop_oldest(over)
+        while self.bytes > self.max_bytes and self.depth > 0:
+            # Drop in chunks sized from the average row so a large backlog is trimmed in few statements.
+            avg = max(1, self.bytes // max(1, self.depth))
+            self._drop_oldest(max(1, (self.bytes - self.max_bytes) // avg))
+
+    def _drop_oldest(self, n: int) -> None:
+        last = self._db.execute("SELECT id FROM outbox ORDER BY id LIMIT 1 OFFSET ?", (n - 1,)).fetchone()
+        if last is not None:
+            self.dropped += self._delete("id<=?", (last[0],))
+
+    def _delete(self, where: str, params: tuple) -> int:
+        """Delete matching rows and keep the depth/bytes counters right (no RETURNING: SQLite < 3.35 on boards)."""
+        count, size = self._db.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox WHERE {where}", params).fetchone()
+        if count:
+            self._db.execute(f"DELETE FROM outbox WHERE {where}", params)
+            self.depth -= count
+            self.bytes -= size
+        return count
+
+    def expire(self, now: float | None = None) -> int:
+        """Drop messages older than ``max_age_s``; returns how many."""
+        cutoff = (time.time() if now is None else now) - self.max_age_s
+        oldest = self._db.execute("SELECT created FROM outbox ORDER BY id LIMIT 1").fetchone()
+        if oldest is None or oldest[0] >= cutoff:  # rows are appended in time order: cheap common case
+            return 0
+        n = self._delete("created < ?", (cutoff,))
+        self.dropped += n
+        return n
+
+    def after(self, last_id: int, limit: int) -> list[Row]:
+        """The next rows to hand to the broker, oldest first."""
+        cur = self._db.execute(
+            "SELECT id, topic, payload, qos, retain FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (last_id, limit))
+        return [Row(i, t, bytes(p), q, bool(r)) for i, t, p, q, r in cur.fetchall()]
+
+    def ack(self, ids: list[int]) -> None:
+        """The broker has the messages: forget them."""
+        if not ids:
+            return
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                self._delete(f"id IN ({marks})", tuple(chunk))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            self._recount()
+            raise
+
+    def _recount(self) -> None:
+        self.depth, self.bytes = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
+
+    def close(self) -> None:
+        self._db.close()

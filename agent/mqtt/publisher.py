@@ -1,0 +1,350 @@
+"""The publish stage: the frame loop hands over events, state and stats; MQTT happens elsewhere.
+
+Three threads, so that the frame loop never waits on the network or the disk:
+
+* the **caller** (frame loop) only appends to an in-memory deque and sets an
+  event - microseconds, never blocking;
+* the **outbox thread** builds the JSON, writes events and state to the
+  on-disk :class:`~agent.mqtt.outbox.Outbox` (in order, bounded), hands the
+  oldest unsent rows to paho while connected (a window of ``outbox.inflight``)
+  and deletes rows when the broker acknowledges them;
+* **paho's network thread** connects, reconnects with back-off, and on each
+  connect publishes the retained ``online`` status and Home Assistant discovery.
+
+Ordering: rows go to paho in id order; after a reconnect paho re-sends what it
+still holds (oldest first) and the outbox thread waits for those acks before
+sending newer rows, so subscribers see events in order (with possible QoS 1
+duplicates, which carry the same ``event_id``).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+import paho.mqtt.client as mqtt
+
+from agent.errors import ConfigError
+from agent.events import Event, PublishContext, StateSnapshot
+from agent.mqtt.config import MqttConfig
+from agent.mqtt.connection import Backoff, FerMqttClient, build_client, describe_error
+from agent.mqtt.discovery import discovery_messages
+from agent.mqtt.outbox import OutMessage, Outbox
+from agent.mqtt.payloads import STATUS_OFFLINE, STATUS_ONLINE, encode, event_payload, state_payload, stats_payload
+from agent.mqtt.topics import Topics
+
+log = logging.getLogger("agent.mqtt")
+
+OUTBOX_FILE = "mqtt-outbox.sqlite3"
+_STATE_KEY = "state"
+_INGEST_BATCH = 2000
+_RESYNC_TIMEOUT_S = 30.0  # after a reconnect, wait this long for paho's re-sends before re-sending from disk
+
+
+class MqttPublisher:
+    """Non-blocking MQTT publisher with an on-disk outbox. See ``docs/mqtt.md`` for the wire contract."""
+
+    def __init__(self, cfg: MqttConfig, ctx: PublishContext, state_dir: Path) -> None:
+        self.cfg = cfg
+        device_id = ctx.device_id or cfg.resolved_device_id()
+        self.ctx = ctx if ctx.device_id == device_id else dataclasses.replace(ctx, device_id=device_id)
+        self.topics = Topics(cfg.prefix, device_id, cfg.discovery.prefix)
+        self.client_id = cfg.client_id or f"fer-{device_id}"
+        path = Path(cfg.outbox.file) if cfg.outbox.file else Path(state_dir) / OUTBOX_FILE
+        self._outbox = Outbox(path, max_messages=cfg.outbox.max_messages, max_bytes=cfg.outbox.max_bytes,
+                              max_age_s=cfg.outbox.max_age_s)
+        self._queue: collections.deque[tuple[str, Any]] = collections.deque()
+        self._acks: collections.deque[tuple[int, bool]] = collections.deque()
+        self._wake = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._client: FerMqttClient | None = None
+        self._backoff = Backoff(cfg.reconnect.min_delay_s, cfg.reconnect.max_delay_s)
+        self._connected = False
+        self._closing = False
+        self._close_deadline = 0.0
+        self._refused: str | None = None
+        self._mid_rows: dict[int, int] = {}  # paho message id -> outbox row id, QoS 1/2 not yet acknowledged
+        self._sent_upto = 0  # rows with id <= this have been handed to paho
+        self._resync_since: float | None = None
+        self._memory_dropped = 0
+        self._rejected = 0
+        self._pending_stats: Mapping[str, Any] | None = None
+        self._started = time.monotonic()
+        self._broker = f"{cfg.host}:{cfg.port}"
+
+    # ------------------------------------------------------------------ frame-loop API (never blocks)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def outbox_depth(self) -> int:
+        """Messages not yet acknowledged by the broker (memory + disk)."""
+        return self._outbox.depth + len(self._queue)
+
+    @property
+    def dropped(self) -> int:
+        """Events/state dropped since start: queue limits (count, bytes, age) or frame loop outrunning the disk."""
+        return self._outbox.dropped + self._memory_dropped
+
+    def publish_event(self, event: Event) -> None:
+        self._enqueue("event", event)
+
+    def publish_state(self, snapshot: StateSnapshot) -> None:
+        self._enqueue("state", snapshot)
+
+    def publish_stats(self, stats: Mapping[str, Any]) -> None:
+        """Latest stats win; sent only while connected (they are periodic, QoS 0 by default)."""
+        self._pending_stats = dict(stats)
+        self._wake.set()
+
+    def _enqueue(self, kind: str, item: Any) -> None:
+        q = self._queue
+        q.append((kind, item))
+        if len(q) > self.cfg.outbox.memory_queue:
+            try:
+                q.popleft()
+                self._memory_dropped += 1
+            except IndexError:  # the outbox thread emptied it meanwhile
+                pass
+        if not self._wake.is_set():
+            self._wake.set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Connect in the background; returns at once. Raises ``ConfigError`` for bad TLS files or credentials."""
+        if self._client is not None:
+            return
+        if not self.cfg.host:
+            raise ConfigError("mqtt.host: no broker configured (fer-agent demo starts an embedded one)")
+        client = build_client(self.cfg, self.client_id, self.topics.status)
+        # Room for our window plus status/discovery published on connect.
+        client.max_inflight_messages_set(self.cfg.outbox.inflight + 8)
+        client.reconnect_delay_set(self._backoff.min_delay, self._backoff.min_delay)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        self._client = client
+        self._worker = threading.Thread(target=self._run, name="fer-mqtt-outbox", daemon=True)
+        self._worker.start()
+        client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
+        client.loop_start()
+        log.info("MQTT: connecting to %s as %s (topics %s/...)", self._broker, self.client_id, self.topics.base)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Drain what can be sent within ``timeout``, publish ``offline``, disconnect. The rest stays on disk."""
+        timeout = self.cfg.outbox.drain_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        client = self._client
+        self._close_deadline = deadline
+        self._closing = True
+        self._wake.set()
+        if self._worker is not None:
+            self._worker.join(max(0.5, timeout + 2.0))
+        if self._worker is None or not self._worker.is_alive():
+            self._ingest(final=True)  # also covers close() without start()
+        if client is not None:
+            if self._connected:
+                info = client.publish(self.topics.status, STATUS_OFFLINE, qos=1, retain=True)
+                try:
+                    info.wait_for_publish(max(1.0, deadline - time.monotonic()))
+                except (RuntimeError, ValueError):
+                    pass
+            self._process_acks()
+            client.disconnect()
+            client.loop_stop()
+        self._connected = False
+        left = self._outbox.depth
+        self._outbox.close()
+        if left:
+            log.warning("MQTT: %d message(s) still queued in %s; they are sent after the next start",
+                        left, self._outbox.path)
+        log.info("MQTT: closed")
+
+    def __enter__(self) -> "MqttPublisher":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ paho callbacks (network thread)
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            self._refused = str(reason)
+            return
+        self._refused = None
+        self._backoff.reset()
+        client.reconnect_delay_set(self._backoff.min_delay, self._backoff.min_delay)
+        client.publish(self.topics.status, STATUS_ONLINE, qos=1, retain=True)
+        self._publish_discovery(client)
+        if self.cfg.discovery.enabled:
+            client.subscribe(self.topics.ha_birth, qos=0)
+        if self._mid_rows:
+            self._resync_since = time.monotonic()
+        self._connected = True
+        log.info("MQTT: connected to %s", self._broker)
+        self._wake.set()
+
+    def _publish_discovery(self, client: mqtt.Client) -> None:
+        if not self.cfg.discovery.enabled:
+            return
+        for topic, payload in discovery_messages(self.topics, self.ctx, self.cfg.discovery.device_name):
+            client.publish(topic, payload, qos=1, retain=True)
+
+    def _retry_in(self, client: mqtt.Client) -> float:
+        delay = self._backoff.next_delay()
+        client.reconnect_delay_set(delay, delay)
+        return delay
+
+    def _on_connect_fail(self, client: FerMqttClient, userdata: Any) -> None:
+        if self._closing:
+            return
+        delay = self._retry_in(client)
+        log.warning("MQTT: cannot connect to %s: %s; retrying in %.1f s (attempt %d)",
+                    self._broker, describe_error(client.last_error), delay, self._backoff.attempt)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        was_connected = self._connected
+        self._connected = False
+        if self._closing:
+            return
+        delay = self._retry_in(client)
+        if self._refused:
+            log.error("MQTT: broker %s refused the connection: %s; retrying in %.1f s (attempt %d)",
+                      self._broker, self._refused, delay, self._backoff.attempt)
+        elif was_connected:
+            log.warning("MQTT: lost connection to %s (%s); queueing to disk, retrying in %.1f s",
+                        self._broker, reason, delay)
+        else:
+            log.warning("MQTT: connection to %s closed before it was accepted (%s); retrying in %.1f s (attempt %d)",
+                        self._broker, reason, delay, self._backoff.attempt)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        self._acks.append((mid, bool(getattr(reason, "is_failure", False))))
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == self.topics.ha_birth and msg.payload == b"online":
+            log.info("MQTT: Home Assistant came online; publishing discovery again")
+            self._publish_discovery(client)
+
+    # ------------------------------------------------------------------ outbox thread
+
+    def _run(self) -> None:
+        last_expire = 0.0
+        try:
+            while True:
+                self._wake.wait(0.1)
+                self._wake.clear()
+                self._ingest(final=self._closing)
+                self._process_acks()
+                if self._connected:
+                    self._send()
+                    self._send_stats()
+                now = time.monotonic()
+                if now - last_expire > 1.0:
+                    last_expire = now
+                    self._outbox.expire()
+                if self._closing:
+                    done = self._outbox.depth == 0 and not self._queue
+                    if done or not self._connected or now >= self._close_deadline:
+                        self._process_acks()
+                        return
+                    self._wake.wait(0.02)  # give acks time to arrive while draining
+        except Exception:  # a bug or a broken disk: say so loudly, the frame loop keeps running
+            log.exception("MQTT: outbox thread stopped")
+
+    def _ingest(self, final: bool = False) -> None:
+        """Move what the frame loop queued into the disk outbox (one transaction per batch)."""
+        while self._queue:
+            items: list[tuple[str, Any]] = []
+            q = self._queue
+            while q and len(items) < _INGEST_BATCH:
+                items.append(q.popleft())
+            last_state = max((i for i, (kind, _) in enumerate(items) if kind == "state"), default=-1)
+            now = time.time()
+            seq = self._outbox.next_seq
+            messages: list[OutMessage] = []
+            for i, (kind, item) in enumerate(items):
+                if kind == "event":
+                    payload = event_payload(item, self.ctx, uuid.uuid4().hex, seq)
+                    seq += 1
+                    messages.append(OutMessage(self.topics.events, encode(payload), self.cfg.qos_events, False,
+                                               created=now))
+                elif i == last_state:  # older snapshots in the same batch are already stale
+                    messages.append(OutMessage(self.topics.state, encode(state_payload(item, self.ctx)),
+                                               self.cfg.qos_state, True, coalesce=_STATE_KEY, created=now))
+            self._outbox.append(messages, unsent_after=self._sent_upto, next_seq=seq)
+            if not final:
+                break  # one batch per turn, so acks and sending keep up under a flood
+
+    def _process_acks(self) -> None:
+        ids: list[int] = []
+        while self._acks:
+            mid, failed = self._acks.popleft()
+            row = self._mid_rows.pop(mid, None)
+            if row is None:
+                continue  # status/discovery/stats, or a row we already gave up on
+            if failed:  # MQTT 5 broker said no (e.g. not authorised): retrying would never succeed
+                self._rejected += 1
+                if self._rejected == 1 or self._rejected % 1000 == 0:
+                    log.error("MQTT: broker %s rejected %d message(s) (not authorised for the topic?)",
+                              self._broker, self._rejected)
+            ids.append(row)
+        if ids:
+            self._outbox.ack(ids)
+        if self._resync_since is not None and not self._mid_rows:
+            self._resync_since = None
+
+    def _send(self) -> None:
+        client = self._client
+        assert client is not None
+        if self._resync_since is not None:
+            # paho is re-sending what it held when the connection dropped; newer rows must wait for those.
+            if time.monotonic() - self._resync_since < _RESYNC_TIMEOUT_S:
+                return
+            log.warning("MQTT: %d message(s) not acknowledged after reconnecting; sending them again",
+                        len(self._mid_rows))
+            self._mid_rows.clear()
+            self._sent_upto = 0
+            self._resync_since = None
+        room = self.cfg.outbox.inflight - len(self._mid_rows)
+        if room <= 0:
+            return
+        sent_qos0: list[int] = []
+        for row in self._outbox.after(self._sent_upto, room):
+            if not self._connected:
+                break
+            info = client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+            if row.qos == 0:
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    break  # not connected after all: keep it for later
+                sent_qos0.append(row.id)  # QoS 0 is at most once: once handed over, it is gone
+            elif info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                break  # paho's own queue refused it; try again later (NO_CONN: paho keeps and re-sends it)
+            else:
+                self._mid_rows[info.mid] = row.id
+            self._sent_upto = row.id
+        if sent_qos0:
+            self._outbox.ack(sent_qos0)
+
+    def _send_stats(self) -> None:
+        stats, self._pending_stats = self._pending_stats, None
+        if stats is None or self._client is None:
+            return
+        payload = stats_payload(stats, self.ctx, uptime_s=time.monotonic() - self._started,
+                                outbox_depth=self.outbox_depth, outbox_dropped=self.dropped)
+        self._client.publish(self.topics.stats, encode(payload), qos=self.cfg.qos_stats, retain=False)
