@@ -1,11 +1,424 @@
-"""snpe-net-run backend (Qualcomm SNPE / QAIRT). Work in progress: config only so far."""
+"""snpe-net-run backend (Qualcomm SNPE inside the QAIRT SDK).
+
+The SDK has no Python wheel for boards, and its C API needs a native build, so
+the first integration drives the SDK's own ``snpe-net-run`` tool: per frame all
+faces go into one input list and ONE process call, whose
+``Result_<n>/<output>.raw`` files are read back in input-list order.
+
+Two layers keep a later in-process runtime (SNPE C API, a QNN context) a
+drop-in change: :class:`SnpeNetRun` is the only code that knows about
+processes and files (inputs: one dict of named arrays per inference; outputs:
+one dict per inference), and :class:`SnpeBackend` only adapts that to the
+:class:`~agent.backends.base.Backend` contract. The BlazeFace detector can use
+:class:`SnpeNetRun` directly with its own DLC.
+
+SDK discovery lives here rather than in ``host_tools`` because the board needs
+it and ``agent`` must not import ``host_tools``; ``host_tools.snpe_sdk`` builds
+on it. See ``docs/snpe.md``.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from agent.backends.base import Backend, BackendError
+from agent.errors import ConfigError, FerError
+from agent.manifest import Manifest
+from agent.rawtensor import RAW_DTYPE, default_work_dir, result_path, write_input_list, write_raw
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("cpu", "gpu", "dsp", "aip")
+# snpe-net-run selects the runtime with one flag; CPU is its default and has no flag.
+RUNTIME_FLAGS: dict[str, tuple[str, ...]] = {"cpu": (), "gpu": ("--use_gpu",), "dsp": ("--use_dsp",), "aip": ("--use_aip",)}
+# Values snpe-net-run documents for --perf_profile ("" leaves the flag out: the SDK default).
+PERF_PROFILES = (
+    "", "balanced", "default", "high_performance", "sustained_high_performance", "burst", "power_saver",
+    "low_power_saver", "high_power_saver", "extreme_power_saver", "low_balanced", "system_settings",
+)
+USERBUFFER_MODES = ("", "float", "tf8", "auto")  # "" = ITensor path (the tool's default)
+DLC_ROLES = ("auto", "dlc", "dlc_quantized", "dlc_htp")
+SDK_ENV_VARS = ("SNPE_ROOT", "QAIRT_SDK_ROOT")
+ENV_OVERRIDE = "SNPE_NET_RUN"  # full path to snpe-net-run, wins over SDK discovery
 
 
 @dataclass
 class SnpeConfig:
-    runtime: str = field(default="dsp", metadata={"doc": "cpu | gpu | dsp | aip"})
-    timeout_s: float = field(default=5.0, metadata={"doc": "per snpe-net-run call"})
+    runtime: str = field(default="dsp", metadata={"doc": "cpu | gpu | dsp | aip: snpe-net-run's --use_gpu/--use_dsp/--use_aip (cpu: no flag)"})
+    perf_profile: str = field(default="burst", metadata={"doc": "--perf_profile value (burst, high_performance, balanced, power_saver...); empty = SDK default"})
+    userbuffer: str = field(default="", metadata={"doc": "'' (ITensor), float, tf8 or auto: adds --userbuffer_<mode>; tf8 needs a quantized DLC"})
+    timeout_s: float = field(default=5.0, metadata={"doc": "per snpe-net-run call; a call that takes longer is killed and the frame counts as failed"})
+    dlc_role: str = field(default="auto", metadata={"doc": "bundle file role to run: auto (dsp: dlc_htp, else dlc_quantized; aip: dlc_quantized; cpu/gpu: dlc), dlc, dlc_quantized, dlc_htp"})
+    snpe_net_run: str | None = field(default=None, metadata={"doc": "path to snpe-net-run; empty = $SNPE_NET_RUN, then sdk_root/$SNPE_ROOT/$QAIRT_SDK_ROOT bin/<arch>/, then PATH"})
+    sdk_root: str | None = field(default=None, metadata={"doc": "SDK root (as $SNPE_ROOT); its lib/<arch> dir is added to LD_LIBRARY_PATH automatically"})
+    ld_library_path: list[str] = field(default_factory=list, metadata={"doc": "dirs prepended to LD_LIBRARY_PATH for snpe-net-run (SDK lib/<arch>, vendor libs)"})
+    adsp_library_path: list[str] = field(default_factory=list, metadata={"doc": "dirs prepended to ADSP_LIBRARY_PATH (';'-separated; DSP skel libs, e.g. <sdk>/lib/hexagon-v73/unsigned, /usr/lib/rfsa/adsp, /dsp)"})
+    env: list[str] = field(default_factory=list, metadata={"doc": "extra KEY=VALUE environment entries for snpe-net-run"})
+    extra_args: list[str] = field(default_factory=list, metadata={"doc": "extra snpe-net-run arguments, appended as given (e.g. --enable_cpu_fallback)"})
+    work_dir: str | None = field(default=None, metadata={"doc": "tmpfs dir for per-frame raw files; empty = service work dir, $RUNTIME_DIRECTORY, /dev/shm"})
+    keep_files: bool = field(default=False, metadata={"doc": "keep each frame's inputs/outputs (debugging); default removes them"})
+    fallback: str = field(default="tflite", metadata={"doc": "backend to switch to after fallback_after consecutive failures; 'none' disables"})
+    fallback_after: int = field(default=5, metadata={"doc": "consecutive failed frames before switching to the fallback backend (>= 1)"})
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the key; called by the backend and ``is_available``."""
+        def bad(key: str, msg: str) -> ConfigError:
+            return ConfigError(f"snpe.{key}: {msg}")
+
+        if self.runtime not in RUNTIMES:
+            raise bad("runtime", f"{self.runtime!r} is not one of {', '.join(RUNTIMES)}")
+        if self.perf_profile not in PERF_PROFILES:
+            raise bad("perf_profile", f"{self.perf_profile!r} is not one of {', '.join(p for p in PERF_PROFILES if p)} (or empty)")
+        if self.userbuffer not in USERBUFFER_MODES:
+            raise bad("userbuffer", f"{self.userbuffer!r} is not one of float, tf8, auto (or empty)")
+        if self.dlc_role not in DLC_ROLES:
+            raise bad("dlc_role", f"{self.dlc_role!r} is not one of {', '.join(DLC_ROLES)}")
+        if not self.timeout_s > 0:
+            raise bad("timeout_s", f"must be > 0, got {self.timeout_s}")
+        if self.fallback_after < 1:
+            raise bad("fallback_after", f"must be >= 1, got {self.fallback_after}")
+        for entry in self.env:
+            if "=" not in entry or not entry.partition("=")[0]:
+                raise bad("env", f"entry {entry!r} is not KEY=VALUE")
+
+
+# --------------------------------------------------------------------------- SDK discovery
+
+def host_arch_dirs() -> tuple[str, ...]:
+    """``bin/<arch>`` directory names to try, best first, for this machine.
+
+    The SDK ships one directory per target toolchain (x86_64-linux-clang on a
+    workstation; aarch64-oe-linux-gcc*, aarch64-ubuntu-gcc* on boards).
+    """
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64"):
+        return ("x86_64-linux-clang",)
+    if machine in ("aarch64", "arm64"):
+        return ("aarch64-ubuntu-gcc9.4", "aarch64-oe-linux-gcc11.2", "aarch64-oe-linux-gcc9.3", "aarch64-oe-linux-gcc8.2", "aarch64-linux-clang")
+    return ()
+
+
+def sdk_roots(explicit: str | None = None) -> list[tuple[str, Path]]:
+    """Candidate SDK roots as ``(where it came from, path)``, in search order."""
+    roots: list[tuple[str, Path]] = []
+    if explicit:
+        roots.append(("sdk_root", Path(explicit)))
+    for var in SDK_ENV_VARS:
+        val = os.environ.get(var)
+        if val:
+            roots.append((f"${var}", Path(val)))
+    return roots
+
+
+def tool_in_root(root: Path, tool: str) -> Path | None:
+    """``<root>/bin/<arch>/<tool>`` for this machine's arch (then any arch dir, then ``<root>/bin``)."""
+    bin_dir = root / "bin"
+    for arch in host_arch_dirs():
+        cand = bin_dir / arch / tool
+        if _executable(cand):
+            return cand
+    if bin_dir.is_dir():
+        for sub in sorted(p for p in bin_dir.iterdir() if p.is_dir()):
+            if sub.name in host_arch_dirs():
+                continue
+            cand = sub / tool
+            # Only arch dirs that can run here: same machine name in the dir name.
+            if _executable(cand) and platform.machine().lower().split("_")[0] in sub.name:
+                return cand
+        if _executable(bin_dir / tool):
+            return bin_dir / tool
+    return None
+
+
+def find_tool(tool: str, sdk_root: str | None = None, override: str | None = None) -> tuple[Path | None, list[str]]:
+    """Locate an SDK tool; returns ``(path or None, places searched)`` for error messages."""
+    searched: list[str] = []
+    if override:
+        p = Path(override)
+        searched.append(f"override {p}")
+        return (p if _executable(p) else None), searched
+    env_override = os.environ.get(ENV_OVERRIDE) if tool == "snpe-net-run" else None
+    if env_override:
+        searched.append(f"${ENV_OVERRIDE}={env_override}")
+        if _executable(Path(env_override)):
+            return Path(env_override), searched
+    for where, root in sdk_roots(sdk_root):
+        searched.append(f"{where}={root}/bin/<{'|'.join(host_arch_dirs()) or 'arch'}>/")
+        found = tool_in_root(root, tool)
+        if found:
+            return found, searched
+    searched.append("PATH")
+    which = shutil.which(tool)
+    return (Path(which) if which else None), searched
+
+
+def sdk_root_of(tool_path: Path) -> Path | None:
+    """The SDK root a tool belongs to (``<root>/bin/<arch>/tool``), if it looks like one."""
+    parent = tool_path.resolve().parent if not tool_path.is_symlink() else tool_path.parent
+    for cand in (parent.parent.parent, parent.parent):
+        if (cand / "lib").is_dir() or (cand / "sdk.yaml").exists():
+            return cand
+    return None
+
+
+def _executable(p: Path) -> bool:
+    return p.is_file() and os.access(p, os.X_OK)
+
+
+# --------------------------------------------------------------------------- bundle helpers
+
+def dlc_role_for(manifest: Manifest, cfg: SnpeConfig) -> str:
+    """Which DLC a runtime should run: quantized for the DSP/AIP, float for CPU/GPU."""
+    if cfg.dlc_role != "auto":
+        return cfg.dlc_role
+    if cfg.runtime == "dsp":
+        return "dlc_htp" if manifest.has("dlc_htp") else "dlc_quantized"
+    if cfg.runtime == "aip":
+        return "dlc_quantized"
+    return "dlc"
+
+
+def dlc_tensor_names(manifest: Manifest, role: str) -> tuple[str, str]:
+    """Input and output tensor names inside the DLC.
+
+    ``fer-host convert`` records them on the file entry because a converter
+    may name tensors differently from the source graph (TFLite names, ``:0``
+    suffixes); the manifest's own names are the fallback.
+    """
+    extra = manifest.files[role].extra if role in manifest.files else {}
+    return str(extra.get("input_name") or manifest.input.name), str(extra.get("output_name") or manifest.output.name)
+
+
+def is_available(manifest: Manifest, cfg: SnpeConfig | None = None) -> tuple[bool, str]:
+    """Can this board run the bundle with snpe-net-run? ``(ok, reason)`` - never raises."""
+    cfg = cfg or SnpeConfig()
+    try:
+        cfg.validate()
+    except FerError as exc:
+        return False, str(exc)
+    tool, searched = find_tool("snpe-net-run", cfg.sdk_root, cfg.snpe_net_run)
+    if tool is None:
+        return False, f"snpe-net-run not found (searched {'; '.join(searched)}); install the SNPE/QAIRT SDK or set snpe.snpe_net_run"
+    role = dlc_role_for(manifest, cfg)
+    if role not in manifest.files:
+        return False, f"bundle has no {role!r} file for runtime {cfg.runtime} (run `fer-host convert` on the host)"
+    path = manifest.path_of(role)
+    if not path.exists():
+        return False, f"{path}: {role} file listed in the manifest does not exist"
+    return True, f"snpe-net-run {tool}, {role} {path.name}, runtime {cfg.runtime}"
+
+
+# --------------------------------------------------------------------------- the subprocess runner
+
+@dataclass
+class CallResult:
+    """What one snpe-net-run call cost, for stats and benchmarks."""
+
+    seconds: float
+    inferences: int
+
+
+class SnpeNetRun:
+    """Run a DLC with snpe-net-run: a batch of inferences per process call.
+
+    The public surface (:meth:`run`, :meth:`close`) is what an in-process
+    runtime would implement too.
+    """
+
+    def __init__(self, dlc: Path, input_names: list[str], output_names: list[str], cfg: SnpeConfig,
+                 output_shapes: dict[str, tuple[int, ...]] | None = None) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.dlc = Path(dlc).resolve()  # the tool runs in the work dir
+        self.input_names = list(input_names)
+        self.output_names = list(output_names)
+        self.output_shapes = output_shapes or {}
+        tool, searched = find_tool("snpe-net-run", cfg.sdk_root, cfg.snpe_net_run)
+        if tool is None:
+            raise BackendError(f"snpe-net-run not found (searched {'; '.join(searched)}); set snpe.snpe_net_run or $SNPE_ROOT")
+        self.tool = tool
+        self.env = self._environment()
+        base = Path(cfg.work_dir) if cfg.work_dir else default_work_dir()
+        self.work = base / f"snpe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            (self.work / "in").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BackendError(f"{self.work}: cannot create the snpe work dir: {exc.strerror}") from None
+        self.input_list = self.work / "input_list.txt"
+        self.output_dir = self.work / "out"
+        self.last_call: CallResult | None = None
+
+    def command(self) -> list[str]:
+        """The exact argv of one call (also printed in errors and docs)."""
+        cmd = [str(self.tool), "--container", str(self.dlc), "--input_list", str(self.input_list),
+               "--output_dir", str(self.output_dir), *RUNTIME_FLAGS[self.cfg.runtime]]
+        if self.cfg.perf_profile:
+            cmd += ["--perf_profile", self.cfg.perf_profile]
+        if self.cfg.userbuffer:
+            cmd.append(f"--userbuffer_{self.cfg.userbuffer}")
+        cmd += list(self.cfg.extra_args)
+        return cmd
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        ld = list(self.cfg.ld_library_path)
+        root = Path(self.cfg.sdk_root) if self.cfg.sdk_root else sdk_root_of(self.tool)
+        if root is not None:
+            arch = self.tool.parent.name
+            if (root / "lib" / arch).is_dir() and str(root / "lib" / arch) not in ld:
+                ld.append(str(root / "lib" / arch))
+        if ld:
+            env["LD_LIBRARY_PATH"] = ":".join(ld + ([env["LD_LIBRARY_PATH"]] if env.get("LD_LIBRARY_PATH") else []))
+        if self.cfg.adsp_library_path:
+            # The DSP loader separates ADSP_LIBRARY_PATH with ';', unlike LD_LIBRARY_PATH.
+            rest = [env["ADSP_LIBRARY_PATH"]] if env.get("ADSP_LIBRARY_PATH") else []
+            env["ADSP_LIBRARY_PATH"] = ";".join(list(self.cfg.adsp_library_path) + rest)
+        for entry in self.cfg.env:
+            key, _, val = entry.partition("=")
+            env[key] = val
+        return env
+
+    def run(self, batch: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """One process call for the whole batch; outputs in input order."""
+        if not batch:
+            return []
+        self._clear_outputs()
+        indir = self.work / "in"
+        lines: list[str] = []
+        for i, inputs in enumerate(batch):
+            parts = []
+            for name in self.input_names:
+                if name not in inputs:
+                    raise BackendError(f"inference {i}: input {name!r} missing (have {', '.join(inputs)})")
+                path = write_raw(indir / f"{i}_{_safe(name)}.raw", inputs[name])
+                parts.append(f"{name}:={path}" if len(self.input_names) > 1 else str(path))
+            lines.append(" ".join(parts))
+        self.input_list.write_text("#" + " ".join(self.output_names) + "\n" + "\n".join(lines) + "\n")
+        cmd = self.command()
+        t0 = time.perf_counter()
+        self._call(cmd)
+        results = [{name: self._read_output(i, name, cmd) for name in self.output_names} for i in range(len(batch))]
+        self.last_call = CallResult(time.perf_counter() - t0, len(batch))
+        if not self.cfg.keep_files:
+            self._clear_outputs()
+        return results
+
+    def _call(self, cmd: list[str]) -> None:
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env,
+                                    cwd=self.work, start_new_session=True)
+        except OSError as exc:
+            raise BackendError(f"cannot start {shlex.join(cmd)}: {exc.strerror}") from None
+        try:
+            out, err = proc.communicate(timeout=self.cfg.timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            out, err = proc.communicate()
+            raise BackendError(f"snpe-net-run timed out after {self.cfg.timeout_s:g} s and was killed: {shlex.join(cmd)}"
+                               f"{_tail(err or out)}") from None
+        if proc.returncode != 0:
+            raise BackendError(f"snpe-net-run exited with code {proc.returncode}: {shlex.join(cmd)}{_tail(err or out)}")
+
+    def _read_output(self, index: int, name: str, cmd: list[str]) -> np.ndarray:
+        candidates = [result_path(self.output_dir, index, name), result_path(self.output_dir, index, name + ":0")]
+        path = next((p for p in candidates if p.exists()), None)
+        if path is None:
+            have = sorted(p.name for p in (self.output_dir / f"Result_{index}").glob("*.raw")) if (self.output_dir / f"Result_{index}").is_dir() else []
+            raise BackendError(f"snpe-net-run wrote no {candidates[0]} (files there: {', '.join(have) or 'none'}): {shlex.join(cmd)}")
+        data = np.fromfile(path, dtype=RAW_DTYPE)
+        shape = self.output_shapes.get(name)
+        if shape is not None:
+            expected = int(np.prod(shape))
+            if data.size != expected:
+                raise BackendError(f"{path}: holds {data.size * 4} bytes, expected {expected * 4} for output {name!r} "
+                                   f"shape {list(shape)}: {shlex.join(cmd)}")
+            data = data.reshape(shape)
+        return data.astype(np.float32, copy=False)
+
+    def _clear_outputs(self) -> None:
+        # Stale Result_<n> from an earlier frame must never be read as this frame's answer.
+        shutil.rmtree(self.output_dir, ignore_errors=True)
+        for f in (self.work / "in").glob("*.raw"):
+            f.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if not self.cfg.keep_files:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+
+
+def _tail(stream: bytes | None, lines: int = 8) -> str:
+    text = (stream or b"").decode(errors="replace").strip()
+    if not text:
+        return " (no output on stderr)"
+    return "\n  stderr: " + "\n  stderr: ".join(text.splitlines()[-lines:])
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+# --------------------------------------------------------------------------- the Backend
+
+class SnpeBackend(Backend):
+    """The classifier on snpe-net-run: faces ``[N,H,W,1]`` -> scores ``[N, labels]`` in one call."""
+
+    name = "snpe"
+
+    def __init__(self, manifest: Manifest, config: SnpeConfig | None = None) -> None:
+        cfg = config or SnpeConfig()
+        super().__init__(manifest, cfg)
+        cfg.validate()
+        self.role = dlc_role_for(manifest, cfg)
+        if self.role not in manifest.files:
+            raise BackendError(f"bundle {manifest.root} has no {self.role!r} file for runtime {cfg.runtime}; "
+                               "run `fer-host convert` on the host (see docs/snpe.md)")
+        dlc = manifest.path_of(self.role)
+        if not dlc.exists():
+            raise BackendError(f"{dlc}: {self.role} file listed in the manifest does not exist")
+        if cfg.userbuffer == "tf8" and self.role == "dlc":
+            raise ConfigError("snpe.userbuffer: tf8 needs a quantized DLC (dlc_role dlc_quantized or dlc_htp)")
+        self.input_name, self.output_name = dlc_tensor_names(manifest, self.role)
+        self.num_labels = len(manifest.labels)
+        self.runner = SnpeNetRun(dlc, [self.input_name], [self.output_name], cfg,
+                                 output_shapes={self.output_name: (self.num_labels,)})
+        self.calls = 0
+
+    def infer(self, faces: np.ndarray) -> np.ndarray:
+        faces = np.asarray(faces, dtype=np.float32)
+        spec = self.manifest.input
+        if faces.ndim != 4 or faces.shape[1:] != (spec.height, spec.width, spec.channels):
+            raise BackendError(f"faces must be [N,{spec.height},{spec.width},{spec.channels}] float32, got {list(faces.shape)}")
+        if len(faces) == 0:
+            return np.zeros((0, self.num_labels), dtype=np.float32)
+        results = self.runner.run([{self.input_name: face[None]} for face in faces])
+        self.calls += 1
+        return np.stack([r[self.output_name] for r in results]).astype(np.float32, copy=False)
+
+    def describe(self) -> str:
+        c = self.config
+        extra = f", perf {c.perf_profile}" if c.perf_profile else ""
+        extra += f", userbuffer {c.userbuffer}" if c.userbuffer else ""
+        return f"snpe ({c.runtime}{extra}, {self.manifest.files[self.role].path}, {self.runner.tool})"
+
+    def close(self) -> None:
+        self.runner.close()

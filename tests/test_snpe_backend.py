@@ -1,0 +1,296 @@
+"""The snpe-net-run backend against the stand-in tools (tests/stand_ins)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
+from snpe_testing import HOST_ARCH, add_dlcs, copy_bundle, litert_predict, make_fake_sdk, read_log, tool_path  # noqa: E402
+
+from agent.backends import snpe as snpe_mod  # noqa: E402
+from agent.backends.base import BackendError  # noqa: E402
+from agent.backends.snpe import SnpeBackend, SnpeConfig, SnpeNetRun, find_tool, is_available  # noqa: E402
+from agent.errors import ConfigError  # noqa: E402
+from agent.manifest import load_manifest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sdk(tmp_path_factory) -> Path:
+    return make_fake_sdk(tmp_path_factory.mktemp("sdk") / "qairt")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, sdk) -> Path:
+    return add_dlcs(copy_bundle(tmp_path_factory.mktemp("b") / "bundle"), sdk)
+
+
+@pytest.fixture
+def env(monkeypatch, sdk, tmp_path):
+    """SDK on $SNPE_ROOT, a call log, nothing else that could leak in."""
+    for var in ("SNPE_ROOT", "QAIRT_SDK_ROOT", "SNPE_NET_RUN", "SNPE_STAND_IN_EXIT", "SNPE_STAND_IN_SKIP",
+                "SNPE_STAND_IN_SHORT", "SNPE_STAND_IN_SLEEP", "SNPE_STAND_IN_FAIL_FILE", "LD_LIBRARY_PATH", "ADSP_LIBRARY_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SNPE_ROOT", str(sdk))
+    log = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("SNPE_STAND_IN_LOG", str(log))
+    return log
+
+
+def faces(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, 48, 48, 1)).astype(np.float32)
+
+
+def cfg(tmp_path: Path, **kw) -> SnpeConfig:
+    return SnpeConfig(work_dir=str(tmp_path / "work"), **kw)
+
+
+# ---------------------------------------------------------------- command lines
+
+@pytest.mark.parametrize("runtime,flags", [("cpu", []), ("gpu", ["--use_gpu"]), ("dsp", ["--use_dsp"]), ("aip", ["--use_aip"])])
+def test_runtime_maps_to_snpe_net_run_flag(env, bundle, tmp_path, runtime, flags):
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime=runtime, perf_profile="high_performance", userbuffer="float"))
+    try:
+        r = b.runner
+        dlc = {"cpu": "model.dlc", "gpu": "model.dlc", "dsp": "model_htp.dlc", "aip": "model_quantized.dlc"}[runtime]
+        assert r.command() == [
+            str(r.tool), "--container", str((bundle / dlc).resolve()), "--input_list", str(r.input_list),
+            "--output_dir", str(r.output_dir), *flags, "--perf_profile", "high_performance", "--userbuffer_float"]
+        assert r.tool.name == "snpe-net-run" and r.tool.parent.name == HOST_ARCH
+    finally:
+        b.close()
+
+
+def test_empty_perf_profile_and_extra_args(env, bundle, tmp_path):
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu", perf_profile="", extra_args=["--enable_cpu_fallback"]))
+    try:
+        cmd = b.runner.command()
+        assert "--perf_profile" not in cmd and not any(a.startswith("--userbuffer") for a in cmd)
+        assert cmd[-1] == "--enable_cpu_fallback"
+    finally:
+        b.close()
+
+
+def test_dsp_uses_quantized_dlc_without_htp(env, tmp_path, sdk):
+    b2 = add_dlcs(copy_bundle(tmp_path / "b2"), sdk, htp=False)
+    b = SnpeBackend(load_manifest(b2), cfg(tmp_path, runtime="dsp"))
+    try:
+        assert b.role == "dlc_quantized" and b.runner.dlc.name == "model_quantized.dlc"
+    finally:
+        b.close()
+
+
+# ---------------------------------------------------------------- numbers
+
+def test_several_faces_one_call_matches_litert(env, bundle, tmp_path):
+    x = faces(3)
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu", keep_files=True))
+    try:
+        y = b.infer(x)
+        listing = b.runner.input_list.read_text().splitlines()
+    finally:
+        b.close()
+    calls = read_log(env)
+    assert [c["tool"] for c in calls] == ["snpe-net-run"]  # one process for three faces
+    assert listing[0] == "#probabilities" and len(listing) == 4
+    assert y.shape == (3, 7) and y.dtype == np.float32
+    np.testing.assert_allclose(y, litert_predict(bundle / "model.tflite", x), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(y[0], y[1])  # distinct faces, distinct rows: order is real
+
+
+def test_quantized_dlc_on_dsp_computes_with_int8_model(env, bundle, tmp_path):
+    x = faces(2, seed=3)
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="dsp"))
+    try:
+        y = b.infer(x)
+    finally:
+        b.close()
+    np.testing.assert_allclose(y, litert_predict(bundle / "model_int8.tflite", x), atol=1e-6)
+
+
+def test_zero_faces_makes_no_call(env, bundle, tmp_path):
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu"))
+    try:
+        assert b.infer(np.zeros((0, 48, 48, 1), np.float32)).shape == (0, 7)
+    finally:
+        b.close()
+    assert read_log(env) == []
+
+
+def test_wrong_face_shape_is_rejected(env, bundle, tmp_path):
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu"))
+    try:
+        with pytest.raises(BackendError, match=r"\[N,48,48,1\]"):
+            b.infer(np.zeros((1, 32, 32, 1), np.float32))
+    finally:
+        b.close()
+
+
+# ---------------------------------------------------------------- failures
+
+def test_missing_output_names_file(env, bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("SNPE_STAND_IN_SKIP", "1")
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu"))
+    try:
+        with pytest.raises(BackendError, match=r"Result_1/probabilities\.raw"):
+            b.infer(faces(2))
+    finally:
+        b.close()
+
+
+def test_short_output_names_sizes(env, bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("SNPE_STAND_IN_SHORT", "0")
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu"))
+    try:
+        with pytest.raises(BackendError, match=r"holds 12 bytes, expected 28"):
+            b.infer(faces(1))
+    finally:
+        b.close()
+
+
+def test_nonzero_exit_shows_command_code_and_stderr(env, bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("SNPE_STAND_IN_EXIT", "3")
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="dsp"))
+    try:
+        with pytest.raises(BackendError) as err:
+            b.infer(faces(1))
+    finally:
+        b.close()
+    msg = str(err.value)
+    assert "exited with code 3" in msg and "--use_dsp" in msg and "--container" in msg
+    assert "stderr: ERROR: stand-in failure requested" in msg
+
+
+def test_timeout_kills_the_call(env, bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("SNPE_STAND_IN_SLEEP", "20")
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu", timeout_s=1.0))
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(BackendError, match=r"timed out after 1 s"):
+            b.infer(faces(1))
+    finally:
+        b.close()
+    assert time.monotonic() - t0 < 10
+
+
+def test_stale_results_are_never_reused(env, bundle, tmp_path, monkeypatch):
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu"))
+    try:
+        b.infer(faces(2))
+        monkeypatch.setenv("SNPE_STAND_IN_SKIP", "0")
+        b.runner.env["SNPE_STAND_IN_SKIP"] = "0"
+        with pytest.raises(BackendError, match="Result_0"):
+            b.infer(faces(2))
+    finally:
+        b.close()
+
+
+def test_files_cleaned_up(env, bundle, tmp_path):
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu"))
+    work = b.runner.work
+    b.infer(faces(2))
+    assert not list(work.rglob("*.raw"))
+    b.close()
+    assert not work.exists()
+
+
+# ---------------------------------------------------------------- environment and discovery
+
+def test_library_paths_reach_the_tool(env, bundle, tmp_path, sdk, monkeypatch):
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/existing")
+    c = cfg(tmp_path, runtime="dsp", ld_library_path=["/opt/vendor/lib"],
+            adsp_library_path=["/opt/qairt/lib/hexagon-v73/unsigned", "/usr/lib/rfsa/adsp"], env=["EXTRA_VAR=1"])
+    b = SnpeBackend(load_manifest(bundle), c)
+    try:
+        b.infer(faces(1))
+        assert b.runner.env["EXTRA_VAR"] == "1"
+    finally:
+        b.close()
+    (call,) = read_log(env)
+    assert call["env"]["LD_LIBRARY_PATH"] == f"/opt/vendor/lib:{sdk / 'lib' / HOST_ARCH}:/existing"
+    assert call["env"]["ADSP_LIBRARY_PATH"] == "/opt/qairt/lib/hexagon-v73/unsigned;/usr/lib/rfsa/adsp"
+
+
+def test_discovery_order(monkeypatch, tmp_path, sdk):
+    for var in ("SNPE_ROOT", "QAIRT_SDK_ROOT", "SNPE_NET_RUN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    path, searched = find_tool("snpe-net-run")
+    assert path is None and searched == ["PATH"]
+    monkeypatch.setenv("QAIRT_SDK_ROOT", str(sdk))
+    assert find_tool("snpe-net-run")[0] == tool_path(sdk, "snpe-net-run")
+    other = make_fake_sdk(tmp_path / "other")
+    monkeypatch.setenv("SNPE_ROOT", str(other))  # $SNPE_ROOT is searched before $QAIRT_SDK_ROOT
+    assert find_tool("snpe-net-run")[0] == tool_path(other, "snpe-net-run")
+    assert find_tool("snpe-net-run", sdk_root=str(sdk))[0] == tool_path(sdk, "snpe-net-run")
+    monkeypatch.delenv("SNPE_ROOT")
+    monkeypatch.delenv("QAIRT_SDK_ROOT")
+    monkeypatch.setenv("PATH", str(other / "bin" / HOST_ARCH))
+    assert find_tool("snpe-dlc-quant")[0] == other / "bin" / HOST_ARCH / "snpe-dlc-quant"
+    assert find_tool("snpe-net-run", override=str(tmp_path / "nope"))[0] is None
+
+
+def test_is_available_reasons(monkeypatch, bundle, tmp_path, sdk):
+    for var in ("SNPE_ROOT", "QAIRT_SDK_ROOT", "SNPE_NET_RUN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    m = load_manifest(bundle)
+    ok, why = is_available(m, SnpeConfig())
+    assert not ok and "snpe-net-run not found" in why
+    monkeypatch.setenv("SNPE_ROOT", str(sdk))
+    ok, why = is_available(m, SnpeConfig(runtime="dsp"))
+    assert ok and "model_htp.dlc" in why
+    ok, why = is_available(load_manifest(copy_bundle(tmp_path / "plain")), SnpeConfig(runtime="cpu"))
+    assert not ok and "no 'dlc' file" in why and "fer-host convert" in why
+    ok, why = is_available(m, SnpeConfig(runtime="npu"))
+    assert not ok and "snpe.runtime" in why
+
+
+def test_missing_tool_is_a_clear_error(monkeypatch, bundle, tmp_path):
+    monkeypatch.delenv("SNPE_NET_RUN", raising=False)
+    with pytest.raises(BackendError, match=r"snpe-net-run not found \(searched override"):
+        SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu", snpe_net_run=str(tmp_path / "missing")))
+
+
+@pytest.mark.parametrize("field,value,key", [("runtime", "npu", "snpe.runtime"), ("perf_profile", "turbo", "snpe.perf_profile"),
+                                             ("userbuffer", "tf16x", "snpe.userbuffer"), ("timeout_s", 0, "snpe.timeout_s"),
+                                             ("fallback_after", 0, "snpe.fallback_after"), ("env", ["NOEQUALS"], "snpe.env"),
+                                             ("dlc_role", "onnx", "snpe.dlc_role")])
+def test_config_errors_name_the_key(field, value, key):
+    with pytest.raises(ConfigError, match=key):
+        SnpeConfig(**{field: value}).validate()
+
+
+def test_every_config_field_is_documented():
+    import dataclasses
+
+    for f in dataclasses.fields(SnpeConfig):
+        assert f.metadata.get("doc"), f.name
+
+
+def test_tf8_userbuffer_needs_quantized_dlc(env, bundle, tmp_path):
+    with pytest.raises(ConfigError, match="tf8 needs a quantized DLC"):
+        SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu", userbuffer="tf8"))
+
+
+def test_runner_multi_input_uses_named_form(env, bundle, tmp_path):
+    """The detector or multi-input models: ``name:=path`` lines; the stand-in rejects unknown names."""
+    r = SnpeNetRun(bundle / "model.dlc", ["input", "aux"], ["probabilities"], cfg(tmp_path, runtime="cpu"))
+    try:
+        with pytest.raises(BackendError, match="'aux' is not an input of the network"):
+            r.run([{"input": faces(1)[0], "aux": np.zeros(3, np.float32)}])
+        line = r.input_list.read_text().splitlines()[1]
+        assert line.startswith("input:=") and " aux:=" in line
+    finally:
+        r.close()
+
+
+def test_registry_has_snpe():
+    from agent.backends import REGISTRY, backend_class
+
+    assert REGISTRY["snpe"] == "agent.backends.snpe:SnpeBackend"
+    assert backend_class("snpe") is snpe_mod.SnpeBackend
