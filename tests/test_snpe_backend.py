@@ -203,7 +203,7 @@ def test_files_cleaned_up(env, bundle, tmp_path):
 def test_library_paths_reach_the_tool(env, bundle, tmp_path, sdk, monkeypatch):
     monkeypatch.setenv("LD_LIBRARY_PATH", "/existing")
     c = cfg(tmp_path, runtime="dsp", ld_library_path=["/opt/vendor/lib"],
-            adsp_library_path=["/opt/qairt/lib/hexagon-v73/unsigned", "/usr/lib/rfsa/adsp"], env=["EXTRA_VAR=1"])
+            adsp_library_path=["/opt/qairt/lib/hexagon-v73/unsigned", "/usr/lib/rfsa/adsp"], env={"EXTRA_VAR": "1"})
     b = SnpeBackend(load_manifest(bundle), c)
     try:
         b.infer(faces(1))
@@ -246,7 +246,9 @@ def test_is_available_reasons(monkeypatch, bundle, tmp_path, sdk):
     assert ok and "model_htp.dlc" in why
     ok, why = is_available(load_manifest(copy_bundle(tmp_path / "plain")), SnpeConfig(runtime="cpu"))
     assert not ok and "no 'dlc' file" in why and "fer-host convert" in why
-    ok, why = is_available(m, SnpeConfig(runtime="npu"))
+    bad = SnpeConfig()
+    bad.runtime = "npu"
+    ok, why = is_available(m, bad)
     assert not ok and "snpe.runtime" in why
 
 
@@ -256,13 +258,23 @@ def test_missing_tool_is_a_clear_error(monkeypatch, bundle, tmp_path):
         SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu", snpe_net_run=str(tmp_path / "missing")))
 
 
-@pytest.mark.parametrize("field,value,key", [("runtime", "npu", "snpe.runtime"), ("perf_profile", "turbo", "snpe.perf_profile"),
-                                             ("userbuffer", "tf16x", "snpe.userbuffer"), ("timeout_s", 0, "snpe.timeout_s"),
-                                             ("fallback_after", 0, "snpe.fallback_after"), ("env", ["NOEQUALS"], "snpe.env"),
-                                             ("dlc_role", "onnx", "snpe.dlc_role")])
-def test_config_errors_name_the_key(field, value, key):
-    with pytest.raises(ConfigError, match=key):
-        SnpeConfig(**{field: value}).validate()
+@pytest.mark.parametrize("field,value", [("runtime", "npu"), ("perf_profile", "turbo"), ("userbuffer", "tf16x"),
+                                         ("timeout_s", 0), ("fallback_after", 0), ("dlc_role", "onnx"), ("fallback", "gpu")])
+def test_config_errors_name_the_key(field, value):
+    with pytest.raises(ValueError, match=f"^{field}: "):
+        SnpeConfig(**{field: value})
+    c = SnpeConfig()
+    setattr(c, field, value)
+    with pytest.raises(ConfigError, match=f"^snpe.{field}: "):
+        c.validate()
+
+
+def test_config_loads_through_the_agent_yaml_parser():
+    config = pytest.importorskip("agent.config")
+    cfg = config.parse_config({"backend": {"type": "snpe", "snpe": {"runtime": "gpu", "env": {"A": "1"}, "fallback_after": 2}}})
+    assert cfg.backend.snpe.runtime == "gpu" and cfg.backend.snpe.env == {"A": "1"} and cfg.backend.snpe.fallback_after == 2
+    with pytest.raises(ConfigError, match="backend.snpe.runtime"):
+        config.parse_config({"backend": {"snpe": {"runtime": "npu"}}})
 
 
 def test_every_config_field_is_documented():

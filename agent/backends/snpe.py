@@ -28,9 +28,11 @@ import shutil
 import signal
 import subprocess
 import time
+import typing
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, Optional
 
 import numpy as np
 
@@ -41,58 +43,63 @@ from agent.rawtensor import RAW_DTYPE, default_work_dir, result_path, write_inpu
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("cpu", "gpu", "dsp", "aip")
+Runtime = Literal["cpu", "gpu", "dsp", "aip"]
+PerfProfile = Literal["", "balanced", "default", "high_performance", "sustained_high_performance", "burst", "power_saver",
+                      "low_power_saver", "high_power_saver", "extreme_power_saver", "low_balanced", "system_settings"]
+UserBuffer = Literal["", "float", "tf8", "auto"]
+DlcRole = Literal["auto", "dlc", "dlc_quantized", "dlc_htp"]
+RUNTIMES: tuple[str, ...] = typing.get_args(Runtime)
+PERF_PROFILES: tuple[str, ...] = typing.get_args(PerfProfile)
+USERBUFFER_MODES: tuple[str, ...] = typing.get_args(UserBuffer)
+DLC_ROLES: tuple[str, ...] = typing.get_args(DlcRole)
 # snpe-net-run selects the runtime with one flag; CPU is its default and has no flag.
 RUNTIME_FLAGS: dict[str, tuple[str, ...]] = {"cpu": (), "gpu": ("--use_gpu",), "dsp": ("--use_dsp",), "aip": ("--use_aip",)}
-# Values snpe-net-run documents for --perf_profile ("" leaves the flag out: the SDK default).
-PERF_PROFILES = (
-    "", "balanced", "default", "high_performance", "sustained_high_performance", "burst", "power_saver",
-    "low_power_saver", "high_power_saver", "extreme_power_saver", "low_balanced", "system_settings",
-)
-USERBUFFER_MODES = ("", "float", "tf8", "auto")  # "" = ITensor path (the tool's default)
-DLC_ROLES = ("auto", "dlc", "dlc_quantized", "dlc_htp")
 SDK_ENV_VARS = ("SNPE_ROOT", "QAIRT_SDK_ROOT")
 ENV_OVERRIDE = "SNPE_NET_RUN"  # full path to snpe-net-run, wins over SDK discovery
 
 
 @dataclass
 class SnpeConfig:
-    runtime: str = field(default="dsp", metadata={"doc": "cpu | gpu | dsp | aip: snpe-net-run's --use_gpu/--use_dsp/--use_aip (cpu: no flag)"})
-    perf_profile: str = field(default="burst", metadata={"doc": "--perf_profile value (burst, high_performance, balanced, power_saver...); empty = SDK default"})
-    userbuffer: str = field(default="", metadata={"doc": "'' (ITensor), float, tf8 or auto: adds --userbuffer_<mode>; tf8 needs a quantized DLC"})
-    timeout_s: float = field(default=5.0, metadata={"doc": "per snpe-net-run call; a call that takes longer is killed and the frame counts as failed"})
-    dlc_role: str = field(default="auto", metadata={"doc": "bundle file role to run: auto (dsp: dlc_htp, else dlc_quantized; aip: dlc_quantized; cpu/gpu: dlc), dlc, dlc_quantized, dlc_htp"})
-    snpe_net_run: str | None = field(default=None, metadata={"doc": "path to snpe-net-run; empty = $SNPE_NET_RUN, then sdk_root/$SNPE_ROOT/$QAIRT_SDK_ROOT bin/<arch>/, then PATH"})
-    sdk_root: str | None = field(default=None, metadata={"doc": "SDK root (as $SNPE_ROOT); its lib/<arch> dir is added to LD_LIBRARY_PATH automatically"})
+    runtime: Runtime = field(default="dsp", metadata={"doc": "cpu | gpu | dsp | aip: snpe-net-run's --use_gpu/--use_dsp/--use_aip (cpu: no flag)"})
+    perf_profile: PerfProfile = field(default="burst", metadata={"doc": "--perf_profile value (burst, high_performance, balanced, power_saver...); empty = SDK default"})
+    userbuffer: UserBuffer = field(default="", metadata={"doc": "'' (ITensor), float, tf8 or auto: adds --userbuffer_<mode>; tf8 needs a quantized DLC"})
+    timeout_s: float = field(default=5.0, metadata={"doc": "per snpe-net-run call; a call that takes longer is killed and the frame counts as failed", "min": 0.001})
+    dlc_role: DlcRole = field(default="auto", metadata={"doc": "bundle file role to run: auto (dsp: dlc_htp, else dlc_quantized; aip: dlc_quantized; cpu/gpu: dlc), dlc, dlc_quantized, dlc_htp"})
+    snpe_net_run: Optional[str] = field(default=None, metadata={"doc": "path to snpe-net-run; empty = $SNPE_NET_RUN, then sdk_root/$SNPE_ROOT/$QAIRT_SDK_ROOT bin/<arch>/, then PATH"})
+    sdk_root: Optional[str] = field(default=None, metadata={"doc": "SDK root (as $SNPE_ROOT); its lib/<arch> dir is added to LD_LIBRARY_PATH automatically"})
     ld_library_path: list[str] = field(default_factory=list, metadata={"doc": "dirs prepended to LD_LIBRARY_PATH for snpe-net-run (SDK lib/<arch>, vendor libs)"})
-    adsp_library_path: list[str] = field(default_factory=list, metadata={"doc": "dirs prepended to ADSP_LIBRARY_PATH (';'-separated; DSP skel libs, e.g. <sdk>/lib/hexagon-v73/unsigned, /usr/lib/rfsa/adsp, /dsp)"})
-    env: list[str] = field(default_factory=list, metadata={"doc": "extra KEY=VALUE environment entries for snpe-net-run"})
+    adsp_library_path: list[str] = field(default_factory=list, metadata={"doc": "dirs prepended to ADSP_LIBRARY_PATH (';'-separated): DSP skel libs, e.g. <sdk>/lib/hexagon-v73/unsigned, /usr/lib/rfsa/adsp, /dsp"})
+    env: dict[str, str] = field(default_factory=dict, metadata={"doc": "extra environment variables for snpe-net-run"})
     extra_args: list[str] = field(default_factory=list, metadata={"doc": "extra snpe-net-run arguments, appended as given (e.g. --enable_cpu_fallback)"})
-    work_dir: str | None = field(default=None, metadata={"doc": "tmpfs dir for per-frame raw files; empty = service work dir, $RUNTIME_DIRECTORY, /dev/shm"})
-    keep_files: bool = field(default=False, metadata={"doc": "keep each frame's inputs/outputs (debugging); default removes them"})
-    fallback: str = field(default="tflite", metadata={"doc": "backend to switch to after fallback_after consecutive failures; 'none' disables"})
-    fallback_after: int = field(default=5, metadata={"doc": "consecutive failed frames before switching to the fallback backend (>= 1)"})
+    work_dir: Optional[str] = field(default=None, metadata={"doc": "tmpfs dir for per-frame raw files; empty = $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR or /dev/shm"})
+    keep_files: bool = field(default=False, metadata={"doc": "keep the last frame's inputs/outputs in work_dir (debugging)"})
+    fallback: Literal["tflite", "none"] = field(default="tflite", metadata={"doc": "backend to switch to after fallback_after consecutive failed frames; none = keep failing frames"})
+    fallback_after: int = field(default=5, metadata={"doc": "consecutive failed frames before switching to the fallback backend", "min": 1})
+
+    def __post_init__(self) -> None:
+        problem = self.problem()
+        if problem:
+            raise ValueError(problem)  # the config loader prefixes the section's dotted key
+
+    def problem(self) -> str | None:
+        """First invalid field as ``'<key>: <why>'`` (key relative to this section), or None."""
+        choices = {"runtime": RUNTIMES, "perf_profile": PERF_PROFILES, "userbuffer": USERBUFFER_MODES,
+                   "dlc_role": DLC_ROLES, "fallback": ("tflite", "none")}
+        for key, allowed in choices.items():
+            value = getattr(self, key)
+            if value not in allowed:
+                return f"{key}: {value!r} is not one of {', '.join(a for a in allowed if a)}" + (" (or empty)" if "" in allowed else "")
+        if not self.timeout_s > 0:
+            return f"timeout_s: must be > 0, got {self.timeout_s}"
+        if self.fallback_after < 1:
+            return f"fallback_after: must be >= 1, got {self.fallback_after}"
+        return None
 
     def validate(self) -> None:
-        """Raise ConfigError naming the key; called by the backend and ``is_available``."""
-        def bad(key: str, msg: str) -> ConfigError:
-            return ConfigError(f"snpe.{key}: {msg}")
-
-        if self.runtime not in RUNTIMES:
-            raise bad("runtime", f"{self.runtime!r} is not one of {', '.join(RUNTIMES)}")
-        if self.perf_profile not in PERF_PROFILES:
-            raise bad("perf_profile", f"{self.perf_profile!r} is not one of {', '.join(p for p in PERF_PROFILES if p)} (or empty)")
-        if self.userbuffer not in USERBUFFER_MODES:
-            raise bad("userbuffer", f"{self.userbuffer!r} is not one of float, tf8, auto (or empty)")
-        if self.dlc_role not in DLC_ROLES:
-            raise bad("dlc_role", f"{self.dlc_role!r} is not one of {', '.join(DLC_ROLES)}")
-        if not self.timeout_s > 0:
-            raise bad("timeout_s", f"must be > 0, got {self.timeout_s}")
-        if self.fallback_after < 1:
-            raise bad("fallback_after", f"must be >= 1, got {self.fallback_after}")
-        for entry in self.env:
-            if "=" not in entry or not entry.partition("=")[0]:
-                raise bad("env", f"entry {entry!r} is not KEY=VALUE")
+        """Re-check after fields were changed in place; ConfigError names ``snpe.<key>``."""
+        problem = self.problem()
+        if problem:
+            raise ConfigError(f"snpe.{problem}")
 
 
 # --------------------------------------------------------------------------- SDK discovery
@@ -286,9 +293,7 @@ class SnpeNetRun:
             # The DSP loader separates ADSP_LIBRARY_PATH with ';', unlike LD_LIBRARY_PATH.
             rest = [env["ADSP_LIBRARY_PATH"]] if env.get("ADSP_LIBRARY_PATH") else []
             env["ADSP_LIBRARY_PATH"] = ";".join(list(self.cfg.adsp_library_path) + rest)
-        for entry in self.cfg.env:
-            key, _, val = entry.partition("=")
-            env[key] = val
+        env.update({str(k): str(v) for k, v in self.cfg.env.items()})
         return env
 
     def run(self, batch: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:

@@ -1,0 +1,120 @@
+"""Switching from a failing backend to the fallback after K consecutive failures."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
+from snpe_testing import add_dlcs, copy_bundle, litert_predict, make_fake_sdk  # noqa: E402
+
+from agent.backends.base import Backend, BackendError  # noqa: E402
+from agent.backends.fallback import FallbackBackend, maybe_wrap  # noqa: E402
+from agent.backends.snpe import SnpeBackend, SnpeConfig  # noqa: E402
+from agent.errors import FerError  # noqa: E402
+from agent.manifest import load_manifest  # noqa: E402
+from snpe_testing import TINY_BUNDLE  # noqa: E402
+
+
+class Scripted(Backend):
+    """Fails on the frames whose number is in ``fail``; answers ``value`` otherwise."""
+
+    def __init__(self, name: str, value: float, fail: set[int] | None = None) -> None:
+        super().__init__(load_manifest(TINY_BUNDLE), None)
+        self.name, self.value, self.fail, self.frames, self.closed = name, value, fail or set(), 0, False
+
+    def infer(self, faces):
+        self.frames += 1
+        if self.frames in self.fail:
+            raise BackendError(f"{self.name} broke on frame {self.frames}\nsecond line")
+        return np.full((len(faces), 7), self.value, np.float32)
+
+    def close(self):
+        self.closed = True
+
+
+X = np.zeros((2, 48, 48, 1), np.float32)
+
+
+def run_frames(backend: Backend, n: int) -> list[str]:
+    """'ok:<value>' or 'fail' per frame, like the pipeline counting failed frames."""
+    out = []
+    for _ in range(n):
+        try:
+            out.append(f"ok:{backend.infer(X)[0, 0]:g}")
+        except BackendError:
+            out.append("fail")
+    return out
+
+
+def test_switches_after_k_consecutive_failures_and_says_so(caplog):
+    primary = Scripted("snpe", 1.0, fail=set(range(2, 100)))
+    made = []
+    fb = FallbackBackend(primary, lambda: made.append(1) or Scripted("tflite", 2.0), after=3, on_switch=made.append)
+    with caplog.at_level(logging.WARNING, logger="agent.backends.fallback"):
+        results = run_frames(fb, 6)
+    # frame 1 ok, frames 2-3 fail, frame 4 is the 3rd failure: switch, and the fallback answers it
+    assert results == ["ok:1", "fail", "fail", "ok:2", "ok:2", "ok:2"]
+    assert fb.switched and fb.active.name == "tflite" and fb.name == "tflite" and primary.closed
+    assert made[0] == 1 and "snpe failed 3 consecutive frames" in made[1]  # built once, callback told
+    assert "snpe broke on frame 4" in fb.switch_reason and "second line" not in fb.switch_reason
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [f"switching inference backend from snpe to tflite: {fb.switch_reason}"]
+    assert "[fallback: snpe failed 3 consecutive frames" in fb.describe()
+    assert fb.status()["switched"] is True and fb.status()["failures"] == 3
+
+
+def test_a_success_resets_the_count():
+    primary = Scripted("snpe", 1.0, fail={1, 2, 4, 5, 7, 8})
+    fb = FallbackBackend(primary, lambda: Scripted("tflite", 2.0), after=3)
+    assert run_frames(fb, 9) == ["fail", "fail", "ok:1", "fail", "fail", "ok:1", "fail", "fail", "ok:1"]
+    assert not fb.switched and fb.total_failures == 6 and fb.consecutive_failures == 0
+    assert "falls back to tflite after 3" in fb.describe()
+
+
+def test_fallback_that_cannot_start_keeps_primary(caplog):
+    def broken():
+        raise FerError("no TFLite runtime installed")
+
+    primary = Scripted("snpe", 1.0, fail={1, 2, 3})
+    fb = FallbackBackend(primary, broken, after=2)
+    with caplog.at_level(logging.ERROR, logger="agent.backends.fallback"):
+        assert run_frames(fb, 4) == ["fail", "fail", "fail", "ok:1"]
+    assert not fb.switched and any("cannot start" in r.getMessage() for r in caplog.records)
+
+
+def test_maybe_wrap_reads_the_config():
+    p = Scripted("snpe", 1.0)
+    assert maybe_wrap(p, SnpeConfig(fallback="none"), lambda n: Scripted(n, 2.0)) is p
+    w = maybe_wrap(p, SnpeConfig(fallback="tflite", fallback_after=4), lambda n: Scripted(n, 2.0))
+    assert isinstance(w, FallbackBackend) and w.after == 4 and w.fallback_name == "tflite"
+    assert maybe_wrap(p, object(), lambda n: Scripted(n, 2.0)) is p  # configs without the fields
+
+
+def test_snpe_to_real_tflite_backend(tmp_path, monkeypatch):
+    """The real thing: snpe-net-run stand-in failing K times, then LiteRT answers with the model's numbers."""
+    tflite_mod = pytest.importorskip("agent.backends.tflite")
+    for var in ("SNPE_STAND_IN_EXIT", "SNPE_STAND_IN_SKIP", "SNPE_STAND_IN_SHORT", "SNPE_STAND_IN_SLEEP", "SNPE_NET_RUN"):
+        monkeypatch.delenv(var, raising=False)
+    sdk = make_fake_sdk(tmp_path / "sdk")
+    bundle = add_dlcs(copy_bundle(tmp_path / "bundle"), sdk)
+    monkeypatch.setenv("SNPE_ROOT", str(sdk))
+    fail_file = tmp_path / "dsp-broken"
+    monkeypatch.setenv("SNPE_STAND_IN_FAIL_FILE", str(fail_file))
+    manifest = load_manifest(bundle)
+    cfg = SnpeConfig(runtime="cpu", fallback_after=2, work_dir=str(tmp_path / "w"))
+    fb = maybe_wrap(SnpeBackend(manifest, cfg), cfg,
+                    lambda name: tflite_mod.TFLiteBackend(manifest, tflite_mod.TFLiteConfig(model="float")))
+    x = np.random.default_rng(5).normal(size=(2, 48, 48, 1)).astype(np.float32)
+    want = litert_predict(bundle / "model.tflite", x)
+    np.testing.assert_allclose(fb.infer(x), want, rtol=1e-5, atol=1e-6)  # snpe works
+    fail_file.touch()
+    with pytest.raises(BackendError, match="exited with code 1"):
+        fb.infer(x)
+    np.testing.assert_allclose(fb.infer(x), want, rtol=1e-5, atol=1e-6)  # 2nd failure: switched, answered
+    assert fb.switched and fb.active.name == "tflite"
+    fb.close()
