@@ -1,0 +1,223 @@
+"""``fer-agent bench``: measured frames/s and ms per stage, written as JSON + markdown.
+
+Scenarios: Haar and BlazeFace, 1 and 4 faces, on a generated 640x480 MP4 of
+the astronaut's real face (decoded by OpenCV, so capture is real work), run
+through the real :class:`~agent.pipeline.Pipeline` with the tflite backend;
+publishing goes to a null publisher (the MQTT publisher only appends to a
+queue on the frame loop's side). Plus the classifier alone: ms per face for
+the float and int8 files on one thread. By default everything is pinned to
+one CPU core, the issue's target condition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from agent import __version__
+
+DEFAULT_OUT = Path("benchmarks") / "results"
+RESULT_NAME = "agent_bench"
+
+
+def machine_description() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        from agent.backends.tflite import runtime_name
+
+        runtime = runtime_name()
+    except Exception:  # noqa: BLE001 - describe what is there, whatever it is
+        runtime = "none"
+    try:
+        from importlib.metadata import version
+
+        litert = version("ai-edge-litert")
+    except Exception:  # noqa: BLE001
+        litert = "n/a"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "os": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "python": platform.python_version(),
+        "opencv": cv2.__version__,
+        "numpy": np.__version__,
+        "tflite_runtime": f"{runtime} {litert}",
+        "agent": __version__,
+    }
+
+
+def _write_bench_clip(path: Path, n_faces: int, frames: int) -> Path:
+    from agent.demo import FRAME_H, FRAME_W, astronaut_bgr, grid_frame
+
+    photo = astronaut_bgr()
+    base = grid_frame(n_faces, photo=photo)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (FRAME_W, FRAME_H))
+    for i in range(frames):
+        dx = int(round(6 * np.sin(i / 7.0)))  # small motion: the tracker and the codec both see change
+        writer.write(np.roll(base, dx, axis=1))
+    writer.release()
+    return path
+
+
+def bench_pipeline(detector: str, n_faces: int, frames: int, bundle: Path | None, tmp: Path,
+                   model: str = "int8") -> dict[str, Any]:
+    from agent.backends.tflite import TFLiteBackend, TFLiteConfig
+    from agent.capture import open_source
+    from agent.config import AgentConfig
+    from agent.detect import create_detector
+    from agent.manifest import load_manifest
+    from agent.pipeline import NullPublisher, Pipeline
+
+    clip = _write_bench_clip(tmp / f"bench_{n_faces}.mp4", n_faces, frames)
+    cfg = AgentConfig()
+    cfg.source.uri = str(clip)
+    cfg.detector.type = detector  # type: ignore[assignment]
+    cfg.publish = replace(cfg.publish, stats_interval_s=1e9)
+    manifest = load_manifest(bundle or cfg.bundle_path())
+    backend = TFLiteBackend(manifest, TFLiteConfig(model=model, threads=1))  # type: ignore[arg-type]
+    det = create_detector(cfg.detector, manifest, cfg.backend.tflite)
+    source = open_source(cfg.source)
+    publisher = NullPublisher()
+    pipeline = Pipeline(cfg, manifest, source, det, backend, publisher)
+    t0 = time.perf_counter()
+    summary = pipeline.run()
+    elapsed = time.perf_counter() - t0
+    faces_seen = pipeline.times.summary()
+    return {
+        "detector": detector if detector != "blazeface" else f"blazeface-{cfg.detector.blazeface_model}",
+        "faces": n_faces,
+        "frames": summary.frames,
+        "fps": round(summary.frames / elapsed, 1),
+        "stages": faces_seen,
+        "events": len(publisher.events),
+        "faces_detected_last_frame": pipeline.faces_now,
+    }
+
+
+def bench_classifier(bundle: Path | None, iterations: int) -> list[dict[str, Any]]:
+    from agent.backends.tflite import TFLiteBackend, TFLiteConfig
+    from agent.config import default_bundle_path
+    from agent.demo import grid_frame
+    from agent.manifest import load_manifest
+    from agent.preprocess import Box, face_tensor
+
+    manifest = load_manifest(bundle or default_bundle_path())
+    frame = grid_frame(1)
+    face = face_tensor(frame, Box(260, 180, 120, 120), manifest.input)[None]
+    rows = []
+    for model in ("float", "int8"):
+        backend = TFLiteBackend(manifest, TFLiteConfig(model=model, threads=1))  # type: ignore[arg-type]
+        for _ in range(50):
+            backend.infer(face)
+        times = np.empty(iterations)
+        for i in range(iterations):
+            t0 = time.perf_counter()
+            backend.infer(face)
+            times[i] = time.perf_counter() - t0
+        ms = times * 1000
+        rows.append({"model": model, "file": backend.path.name, "threads": 1, "iterations": iterations,
+                     "mean_ms": round(float(ms.mean()), 3), "p50_ms": round(float(np.median(ms)), 3),
+                     "p95_ms": round(float(np.percentile(ms, 95)), 3)})
+    return rows
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [
+        f"# fer-agent benchmark ({result['date']})",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({result['pinned']}), {m['os']}; Python {m['python']}, "
+        f"OpenCV {m['opencv']}, {m['tflite_runtime']}. Bundle: {result['bundle']}.",
+        "",
+        f"End to end on a generated 640x480 MP4 of real faces (decode -> detect -> preprocess -> infer -> "
+        f"track -> publish to a null publisher), {result['frames']} frames, classifier int8, 1 thread:",
+        "",
+        "| detector | faces | frames/s | capture | detect | preprocess | infer | interpret | publish | total (p95) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["pipeline"]:
+        s = r["stages"]
+
+        def ms(k: str) -> str:
+            return f"{s[k]['mean_ms']:.2f}" if k in s else "-"
+
+        lines.append(f"| {r['detector']} | {r['faces']} | {r['fps']:.1f} | {ms('capture')} | {ms('detect')} | "
+                     f"{ms('preprocess')} | {ms('infer')} | {ms('interpret')} | {ms('publish')} | "
+                     f"{ms('total')} ({s['total']['p95_ms']:.2f}) |")
+    lines += ["", "Stage times are means in ms per frame.", "",
+              "Classifier alone, one face, 1 thread:", "",
+              "| model | file | mean ms/face | p50 | p95 |", "|---|---|---:|---:|---:|"]
+    for r in result["classifier"]:
+        lines.append(f"| {r['model']} | {r['file']} | {r['mean_ms']:.3f} | {r['p50_ms']:.3f} | {r['p95_ms']:.3f} |")
+    lines += ["", f"Command: `{result['command']}`", ""]
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--frames", type=int, default=600, help="frames per pipeline scenario (default 600)")
+    parser.add_argument("--iterations", type=int, default=2000, help="classifier invocations per model (default 2000)")
+    parser.add_argument("--bundle", help="model bundle (default: the one inside the package)")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"output directory (default {DEFAULT_OUT})")
+    parser.add_argument("--all-cores", action="store_true", help="do not pin the process to one CPU core")
+    parser.add_argument("--detectors", default="haar,blazeface", help="comma-separated (default haar,blazeface)")
+    parser.add_argument("--faces", default="1,4", help="comma-separated face counts (default 1,4)")
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    cv2.setNumThreads(1)
+    pinned = "all cores"
+    if not args.all_cores and hasattr(os, "sched_setaffinity"):
+        core = min(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {core})
+        pinned = f"pinned to core {core}"
+    bundle = Path(args.bundle) if args.bundle else None
+    result: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine_description(),
+        "pinned": pinned,
+        "frames": args.frames,
+        "command": "fer-agent bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+        "pipeline": [],
+    }
+    from agent.config import default_bundle_path
+    from agent.manifest import load_manifest
+
+    man = load_manifest(bundle or default_bundle_path())
+    result["bundle"] = f"{man.model_name} {man.model_version}"
+    with tempfile.TemporaryDirectory(prefix="fer-bench-") as tmp:
+        for det in [d.strip() for d in args.detectors.split(",") if d.strip()]:
+            for n in [int(x) for x in args.faces.split(",") if x.strip()]:
+                r = bench_pipeline(det, n, args.frames, bundle, Path(tmp))
+                result["pipeline"].append(r)
+                print(f"{r['detector']:>16} {n} face(s): {r['fps']:7.1f} frames/s  "
+                      f"total {r['stages']['total']['mean_ms']:.2f} ms (p95 {r['stages']['total']['p95_ms']:.2f})", flush=True)
+    result["classifier"] = bench_classifier(bundle, args.iterations)
+    for r in result["classifier"]:
+        print(f"{'classifier ' + r['model']:>16}: {r['mean_ms']:.3f} ms/face (p95 {r['p95_ms']:.3f})", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{RESULT_NAME}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{RESULT_NAME}.md").write_text(to_markdown(result))
+    print(f"wrote {out / (RESULT_NAME + '.json')} and {out / (RESULT_NAME + '.md')}")
+    return 0

@@ -1,0 +1,207 @@
+"""``fer-agent demo``: the whole agent on a laptop, offline, in a few seconds.
+
+Builds a short clip at run time from the public-domain astronaut photo that
+scikit-image ships (Eileen Collins, NASA), starts an MQTT broker on
+127.0.0.1, runs the agent on the clip with the tflite backend and the default
+bundle, and prints every event exactly as an MQTT subscriber receives it.
+
+The frame generators here are also what the benchmark and the tests use, so
+all three look at the same real face.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from agent.errors import FerError
+
+log = logging.getLogger(__name__)
+
+FRAME_W, FRAME_H = 640, 480
+# The face inside skimage.data.astronaut() (512x512), as x0, y0, x1, y1.
+ASTRONAUT_FACE = (170, 40, 290, 180)
+
+
+def astronaut_bgr() -> np.ndarray:
+    """The 512x512 astronaut photo as BGR uint8 (bundled with scikit-image; nothing is downloaded)."""
+    try:
+        from skimage import data
+    except ImportError:
+        raise FerError("the demo source needs scikit-image (pip install 'fer-agent[emulation]')") from None
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+def face_patch(size: int, flip: bool = False, photo: np.ndarray | None = None) -> np.ndarray:
+    """A square crop around the astronaut's face (some shoulders and background), ``size`` px."""
+    photo = astronaut_bgr() if photo is None else photo
+    x0, y0, x1, y1 = ASTRONAUT_FACE
+    cx, cy, half = (x0 + x1) // 2, (y0 + y1) // 2, int(max(x1 - x0, y1 - y0) * 0.9)
+    crop = photo[max(0, cy - half) : cy + half, max(0, cx - half) : cx + half]
+    patch = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+    return patch[:, ::-1].copy() if flip else patch
+
+
+def background(w: int = FRAME_W, h: int = FRAME_H) -> np.ndarray:
+    """A soft vertical gradient: something for the detector to reject."""
+    ramp = np.linspace(60, 140, h, dtype=np.float32)[:, None, None]
+    return np.broadcast_to(ramp * np.array([1.0, 0.95, 0.9], np.float32), (h, w, 3)).astype(np.uint8)
+
+
+def paste(canvas: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
+    """Paste ``patch`` with its top-left at (x, y), clipped to the canvas."""
+    h, w = canvas.shape[:2]
+    ph, pw = patch.shape[:2]
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(w, x + pw), min(h, y + ph)
+    if x1 > x0 and y1 > y0:
+        canvas[y0:y1, x0:x1] = patch[y0 - y : y1 - y, x0 - x : x1 - x]
+
+
+def grid_frame(n_faces: int, size: int = 150, photo: np.ndarray | None = None) -> np.ndarray:
+    """A 640x480 frame with ``n_faces`` (1-4) astronaut faces in a 2x2 grid (benchmarks, tests)."""
+    frame = background()
+    photo = astronaut_bgr() if photo is None else photo
+    spots = [(60, 40), (380, 40), (60, 270), (380, 270)] if n_faces > 1 else [((FRAME_W - size) // 2, (FRAME_H - size) // 2)]
+    for i in range(n_faces):
+        paste(frame, face_patch(size, flip=i % 2 == 1, photo=photo), *spots[i])
+    return frame
+
+
+def clip_frames(seconds: float = 6.0, fps: float = 15.0) -> Iterator[np.ndarray]:
+    """The demo clip: the astronaut drifts and zooms in; a second (mirrored) one joins; both leave before the end."""
+    photo = astronaut_bgr()
+    n = int(round(seconds * fps))
+    bg = background()
+    for i in range(n):
+        t = i / max(1, n - 1)
+        frame = bg.copy()
+        if t < 0.65:
+            size = int(170 + 120 * t)
+            paste(frame, face_patch(size, photo=photo), int(60 + 240 * t), int(120 - 80 * t))
+        if 0.3 <= t < 0.75:
+            paste(frame, face_patch(150, flip=True, photo=photo), 460 - int(60 * (t - 0.3)), 290)
+        yield frame
+
+
+def write_clip(path: str | Path, seconds: float = 6.0, fps: float = 15.0) -> Path:
+    """Write :func:`clip_frames` as MP4 (OpenCV's mp4v encoder; no external tools)."""
+    path = Path(path)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (FRAME_W, FRAME_H))
+    if not writer.isOpened():
+        raise FerError(f"{path}: OpenCV cannot write MP4 here")
+    try:
+        for frame in clip_frames(seconds, fps):
+            writer.write(frame)
+    finally:
+        writer.release()
+    return path
+
+
+class PrintingSubscriber:
+    """A plain paho subscriber that prints ``topic payload`` for every message, as any client would see it."""
+
+    def __init__(self, host: str, port: int, topic: str, out=sys.stdout) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.topic = topic
+        self.out = out
+        self.messages: list[tuple[str, dict]] = []
+        self._subscribed = threading.Event()
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fer-demo-subscriber")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(host, port, keepalive=30)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            self.close()
+            raise FerError(f"demo: could not subscribe to {topic} on {host}:{port}")
+
+    def _on_message(self, _client, _userdata, msg) -> None:
+        text = msg.payload.decode("utf-8", "replace")
+        try:
+            payload = json.loads(text) if text else {}
+        except json.JSONDecodeError:
+            payload = {"_raw": text}
+        with self._lock:
+            self.messages.append((msg.topic, payload))
+        print(f"{msg.topic} {text}", file=self.out, flush=True)
+
+    def wait_for(self, count: int, timeout: float, topic_suffix: str = "/events") -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                n = sum(1 for t, _ in self.messages if t.endswith(topic_suffix))
+            if n >= count:
+                return n
+            time.sleep(0.05)
+        return n
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seconds", type=float, default=6.0, help="length of the generated clip (default 6)")
+    parser.add_argument("--detector", choices=("haar", "blazeface"), default="haar", help="face detector (default haar)")
+    parser.add_argument("--all-topics", action="store_true", help="print state, stats and status messages too, not just events")
+    parser.add_argument("--broker", metavar="HOST[:PORT]", help="use this broker instead of the embedded one")
+    parser.add_argument("--bundle", help="model bundle directory (default: the one inside the package)")
+    parser.add_argument("--preview", metavar="PATH", help="also write annotated frames (.mp4 or a directory)")
+    parser.add_argument("--keep-clip", metavar="PATH", help="write the generated clip here and keep it")
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    from agent.config import AgentConfig, apply_overrides, parse_broker
+    from agent.mqtt.topics import Topics
+    from agent.pipeline import run_agent
+
+    with tempfile.TemporaryDirectory(prefix="fer-demo-") as tmp:
+        clip = Path(args.keep_clip) if args.keep_clip else Path(tmp) / "astronaut.mp4"
+        write_clip(clip, seconds=args.seconds)
+        cfg = AgentConfig()
+        apply_overrides(cfg, source=str(clip), backend="tflite", bundle=args.bundle, preview=args.preview,
+                        detector=args.detector)
+        cfg.source = replace(cfg.source, realtime=True)  # play the clip as a camera would deliver it
+        cfg.tracking = replace(cfg.tracking, update_interval_s=2.0)
+        cfg.mqtt.device_id = cfg.mqtt.device_id or "demo"
+        cfg.service.health_file = str(Path(tmp) / "health.json")
+        cfg.service.state_dir = str(Path(tmp) / "state")
+        import contextlib
+
+        with contextlib.ExitStack() as stack:
+            if args.broker:
+                host, port = parse_broker(args.broker)
+                port = port or 1883
+            else:
+                from agent.mqtt.broker import EmbeddedBroker
+
+                host, port = stack.enter_context(EmbeddedBroker())
+            cfg.mqtt.host, cfg.mqtt.port = host, port
+            topics = Topics(cfg.mqtt.prefix, cfg.mqtt.resolved_device_id())
+            topic = f"{topics.base}/#" if args.all_topics else topics.events
+            print(f"# fer-agent demo: {args.seconds:g} s clip of the astronaut photo, broker {host}:{port}, "
+                  f"subscribed to {topic}", flush=True)
+            subscriber = PrintingSubscriber(host, port, topic)
+            stack.callback(subscriber.close)
+            summary = run_agent(cfg)
+            got = subscriber.wait_for(summary.events, timeout=10.0)
+        print(f"# {summary.frames} frames at {summary.fps:.1f} frames/s, {summary.events} events published, "
+              f"{got} received", flush=True)
+        if got == 0:
+            print("fer-agent demo: error: no events arrived (see the log above)", file=sys.stderr)
+            return 1
+    return 0

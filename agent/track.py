@@ -1,0 +1,151 @@
+"""Interpret stage: scores -> probabilities -> tracked, smoothed faces -> events.
+
+* A greedy IoU tracker gives each face a stable id across frames.
+* Each face's probabilities are smoothed with an EMA (``tracking.ema_alpha``).
+* Events are sparse, not one per frame: ``appeared`` once a new face has been
+  seen ``confirm_frames`` times; ``changed`` when another emotion has been
+  dominant, with at least ``min_confidence``, for ``min_duration_s``
+  (hysteresis: jitter shorter than that sends nothing); ``update`` every
+  ``update_interval_s`` per face; ``left`` when a face has not been seen for
+  ``leave_after_s``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.config import TrackingConfig
+from agent.events import Event, FaceState, StateSnapshot
+from agent.preprocess import Box
+
+
+def to_probabilities(scores: np.ndarray, kind: str) -> np.ndarray:
+    """Model output ``[N, C]`` -> probabilities; softmax only when the manifest says ``logits``."""
+    scores = np.asarray(scores, dtype=np.float32)
+    if kind == "logits":
+        z = scores - scores.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=-1, keepdims=True)
+    return scores
+
+
+def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """IoU of two (x, y, w, h) boxes."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class Track:
+    face_id: int
+    box: tuple[float, float, float, float]  # normalised x, y, w, h
+    probs: np.ndarray
+    first_seen: float
+    last_seen: float
+    hits: int = 1
+    announced: bool = False
+    label: str | None = None  # last label sent in an event
+    candidate: str | None = None  # a different dominant label waiting out min_duration_s
+    candidate_since: float = 0.0
+    last_event: float = 0.0
+
+
+class Tracker:
+    def __init__(self, cfg: TrackingConfig, labels: tuple[str, ...]) -> None:
+        self.cfg = cfg
+        self.labels = labels
+        self.tracks: list[Track] = []
+        self._next_id = 1
+
+    def update(self, boxes: list[Box], probs: np.ndarray, frame_w: int, frame_h: int,
+               frame_number: int, capture_time: float) -> list[Event]:
+        """One frame's faces (pixel boxes + probabilities ``[N, C]``) -> the events it causes."""
+        cfg = self.cfg
+        now = capture_time
+        norm = [(b.x / frame_w, b.y / frame_h, b.w / frame_w, b.h / frame_h) for b in boxes]
+        # Greedy matching: highest IoU pairs first.
+        pairs = sorted(((box_iou(t.box, nb), ti, di) for ti, t in enumerate(self.tracks) for di, nb in enumerate(norm)),
+                       reverse=True)
+        matched_t: set[int] = set()
+        matched_d: set[int] = set()
+        for iou, ti, di in pairs:
+            if iou < cfg.iou_threshold:
+                break
+            if ti in matched_t or di in matched_d:
+                continue
+            matched_t.add(ti)
+            matched_d.add(di)
+            t = self.tracks[ti]
+            t.box = norm[di]
+            t.probs = cfg.ema_alpha * probs[di] + (1.0 - cfg.ema_alpha) * t.probs
+            t.last_seen = now
+            t.hits += 1
+        for di in range(len(norm)):
+            if di not in matched_d:
+                self.tracks.append(Track(self._next_id, norm[di], probs[di].astype(np.float32).copy(), now, now))
+                self._next_id += 1
+
+        events: list[Event] = []
+        alive = []
+        for t in self.tracks:
+            if now - t.last_seen > cfg.leave_after_s:
+                if t.announced:
+                    events.append(Event("left", self._state(t), frame_number, capture_time, previous_label=None))
+                continue
+            alive.append(t)
+            if t.last_seen != now:
+                continue  # not seen this frame: keep its state, judge it when it is seen again
+            events.extend(self._judge(t, frame_number, capture_time))
+        self.tracks = alive
+        return events
+
+    def _judge(self, t: Track, frame_number: int, now: float) -> list[Event]:
+        cfg = self.cfg
+        top = int(np.argmax(t.probs))
+        top_label, top_p = self.labels[top], float(t.probs[top])
+        if not t.announced:
+            if t.hits < cfg.confirm_frames:
+                return []
+            t.announced, t.label, t.last_event, t.candidate = True, top_label, now, None
+            return [Event("appeared", self._state(t), frame_number, now)]
+        if top_label != t.label and top_p >= cfg.min_confidence:
+            if t.candidate != top_label:
+                t.candidate, t.candidate_since = top_label, now
+            if now - t.candidate_since >= cfg.min_duration_s:
+                previous, t.label, t.candidate, t.last_event = t.label, top_label, None, now
+                return [Event("changed", self._state(t), frame_number, now, previous_label=previous)]
+        else:
+            t.candidate = None
+        if cfg.update_interval_s > 0 and now - t.last_event >= cfg.update_interval_s:
+            t.last_event = now
+            return [Event("update", self._state(t), frame_number, now)]
+        return []
+
+    def _state(self, t: Track) -> FaceState:
+        label = t.label or self.labels[int(np.argmax(t.probs))]
+        probs = {name: round(float(p), 4) for name, p in zip(self.labels, t.probs)}
+        return FaceState(t.face_id, tuple(round(v, 4) for v in t.box), label, probs[label], probs)  # type: ignore[arg-type]
+
+    def faces(self) -> list[FaceState]:
+        """Announced faces, as dashboards see them."""
+        return [self._state(t) for t in self.tracks if t.announced]
+
+    def visible(self, capture_time: float) -> list[FaceState]:
+        """Faces seen in the frame taken at ``capture_time``, announced or not (for the preview)."""
+        return [self._state(t) for t in self.tracks if t.last_seen == capture_time]
+
+    def snapshot(self, frame_number: int, capture_time: float) -> StateSnapshot:
+        faces = self.faces()
+        dominant = max(faces, key=lambda f: f.confidence).label if faces else None
+        return StateSnapshot(faces, dominant, frame_number, capture_time)
+
+    def clear(self, frame_number: int, capture_time: float) -> list[Event]:
+        """Every announced face leaves (shutdown or end of the source)."""
+        events = [Event("left", self._state(t), frame_number, capture_time) for t in self.tracks if t.announced]
+        self.tracks = []
+        return events
