@@ -323,3 +323,44 @@ def mqtt_collector() -> Iterator[Callable[..., MqttCollector]]:
             c.close()
         except Exception:
             pass
+
+
+# --------------------------------------------------------------------------- publisher helper
+
+@pytest.fixture
+def make_publisher(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """``pub = make_publisher(host, port, device_id="t1", start=True, **MqttConfig fields)``: fast reconnects,
+    outbox in the test's tmp dir; every publisher is closed at teardown."""
+    from agent.events import PublishContext
+    from agent.mqtt.config import MqttConfig, ReconnectConfig
+    from agent.mqtt.publisher import MqttPublisher
+
+    made: list[Any] = []
+
+    def make(host: str, port: int, *, device_id: str = "t1", start: bool = True, state_dir: Path | None = None,
+             **fields: Any) -> Any:
+        fields.setdefault("reconnect", ReconnectConfig(min_delay_s=0.1, max_delay_s=0.5, connect_timeout_s=2.0))
+        cfg = MqttConfig(host=host, port=port, device_id=device_id, **fields)
+        ctx = PublishContext(device_id=device_id, model_name="test-model", model_version="1.0.0",
+                             backend="tflite", agent_version="0.1.0-test")
+        pub = MqttPublisher(cfg, ctx, state_dir or tmp_path / f"state-{device_id}-{len(made)}")
+        made.append(pub)
+        if start:
+            pub.start()
+        return pub
+
+    yield make
+    for pub in made:
+        try:
+            pub.close(timeout=0.5)
+        except Exception:
+            pass
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -132,11 +132,13 @@ class MqttConfig:
     qos_state: int = field(default=1, metadata={"doc": "QoS for retained state (0, 1 or 2)", "min": 0, "max": 2})
     qos_stats: int = field(default=0, metadata={"doc": "QoS for stats (0, 1 or 2)", "min": 0, "max": 2})
     keepalive: int = field(default=30, metadata={"doc": "MQTT keepalive seconds", "min": 5})
-    tls: TlsConfig = field(default_factory=TlsConfig)
-    auth: AuthConfig = field(default_factory=AuthConfig)
-    outbox: OutboxConfig = field(default_factory=OutboxConfig)
-    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
-    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig, metadata={"doc": "TLS to the broker"})
+    auth: AuthConfig = field(default_factory=AuthConfig, metadata={"doc": "user name and password (never printed or logged)"})
+    outbox: OutboxConfig = field(default_factory=OutboxConfig, metadata={
+        "doc": "on-disk queue that keeps events and state while the broker is unreachable"})
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig, metadata={"doc": "Home Assistant MQTT discovery"})
+    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig, metadata={
+        "doc": "reconnect back-off (exponential with jitter)"})
 
     def __post_init__(self) -> None:
         if self.device_id is not None and not _TOPIC_LEVEL_OK.match(self.device_id):

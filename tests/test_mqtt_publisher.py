@@ -1,0 +1,177 @@
+"""MqttPublisher against a real mosquitto: retained contract, ordering, outbox across an outage, discovery."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jsonschema
+import pytest
+
+from agent.errors import ConfigError
+from agent.events import StateSnapshot
+from agent.mqtt.emit import synthetic_event, synthetic_state
+from agent.mqtt.payloads import load_schema
+from agent.mqtt.topics import Topics
+from conftest import wait_until
+
+STATS = {"fps": 30.0, "frames": 300, "dropped_frames": 0, "failed_inferences": 0, "faces": 1,
+         "stages": {"detect": {"mean_ms": 4.0, "p95_ms": 6.5}}}
+
+
+def _validator(name: str):
+    schema = load_schema(name)
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def test_late_subscriber_sees_retained_status_state_and_discovery(mosquitto, make_publisher, mqtt_collector) -> None:
+    pub = make_publisher(mosquitto.host, mosquitto.port, device_id="late")
+    t = Topics("fer", "late")
+    wait_until(lambda: pub.connected, what="publisher connected")
+    pub.publish_event(synthetic_event(1))
+    pub.publish_state(synthetic_state(1))
+    pub.publish_state(synthetic_state(2))
+    wait_until(lambda: pub.outbox_depth == 0, what="outbox drained")
+
+    late = mqtt_collector(mosquitto.host, mosquitto.port, "#")
+    late.wait_for(lambda c: all(c.on(x) for x in (t.status, t.state, *t.discovery_all)), what="retained messages")
+    assert [m.text for m in late.on(t.status)] == ["online"]
+    assert all(m.retain for m in late.on(t.status) + late.on(t.state))
+    state = late.on(t.state)[-1].json()
+    _validator("state").validate(state)
+    assert state["frame"] == 2  # the newest snapshot is the retained one
+    for topic in t.discovery_all:
+        msg = late.on(topic)[0]
+        assert msg.retain
+        _validator("ha_sensor").validate(msg.json())
+    assert not late.on(t.events), "events must not be retained"
+
+
+def test_events_stats_arrive_valid_and_in_order_then_clean_offline(mosquitto, make_publisher, mqtt_collector) -> None:
+    t = Topics("fer", "ev")
+    sub = mqtt_collector(mosquitto.host, mosquitto.port, "fer/#")
+    pub = make_publisher(mosquitto.host, mosquitto.port, device_id="ev")
+    for i in range(50):
+        pub.publish_event(synthetic_event(i))
+    wait_until(lambda: pub.connected, what="connected")
+    pub.publish_stats(STATS)
+    events = sub.wait_count(t.events, 50)
+    stats = sub.wait_count(t.stats, 1)
+    v = _validator("event")
+    payloads = [m.json() for m in events]
+    for p in payloads:
+        v.validate(p)
+    assert [p["frame"] for p in payloads] == list(range(50))
+    assert len({p["event_id"] for p in payloads}) == 50
+    seqs = [p["seq"] for p in payloads]
+    assert seqs == list(range(seqs[0], seqs[0] + 50))
+    st = stats[0].json()
+    _validator("stats").validate(st)
+    assert st["backend"] == "tflite" and st["model"]["version"] == "1.0.0" and st["fps"] == 30.0
+    assert "outbox" in st and st["agent_version"] == "0.1.0-test"
+
+    pub.close(timeout=2)
+    sub.wait_for(lambda c: [m.text for m in c.on(t.status)][-1:] == ["offline"], what="offline")
+    assert [m.text for m in sub.on(t.status)] == ["online", "offline"]
+    assert "Client fer-ev disconnected." in mosquitto.log_text()  # a clean DISCONNECT, not the Last Will
+
+
+def test_events_during_an_outage_are_queued_on_disk_and_delivered_in_order(mosquitto, make_publisher,
+                                                                           mqtt_collector) -> None:
+    t = Topics("fer", "out")
+    sub = mqtt_collector(mosquitto.host, mosquitto.port, "fer/out/events", client_id="collector-out",
+                         persistent=True)
+    pub = make_publisher(mosquitto.host, mosquitto.port, device_id="out")
+    wait_until(lambda: pub.connected, what="connected")
+    for i in range(20):
+        pub.publish_event(synthetic_event(i))
+    sub.wait_count(t.events, 20)
+
+    mosquitto.stop()
+    wait_until(lambda: not pub.connected, what="publisher notices the outage")
+    for i in range(20, 120):
+        pub.publish_event(synthetic_event(i))
+    wait_until(lambda: pub.outbox_depth == 100, what="outage events on disk")
+    time.sleep(1.0)  # a few failed reconnect attempts
+    mosquitto.start()
+
+    sub.wait_for(lambda c: {m.json()["frame"] for m in c.on(t.events)} >= set(range(120)), timeout=20,
+                 what="all 120 events")
+    wait_until(lambda: pub.outbox_depth == 0, what="outbox drained")
+    firsts: dict[str, int] = {}
+    for m in sub.on(t.events):
+        p = m.json()
+        firsts.setdefault(p["event_id"], p["frame"])
+    assert list(firsts.values()) == list(range(120)), "de-duplicated events must arrive in order"
+    assert pub.dropped == 0
+
+
+def test_publisher_started_while_broker_is_down_catches_up(mosquitto, make_publisher, mqtt_collector) -> None:
+    mosquitto.stop()
+    pub = make_publisher(mosquitto.host, mosquitto.port, device_id="cold")
+    t0 = time.perf_counter()
+    for i in range(1000):
+        pub.publish_event(synthetic_event(i))
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 2.0, f"1000 publish_event calls with no broker took {elapsed:.2f} s (should never block)"
+    assert not pub.connected
+    mosquitto.start()
+    sub = mqtt_collector(mosquitto.host, mosquitto.port, "fer/cold/#", client_id="collector-cold")
+    # The collector may subscribe after the publisher reconnected: the retained state + delivered count tell.
+    wait_until(lambda: pub.outbox_depth == 0 and pub.connected, timeout=20, what="outbox drained after start")
+    assert pub.dropped == 0
+    sub.wait_for(lambda c: c.on("fer/cold/status"), what="retained status")
+    assert sub.on("fer/cold/status")[-1].text == "online"
+
+
+def test_restarted_home_assistant_gets_discovery_again(mosquitto, make_publisher, mqtt_collector) -> None:
+    t = Topics("fer", "ha")
+    pub = make_publisher(mosquitto.host, mosquitto.port, device_id="ha")
+    wait_until(lambda: pub.connected, what="connected")
+    time.sleep(0.3)  # let the HA-birth subscription settle
+    sub = mqtt_collector(mosquitto.host, mosquitto.port, t.discovery_dominant)
+    sub.wait_count(t.discovery_dominant, 1)  # retained copy
+    sub.client.publish(t.ha_birth, "online").wait_for_publish(5)
+    fresh = sub.wait_count(t.discovery_dominant, 2)
+    assert not fresh[-1].retain  # a live re-publish, not the retained copy
+    assert json.loads(fresh[-1].payload)["unique_id"] == "fer_ha_dominant_emotion"
+
+
+def test_state_is_coalesced_while_offline(mosquitto, make_publisher, mqtt_collector) -> None:
+    mosquitto.stop()
+    pub = make_publisher(mosquitto.host, mosquitto.port, device_id="coal")
+    for i in range(200):
+        pub.publish_state(synthetic_state(i))
+        if i % 20 == 0:
+            time.sleep(0.01)
+    pub.publish_state(StateSnapshot(faces=[], dominant=None, frame_number=999, capture_time=time.time()))
+    wait_until(lambda: len(pub._queue) == 0, what="queued to disk")
+    assert pub.outbox_depth == 1, "only the newest unsent state snapshot is worth keeping"
+    mosquitto.start()
+    wait_until(lambda: pub.connected and pub.outbox_depth == 0, timeout=20, what="drained")
+    late = mqtt_collector(mosquitto.host, mosquitto.port, "fer/coal/state")
+    msg = late.wait_count("fer/coal/state", 1)[0]
+    assert msg.retain and msg.json()["frame"] == 999 and msg.json()["dominant"] is None
+
+
+def test_start_without_host_is_a_clear_config_error(make_publisher) -> None:
+    pub = make_publisher(None, 1883, device_id="nohost", start=False)
+    with pytest.raises(ConfigError, match="mqtt.host"):
+        pub.start()
+
+
+def test_outbox_limit_drops_oldest_and_reports_it_in_stats(mosquitto, make_publisher, mqtt_collector) -> None:
+    from agent.mqtt.config import OutboxConfig
+
+    mosquitto.stop()
+    pub = make_publisher(mosquitto.host, mosquitto.port, device_id="full", outbox=OutboxConfig(max_messages=10))
+    for i in range(30):
+        pub.publish_event(synthetic_event(i))
+    wait_until(lambda: pub.dropped == 20, what="20 oldest dropped")
+    mosquitto.start()
+    sub = mqtt_collector(mosquitto.host, mosquitto.port, "fer/full/stats")
+    wait_until(lambda: pub.connected, timeout=20, what="reconnected")
+    pub.publish_stats(STATS)  # stats are QoS 0 and not retained: send once the collector listens
+    stats = sub.wait_count("fer/full/stats", 1, timeout=20)[-1].json()
+    assert stats["outbox"]["dropped"] == 20
