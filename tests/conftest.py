@@ -12,6 +12,7 @@ All skip with a clear reason when the ``mosquitto`` binary (Debian package ``mos
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -94,6 +95,9 @@ class Mosquitto:
             "connection_messages true",
             "max_queued_messages 100000",
         ]
+        if os.geteuid() == 0:
+            # As root, mosquitto drops to user "mosquitto", who cannot read pytest's 0700 tmp dirs.
+            lines.append("user root")
         if self.password_file is not None:
             lines.append(f"password_file {self.password_file}")
         lines += ["", f"listener {self.port} {LOOPBACK}"]
