@@ -1,0 +1,149 @@
+"""Train -> export -> evaluate on a tiny generated data set (TensorFlow; marked slow).
+
+Proves the bundle's three model forms agree on the same faces through the
+manifest's normalisation: Keras vs float TFLite vs frozen graph (max abs
+difference), float vs int8 TFLite (argmax agreement >= 97 %).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.manifest import load_manifest
+from agent.preprocess import normalize
+from fer_synth import synth_images, write_csv
+from host_tools.augment import AugmentConfig
+
+tf = pytest.importorskip("tensorflow", reason="host tests need the `host` extra (TensorFlow)")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from host_tools.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("host")
+    data = write_csv(root / "synth.csv.gz", {"Training": 700, "PublicTest": 140, "PrivateTest": 70})
+    # Gentle augmentation: the bars are 6 px apart, so the recipe's 4 px shifts would blur the classes.
+    cfg = TrainConfig(data=str(data), out=str(root / "run"), epochs=3, batch_size=64, widths=(8, 16, 16, 32),
+                      warmup_epochs=0.5, lr=1e-2, seed=3,
+                      augment=AugmentConfig(rotation_deg=2, scale=0.02, shift_px=1, erase_prob=0.2))
+    summary = train(cfg)
+    return root, data, cfg, summary
+
+
+def test_training_outputs(trained):
+    root, _, cfg, summary = trained
+    run = Path(cfg.out)
+    for name in ("best.keras", "last.keras", "log.csv", "metrics.json", "training_curves.png", "confusion_matrix.png"):
+        assert (run / name).stat().st_size > 0, name
+    rows = list(csv.DictReader(open(run / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2] and "val_accuracy" in rows[0]
+    m = json.loads((run / "metrics.json").read_text())
+    assert set(m["publictest"]["per_class"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
+    assert m["publictest"]["n"] == 140 and "privatetest" in m  # PrivateTest is reported when present
+    assert np.array(m["publictest"]["confusion_matrix"]).sum() == 140
+    assert summary["publictest"]["accuracy"] > 0.5  # the synthetic classes are easy
+
+
+def test_resume_continues_from_last_epoch(trained, tmp_path):
+    from host_tools.train import TrainConfig, train
+
+    root, data, cfg, _ = trained
+    out = tmp_path / "resumed"
+    base = dict(data=str(data), out=str(out), batch_size=64, widths=(8, 16, 16, 32), warmup_epochs=0.5, seed=3, limit=140)
+    train(TrainConfig(epochs=1, **base))
+    train(TrainConfig(epochs=2, resume=True, **base))
+    state = json.loads((out / "state.json").read_text())
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert state["epochs_done"] == 2 and [int(r["epoch"]) for r in rows] == [0, 1]
+
+
+@pytest.fixture(scope="module")
+def bundle(trained):
+    from host_tools.export import export_bundle
+
+    root, data, cfg, _ = trained
+    out = root / "bundle"
+    export_bundle(Path(cfg.out), out, str(data), version="9.9.9", calibration_rows=140)
+    return out
+
+
+def test_export_round_trip(bundle, trained):
+    import keras
+
+    from host_tools import tflite_eval
+
+    m = load_manifest(bundle)  # verifies every sha256
+    assert m.model_version == "9.9.9" and m.input.name == "input" and m.output.name == "probabilities"
+    assert {"tflite", "tflite_int8", "frozen_graph", "saved_model"} <= set(m.files)
+    assert 0 <= m.metrics["accuracy_float"] <= 1 and 0 <= m.metrics["accuracy_int8"] <= 1
+
+    x_u8, _ = synth_images(300, seed=42)
+    x = normalize(x_u8, m.input.normalization)[..., None]
+    keras_out = keras.models.load_model(Path(trained[2].out) / "best.keras").predict(x, verbose=0)
+    float_out = tflite_eval.predict(m.path_of("tflite"), x)
+    int8_out = tflite_eval.predict(m.path_of("tflite_int8"), x)
+    assert np.abs(keras_out - float_out).max() < 1e-4
+    assert (keras_out.argmax(1) == int8_out.argmax(1)).mean() >= 0.97
+    np.testing.assert_allclose(float_out.sum(1), 1.0, atol=1e-4)  # probabilities, as the manifest says
+
+    # Frozen graph: the node names in the manifest feed and fetch the same numbers.
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(m.path_of("frozen_graph").read_bytes())
+    fn = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
+    run = fn.prune(fn.graph.get_tensor_by_name(f"{m.files['frozen_graph'].extra['input_node']}:0"),
+                   fn.graph.get_tensor_by_name(f"{m.output.name}:0"))
+    pb_out = np.concatenate([run(tf.constant(x[i:i + 1])).numpy() for i in range(20)])
+    assert np.abs(pb_out - keras_out[:20]).max() < 1e-4
+
+
+def test_evaluate_on_tiny_split(bundle, trained):
+    from host_tools import tflite_eval
+    from host_tools.evaluate import evaluate
+
+    data = trained[1]
+    res = evaluate(bundle, str(data), split="PrivateTest", tta_flip=False)
+    assert res["n"] == 70 and set(res["variants"]) == {"float", "int8"}
+    m = load_manifest(bundle)
+    x_u8, y = synth_images(70, seed=2)  # write_csv seeds the third split with seed+2
+    probs = tflite_eval.predict(m.path_of("tflite"), normalize(x_u8, m.input.normalization)[..., None])
+    assert res["variants"]["float"]["accuracy"] == round(float((probs.argmax(1) == y).mean()), 4)
+    tta = evaluate(bundle, str(data), split="test", variants=("float",), tta_flip=True)
+    assert tta["tta_flip"] and tta["split"] == "PublicTest" and tta["n"] == 140
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "host_tools.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_evaluate_json_and_errors(bundle, trained, tmp_path):
+    ok = _cli("evaluate", str(bundle), "--data", str(trained[1]), "--split", "PublicTest", "--variant", "int8", "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["variants"]["int8"]["n"] == 140
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("emotion,pixels,Usage\n3," + " ".join(["1"] * 2304) + ",PublicTest\n12,1 2,PublicTest\n")
+    res = _cli("evaluate", str(bundle), "--data", str(bad))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"{bad}: row 3: emotion 12 outside 0-6" in res.stderr
+    skipped = _cli("evaluate", str(bundle), "--data", str(bad), "--skip-bad-rows", "--json")
+    assert skipped.returncode == 0 and json.loads(skipped.stdout)["skipped_rows"] == 1
+
+    missing = _cli("export", str(tmp_path / "norun"), "--out", str(tmp_path / "b"))
+    assert missing.returncode == 2 and "no best.keras checkpoint" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_cli_help_for_every_command():
+    for cmd in ([], ["train"], ["evaluate"], ["export"]):
+        res = _cli(*cmd, "--help")
+        assert res.returncode == 0 and "usage: fer-host" in res.stdout
+    res = _cli("train", "--data", "x.csv", "--widths", "a,b")
+    assert res.returncode == 2 and "--widths must be comma-separated integers" in res.stderr
