@@ -1,0 +1,58 @@
+# Two entry points on a fresh Debian/Ubuntu machine (see README):
+#   make demo   - set up, then run the agent in emulation mode on the default bundle
+#   make test   - set up everything (Python extras + Debian tools), then run the whole suite
+# Both are idempotent; stamps in the venv skip work already done.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages the tests drive for real: the broker, the shell linter, systemd-analyze.
+APT_TEST := mosquitto shellcheck systemd openssl
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast setup-agent setup-dev system-deps bench train export clean
+
+demo: setup-agent
+	$(BIN)/fer-agent demo
+
+test: setup-dev system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup-dev system-deps
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+setup-agent: $(VENV)/.stamp-agent
+setup-dev: $(VENV)/.stamp-dev
+
+$(VENV)/bin/python:
+	@$(PYTHON) -c "import ensurepip" 2>/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.stamp-agent: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install -q -e ".[emulation]"
+	touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install -q -e ".[emulation,host,test]"
+	touch $@ $(VENV)/.stamp-agent
+
+system-deps:
+	@missing=""; for p in $(APT_TEST); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+
+# Measurements shown in the README (see "Performance").
+bench: setup-agent
+	$(BIN)/fer-agent bench
+
+# The default recipe (about an hour on 2 CPU cores) and the export of the default bundle.
+DATA ?= ../shared/datasets/fer2013/fer2013_train_publictest.csv.gz
+train: setup-dev
+	$(BIN)/fer-host train --data $(DATA) --out runs/default
+export: setup-dev
+	$(BIN)/fer-host export runs/default --out agent/models/default --data $(DATA) --no-saved-model
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
