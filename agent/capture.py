@@ -98,7 +98,7 @@ class FrameSource:
         if now < self._next_due:
             self._sleep(self._next_due - now)
             now = self._next_due
-        self._next_due = max(self._next_due + 1.0 / self.cfg.fps_cap, now)
+        self._next_due = max(self._next_due, now) + 1.0 / self.cfg.fps_cap
 
     def _sleep(self, seconds: float) -> None:
         time.sleep(seconds)

@@ -43,14 +43,31 @@ def astronaut_bgr() -> np.ndarray:
     return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
 
 
-def face_patch(size: int, flip: bool = False, photo: np.ndarray | None = None) -> np.ndarray:
-    """A square crop around the astronaut's face (some shoulders and background), ``size`` px."""
-    photo = astronaut_bgr() if photo is None else photo
+def _patch_window() -> tuple[int, int, int]:
+    """Square window (x0, y0, side) of the photo around the face, with hair and shoulders."""
     x0, y0, x1, y1 = ASTRONAUT_FACE
-    cx, cy, half = (x0 + x1) // 2, (y0 + y1) // 2, int(max(x1 - x0, y1 - y0) * 0.9)
-    crop = photo[max(0, cy - half) : cy + half, max(0, cx - half) : cx + half]
-    patch = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    half = min(int(max(x1 - x0, y1 - y0) * 0.9), cx, cy)
+    return cx - half, cy - half, 2 * half
+
+
+def face_patch(size: int, flip: bool = False, photo: np.ndarray | None = None) -> np.ndarray:
+    """A square crop around the astronaut's face, ``size`` px (mirrored with ``flip``)."""
+    photo = astronaut_bgr() if photo is None else photo
+    wx, wy, side = _patch_window()
+    patch = cv2.resize(photo[wy : wy + side, wx : wx + side], (size, size), interpolation=cv2.INTER_AREA)
     return patch[:, ::-1].copy() if flip else patch
+
+
+def face_in_patch(size: int, flip: bool = False) -> tuple[int, int, int, int]:
+    """Where the face lies inside :func:`face_patch` (x, y, w, h), for checking detectors."""
+    wx, wy, side = _patch_window()
+    s = size / side
+    x0, y0, x1, y1 = ASTRONAUT_FACE
+    x, y, w, h = (x0 - wx) * s, (y0 - wy) * s, (x1 - x0) * s, (y1 - y0) * s
+    if flip:
+        x = size - x - w
+    return int(round(x)), int(round(y)), int(round(w)), int(round(h))
 
 
 def background(w: int = FRAME_W, h: int = FRAME_H) -> np.ndarray:
@@ -68,14 +85,28 @@ def paste(canvas: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
         canvas[y0:y1, x0:x1] = patch[y0 - y : y1 - y, x0 - x : x1 - x]
 
 
-def grid_frame(n_faces: int, size: int = 150, photo: np.ndarray | None = None) -> np.ndarray:
+def grid_spots(n_faces: int, size: int = 200) -> list[tuple[int, int]]:
+    if n_faces == 1:
+        return [((FRAME_W - size) // 2, (FRAME_H - size) // 2)]
+    return [(40, 20), (400, 20), (40, 260), (400, 260)][:n_faces]
+
+
+def grid_frame(n_faces: int, size: int = 200, photo: np.ndarray | None = None) -> np.ndarray:
     """A 640x480 frame with ``n_faces`` (1-4) astronaut faces in a 2x2 grid (benchmarks, tests)."""
     frame = background()
     photo = astronaut_bgr() if photo is None else photo
-    spots = [(60, 40), (380, 40), (60, 270), (380, 270)] if n_faces > 1 else [((FRAME_W - size) // 2, (FRAME_H - size) // 2)]
-    for i in range(n_faces):
-        paste(frame, face_patch(size, flip=i % 2 == 1, photo=photo), *spots[i])
+    for i, (x, y) in enumerate(grid_spots(n_faces, size)):
+        paste(frame, face_patch(size, flip=i % 2 == 1, photo=photo), x, y)
     return frame
+
+
+def grid_faces(n_faces: int, size: int = 200) -> list[tuple[int, int, int, int]]:
+    """The true face boxes (x, y, w, h) in :func:`grid_frame`."""
+    out = []
+    for i, (x, y) in enumerate(grid_spots(n_faces, size)):
+        fx, fy, fw, fh = face_in_patch(size, flip=i % 2 == 1)
+        out.append((x + fx, y + fy, fw, fh))
+    return out
 
 
 def clip_frames(seconds: float = 6.0, fps: float = 15.0) -> Iterator[np.ndarray]:

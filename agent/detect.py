@@ -60,7 +60,7 @@ class Detector:
             if x1 - x0 < 1 or y1 - y0 < 1 or max(b.w, b.h) < self.cfg.min_face:
                 continue
             out.append(Detection(Box(x0, y0, x1 - x0, y1 - y0), d.score))
-        out.sort(key=lambda d: d.box.w * d.box.h, reverse=True)
+        out.sort(key=lambda d: (-d.box.w * d.box.h, d.box.y, d.box.x))  # largest first; stable across runs
         return out[: self.cfg.max_faces]
 
 

@@ -101,7 +101,7 @@ class TFLiteBackend(Backend):
         out = self.interpreter.get_output_details()[0]
         want = tuple(manifest.input.shape[1:])
         if tuple(int(d) for d in inp["shape"][1:]) != want:
-            raise BackendError(f"{self.path}: input shape {list(inp['shape'])} does not match the manifest's {list(manifest.input.shape)}")
+            raise BackendError(f"{self.path}: input shape {[int(d) for d in inp['shape']]} does not match the manifest's {list(manifest.input.shape)}")
         n_labels = len(manifest.labels)
         if int(out["shape"][-1]) != n_labels:
             raise BackendError(f"{self.path}: output has {out['shape'][-1]} scores, the manifest lists {n_labels} labels")

@@ -1,0 +1,111 @@
+"""Face detectors on a real face (the astronaut) and on frames with no face."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from agent.config import DetectorConfig, default_bundle_path
+from agent.demo import astronaut_bgr, background, grid_faces, grid_frame
+from agent.detect import (BLAZEFACE_OPTIONS, HaarDetector, create_detector, iou_matrix, ssd_anchors,
+                          weighted_nms)
+from agent.errors import FerError
+from agent.manifest import load_manifest
+from agent.track import box_iou
+
+DETECTORS = [("haar", "short"), ("blazeface", "short"), ("blazeface", "full")]
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    if not (default_bundle_path() / "manifest.json").exists():
+        pytest.skip("default bundle not exported yet (fer-host export)")
+    return load_manifest(default_bundle_path())
+
+
+def run(det, frame):
+    return det.detect(frame, cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+
+
+def matches(dets, truths):
+    """Each true face has exactly one detection overlapping it well."""
+    return all(sum(box_iou((d.box.x, d.box.y, d.box.w, d.box.h), t) > 0.4 for d in dets) == 1 for t in truths)
+
+
+@pytest.mark.parametrize("kind, model", DETECTORS)
+@pytest.mark.parametrize("n_faces", [1, 4])
+def test_finds_the_real_faces(manifest, kind, model, n_faces):
+    det = create_detector(DetectorConfig(type=kind, blazeface_model=model), manifest)
+    frame = grid_frame(n_faces)
+    dets = run(det, frame)
+    assert len(dets) == n_faces
+    assert matches(dets, grid_faces(n_faces))
+
+
+@pytest.mark.parametrize("kind, model", DETECTORS)
+def test_whole_astronaut_photo(manifest, kind, model):
+    """The original photo (512x512, face upper middle) at full size: one face where the face is."""
+    det = create_detector(DetectorConfig(type=kind, blazeface_model=model, detect_width=0), manifest)
+    dets = run(det, astronaut_bgr())
+    assert len(dets) == 1
+    b = dets[0].box
+    cx, cy = b.x + b.w / 2, b.y + b.h / 2
+    assert 170 < cx < 290 and 40 < cy < 180, b
+
+
+@pytest.mark.parametrize("kind, model", DETECTORS)
+@pytest.mark.parametrize("frame", [np.zeros((480, 640, 3), np.uint8), background(),
+                                   np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)],
+                         ids=["black", "gradient", "noise"])
+def test_no_face_no_box(manifest, kind, model, frame):
+    det = create_detector(DetectorConfig(type=kind, blazeface_model=model), manifest)
+    assert run(det, frame) == []
+
+
+def test_min_face_and_max_faces(manifest):
+    frame = grid_frame(4)
+    assert len(run(HaarDetector(DetectorConfig(max_faces=2)), frame)) == 2
+    assert run(HaarDetector(DetectorConfig(min_face=150)), frame) == []
+
+
+def test_boxes_are_in_full_frame_pixels_whatever_the_detect_width(manifest):
+    frame = grid_frame(1)
+    a = run(HaarDetector(DetectorConfig(detect_width=0)), frame)[0].box
+    b = run(HaarDetector(DetectorConfig(detect_width=320)), frame)[0].box
+    assert box_iou((a.x, a.y, a.w, a.h), (b.x, b.y, b.w, b.h)) > 0.7
+
+
+def test_mediapipe_anchor_counts():
+    assert len(ssd_anchors(128, **{k: v for k, v in BLAZEFACE_OPTIONS["short"].items() if k != "input_size"})) == 896
+    full = ssd_anchors(192, **{k: v for k, v in BLAZEFACE_OPTIONS["full"].items() if k != "input_size"})
+    assert len(full) == 2304
+    assert full[0].tolist() == pytest.approx([0.5 / 48, 0.5 / 48])
+    short = ssd_anchors(128, (8, 16, 16, 16), 1.0)
+    # 16x16 cells x 2 anchors, then 8x8 cells x 6 anchors (three layers share stride 16)
+    assert short[0].tolist() == short[1].tolist() == pytest.approx([1 / 32, 1 / 32])
+    assert short[512].tolist() == short[517].tolist() == pytest.approx([1 / 16, 1 / 16])
+
+
+def test_weighted_nms_blends_overlapping_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
+    scores = np.array([0.9, 0.3, 0.8], np.float32)
+    out = weighted_nms(boxes, scores, 0.3)
+    assert len(out) == 2
+    blended, score = out[0]
+    assert score == pytest.approx(0.9)
+    assert blended[0] == pytest.approx(0.25)  # (0*0.9 + 1*0.3) / 1.2
+    assert iou_matrix(boxes[:1], boxes[2:])[0, 0] == 0.0
+
+
+def test_blazeface_needs_its_model_in_the_bundle(manifest, tmp_path):
+    from dataclasses import replace
+
+    stripped = replace(manifest, files={k: v for k, v in manifest.files.items() if not k.startswith("blazeface")})
+    with pytest.raises(FerError, match="blazeface_short"):
+        create_detector(DetectorConfig(type="blazeface"), stripped)
+
+
+def test_yunet_needs_a_model_path():
+    with pytest.raises(FerError, match="detector.yunet_model"):
+        create_detector(DetectorConfig(type="yunet"), None)
