@@ -21,6 +21,9 @@ COMMANDS = [
     "host_tools.train",
     "host_tools.evaluate",
     "host_tools.export",
+    "host_tools.convert",
+    "host_tools.make_raw",
+    "host_tools.show_results",
 ]
 
 

@@ -1,0 +1,251 @@
+"""``fer-host convert BUNDLE``: the bundle's model -> SNPE DLCs, recorded in the manifest.
+
+1. ``snpe-tensorflow-to-dlc`` on the frozen graph (default), or
+   ``snpe-tflite-to-dlc`` / ``snpe-onnx-to-dlc`` with ``--source``: model.dlc
+   (float; the CPU/GPU runtimes).
+2. ``snpe-dlc-quant`` (``snpe-dlc-quantize`` on SDKs without it) with N
+   Training faces balanced across classes: model_quantized.dlc (DSP/AIP).
+3. With ``--htp-socs``: ``snpe-dlc-graph-prepare`` caches the HTP graph for
+   those SoCs: model_htp.dlc (what the DSP runtime loads fastest).
+
+Tensor names and dims come from the manifest, never from constants. The
+manifest gets each DLC with its sha256 and tensor names, and an ``snpe``
+block with the SDK version and the exact commands. ``--dry-run`` prints the
+commands and changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from agent.errors import FerError
+from agent.manifest import Manifest, file_entry, load_manifest
+from host_tools.snpe_sdk import Sdk, SdkError, find_sdk, run_tool
+
+SOURCES = {"tensorflow": ("frozen_graph", "snpe-tensorflow-to-dlc"), "tflite": ("tflite", "snpe-tflite-to-dlc"),
+           "onnx": ("onnx", "snpe-onnx-to-dlc")}
+QUANTIZERS = ("auto", "snpe-dlc-quant", "snpe-dlc-quantize")
+DLC_FILES = {"dlc": "model.dlc", "dlc_quantized": "model_quantized.dlc", "dlc_htp": "model_htp.dlc"}
+
+
+@dataclass
+class Step:
+    role: str
+    cmd: list[str]
+    output: Path
+    info: dict[str, Any] = field(default_factory=dict)  # extra keys for the manifest file entry
+
+
+@dataclass
+class Plan:
+    steps: list[Step]
+    input_name: str
+    output_name: str
+    calibration: dict[str, Any] | None = None
+
+    def commands(self) -> list[str]:
+        return [shlex.join(s.cmd) for s in self.steps]
+
+
+def tensor_names(manifest: Manifest, source: str, model: Path) -> tuple[str, str]:
+    """Input/output names as the source graph spells them (the DLC keeps them)."""
+    role = SOURCES[source][0]
+    extra = manifest.files[role].extra if role in manifest.files else {}
+    if source == "tensorflow":
+        return str(extra.get("input_node") or manifest.input.name), str(extra.get("output_node") or manifest.output.name)
+    if source == "tflite":
+        if extra.get("input_tensor") and extra.get("output_tensor"):
+            return str(extra["input_tensor"]), str(extra["output_tensor"])
+        from host_tools.tflite_eval import tensor_names as tflite_names
+
+        return tflite_names(model)
+    return str(extra.get("input_name") or manifest.input.name), str(extra.get("output_name") or manifest.output.name)
+
+
+def build_plan(manifest: Manifest, bundle: Path, tool: Any, source: str = "tensorflow", model: Path | None = None,
+               quantize: bool = True, quantizer: str = "snpe-dlc-quantize", calibration_list: Path | None = None,
+               htp_socs: str | None = None, quantizer_args: list[str] | None = None) -> Plan:
+    """The exact commands; ``tool(name)`` gives each tool's path (or bare name for a dry run)."""
+    role, converter = SOURCES[source]
+    model = model or manifest.path_of(role)
+    in_name, out_name = tensor_names(manifest, source, model)
+    dims = ",".join(str(d) for d in manifest.input.shape)
+    dlc = bundle / DLC_FILES["dlc"]
+    cmd = [str(tool(converter)), "--input_network", str(model), "--input_dim", in_name, dims,
+           "--out_node", out_name, "--output_path", str(dlc)]
+    common = {"input_name": in_name, "output_name": out_name}
+    steps = [Step("dlc", cmd, dlc, {**common, "source": source, "source_file": model.name, "quantized": False})]
+    if quantize:
+        if calibration_list is None:
+            raise FerError("quantising needs calibration faces: pass --data FER2013.csv (or image tree), "
+                           "--calibration-list FILE, or --no-quantize")
+        qdlc = bundle / DLC_FILES["dlc_quantized"]
+        steps.append(Step("dlc_quantized", [str(tool(quantizer)), "--input_dlc", str(dlc), "--input_list", str(calibration_list),
+                                            "--output_dlc", str(qdlc), *(quantizer_args or [])],
+                          qdlc, {**common, "quantized": True, "quantizer": quantizer}))
+        if htp_socs:
+            hdlc = bundle / DLC_FILES["dlc_htp"]
+            steps.append(Step("dlc_htp", [str(tool("snpe-dlc-graph-prepare")), "--input_dlc", str(qdlc),
+                                          "--output_dlc", str(hdlc), "--htp_socs", htp_socs],
+                              hdlc, {**common, "quantized": True, "htp_socs": htp_socs.split(",")}))
+    elif htp_socs:
+        raise FerError("--htp-socs needs a quantized DLC: drop --no-quantize")
+    return Plan(steps, in_name, out_name)
+
+
+def pick_quantizer(sdk: Sdk | None, choice: str) -> str:
+    if choice != "auto":
+        return choice
+    if sdk is not None and sdk.has("snpe-dlc-quant"):
+        return "snpe-dlc-quant"
+    return "snpe-dlc-quantize"  # present in every SNPE release
+
+
+def convert(bundle: Path, source: str = "tensorflow", model: Path | None = None, data: Path | None = None,
+            calibration_list: Path | None = None, calibration_count: int = 200, seed: int = 0, quantize: bool = True,
+            quantizer: str = "auto", htp_socs: str | None = None, sdk_root: str | None = None, dry_run: bool = False,
+            work_dir: Path | None = None, quantizer_args: list[str] | None = None, tool_timeout_s: float | None = None,
+            echo=print) -> Manifest | Plan:
+    """Run (or with ``dry_run`` only print) the conversion; returns the updated manifest (or the plan)."""
+    bundle = Path(bundle)
+    manifest = load_manifest(bundle, verify=False)
+    role = SOURCES[source][0]
+    if model is None:
+        manifest.verify([role])  # convert exactly the file the manifest vouches for
+    elif not model.exists():
+        raise FerError(f"{model}: --model file does not exist")
+    try:
+        sdk: Sdk | None = find_sdk(sdk_root, probe_tool=SOURCES[source][1])
+    except SdkError:
+        if not dry_run:
+            raise
+        sdk = None
+    tool = sdk.tool if sdk is not None else (lambda name: name)
+    q = pick_quantizer(sdk, quantizer)
+
+    calib_info: dict[str, Any] | None = None
+    temp: Path | None = None
+    if quantize and calibration_list is None and data is not None:
+        if work_dir is None:  # deterministic, so --dry-run shows the path the real run uses; removed afterwards
+            work_dir = temp = Path(tempfile.gettempdir()) / f"fer-snpe-calib-{bundle.resolve().name}"
+        calibration_list = work_dir / "calibration_list.txt"
+        calib_info = {"count": calibration_count, "seed": seed, "split": "Training", "data": str(data)}
+    plan = build_plan(manifest, bundle, tool, source, model, quantize, q, calibration_list, htp_socs, quantizer_args)
+    plan.calibration = calib_info
+
+    if dry_run:
+        echo(f"# {sdk.describe() if sdk else 'SNPE SDK not found: tools shown by name'}")
+        if calib_info:
+            echo(f"# calibration: {calibration_count} Training faces balanced across classes (seed {seed}) "
+                 f"from {data} -> {calibration_list}")
+        for c in plan.commands():
+            echo(c)
+        return plan
+
+    if temp is not None:
+        shutil.rmtree(temp, ignore_errors=True)
+    try:
+        if calib_info is not None:
+            from host_tools import calibration
+            from host_tools import data as fer_data
+
+            split = fer_data.load(data).split("Training")
+            raws = calibration.make_calibration(split, manifest.input, work_dir, calibration_count, seed)
+            calib_info.update(per_class=raws.per_class(), bytes_per_file=raws.files[0].stat().st_size)
+            echo(f"calibration: {len(raws.files)} faces {raws.per_class()} -> {raws.list_path}")
+        elif quantize and calibration_list is not None:
+            if not calibration_list.exists():
+                raise FerError(f"{calibration_list}: calibration list does not exist")
+            n = sum(1 for line in calibration_list.read_text().splitlines() if line.strip() and not line.startswith("#"))
+            calib_info = {"count": n, "list": str(calibration_list)}
+        done: list[Step] = []
+        for step in plan.steps:
+            echo(f"$ {shlex.join(step.cmd)}")
+            run_tool(step.cmd, timeout_s=tool_timeout_s)
+            if not step.output.exists() or step.output.stat().st_size == 0:
+                raise FerError(f"{Path(step.cmd[0]).name} exited 0 but wrote no {step.output}\n  command: {shlex.join(step.cmd)}")
+            done.append(step)
+    finally:
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+    return record(manifest, bundle, done, sdk, plan, source)
+
+
+def record(manifest: Manifest, bundle: Path, steps: list[Step], sdk: Sdk | None, plan: Plan, source: str) -> Manifest:
+    """New manifest: the DLC entries (sha256, tensor names) and the ``snpe`` block with the exact commands."""
+    files = dict(manifest.files)
+    made = {s.role for s in steps}
+    for role, name in DLC_FILES.items():
+        if role not in made and role in files:  # a DLC from an earlier conversion no longer matches model.dlc
+            (bundle / files[role].path).unlink(missing_ok=True)
+            del files[role]
+    for s in steps:
+        files[s.role] = file_entry(bundle, s.output.name, **s.info)
+    snpe_block = {
+        "sdk_version": sdk.version if sdk else None,
+        "sdk_root": str(sdk.root) if sdk and sdk.root else None,
+        "converted": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "source": source,
+        "input_name": plan.input_name,
+        "output_name": plan.output_name,
+        "commands": [{"role": s.role, "tool": Path(s.cmd[0]).name, "command": shlex.join(s.cmd)} for s in steps],
+    }
+    if plan.calibration:
+        snpe_block["calibration"] = plan.calibration
+    new = dataclasses.replace(manifest, files=files, extra={**manifest.extra, "snpe": snpe_block})
+    new.write(bundle)
+    return load_manifest(bundle, verify=False)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="bundle -> SNPE DLC (+ quantised, + HTP-prepared), recorded in the manifest",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundle", type=Path, help="model bundle directory (manifest.json)")
+    p.add_argument("--source", choices=sorted(SOURCES), default="tensorflow",
+                   help="which bundle model to convert: tensorflow (frozen_graph, default), tflite, onnx")
+    p.add_argument("--model", type=Path, default=None, help="convert this file instead of the bundle's (e.g. an ONNX export)")
+    p.add_argument("--data", type=Path, default=None, help="FER2013 CSV or image tree for calibration faces")
+    p.add_argument("--calibration-count", type=int, default=200, metavar="N",
+                   help="calibration faces from Training, balanced across classes (default 200)")
+    p.add_argument("--calibration-list", type=Path, default=None, help="an existing calibration input list instead of --data")
+    p.add_argument("--seed", type=int, default=0, help="calibration sample seed (default 0)")
+    p.add_argument("--work-dir", type=Path, default=None, help="keep calibration tensors here (default: a temp dir, removed)")
+    p.add_argument("--no-quantize", dest="quantize", action="store_false", help="float DLC only (CPU/GPU runtimes)")
+    p.add_argument("--quantizer", choices=QUANTIZERS, default="auto",
+                   help="auto = snpe-dlc-quant when the SDK has it, else snpe-dlc-quantize")
+    p.add_argument("--quantizer-arg", dest="quantizer_args", action="append", default=[], metavar="ARG",
+                   help="extra quantizer argument, repeatable (e.g. --quantizer-arg=--use_enhanced_quantizer)")
+    p.add_argument("--htp-socs", default=None, metavar="SOCS",
+                   help="also run snpe-dlc-graph-prepare for these SoCs (comma-separated, e.g. sm8550,qcs6490)")
+    p.add_argument("--sdk-root", default=None, help="SDK root (default $SNPE_ROOT, $QAIRT_SDK_ROOT, then PATH)")
+    p.add_argument("--tool-timeout", type=float, default=None, metavar="S", help="give up on a tool after S seconds")
+    p.add_argument("--dry-run", action="store_true", help="print the exact commands; run and change nothing")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.calibration_count <= 0:
+        raise FerError(f"--calibration-count must be > 0, got {args.calibration_count}")
+    if args.quantize and not args.dry_run and args.data is None and args.calibration_list is None:
+        raise FerError("quantising needs calibration faces: pass --data FER2013.csv (or image tree), "
+                       "--calibration-list FILE, or --no-quantize")
+    result = convert(args.bundle, source=args.source, model=args.model, data=args.data,
+                     calibration_list=args.calibration_list, calibration_count=args.calibration_count, seed=args.seed,
+                     quantize=args.quantize, quantizer=args.quantizer, htp_socs=args.htp_socs, sdk_root=args.sdk_root,
+                     dry_run=args.dry_run, work_dir=args.work_dir, quantizer_args=args.quantizer_args,
+                     tool_timeout_s=args.tool_timeout)
+    if isinstance(result, Manifest):
+        for role in DLC_FILES:
+            if role in result.files:
+                e = result.files[role]
+                print(f"{role}: {args.bundle / e.path} sha256 {e.sha256[:16]}...")
+        print(f"manifest updated: {args.bundle / 'manifest.json'} (snpe.sdk_version {result.extra['snpe']['sdk_version']})")
+    return 0

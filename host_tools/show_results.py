@@ -1,0 +1,122 @@
+"""``fer-host show-results OUTPUT_DIR --input-list FILE``: decode an snpe-net-run output directory.
+
+snpe-net-run writes ``Result_<n>/<output>.raw`` for the n-th line of the
+input list (header line not counted). This joins them back to the input
+files and prints file -> label, confidence, every probability (table, CSV or
+JSON), with the bundle's label order and a softmax when the model outputs
+logits. It does what the SDK's ``show_*_classifications.py`` examples do,
+but checks every file's size instead of trusting it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agent.errors import FerError
+from agent.manifest import Manifest, load_manifest
+from agent.rawtensor import RAW_DTYPE, parse_input_list, result_path
+
+
+@dataclass
+class Row:
+    index: int
+    file: str
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def output_name_for(manifest: Manifest, list_outputs: list[str], override: str | None) -> str:
+    if override:
+        return override
+    for role in ("dlc", "dlc_quantized", "dlc_htp"):
+        if role in manifest.files and manifest.files[role].extra.get("output_name"):
+            return str(manifest.files[role].extra["output_name"])
+    if len(list_outputs) == 1:
+        return list_outputs[0]
+    return manifest.output.name
+
+
+def decode(output_dir: Path, input_list: Path, manifest: Manifest, output_name: str | None = None,
+           apply_softmax: bool | None = None) -> list[Row]:
+    """One row per input-list line; every missing or wrongly sized result file is an error naming it."""
+    if not output_dir.is_dir():
+        raise FerError(f"{output_dir}: output directory does not exist")
+    parsed = parse_input_list(input_list)
+    if not parsed.entries:
+        raise FerError(f"{input_list}: lists no inputs")
+    name = output_name_for(manifest, parsed.output_names, output_name)
+    labels = list(manifest.labels)
+    use_softmax = manifest.output.kind == "logits" if apply_softmax is None else apply_softmax
+    rows = []
+    for n, entry in enumerate(parsed.entries):
+        candidates = [result_path(output_dir, n, name), result_path(output_dir, n, name + ":0")]
+        path = next((p for p in candidates if p.exists()), None)
+        if path is None:
+            present = sorted(p.name for p in (output_dir / f"Result_{n}").glob("*.raw")) if (output_dir / f"Result_{n}").is_dir() else []
+            raise FerError(f"{candidates[0]}: missing (input-list line {n + 1}: {' '.join(entry.values())}; "
+                           f"files there: {', '.join(present) or 'none'})")
+        scores = np.fromfile(path, dtype=RAW_DTYPE)
+        if scores.size != len(labels):
+            raise FerError(f"{path}: holds {scores.size * 4} bytes, expected {len(labels) * 4} ({len(labels)} float32 scores)")
+        probs = softmax(scores.astype(np.float64)) if use_softmax else scores.astype(np.float64)
+        best = int(np.argmax(probs))
+        rows.append(Row(n, " ".join(entry.values()), labels[best], float(probs[best]),
+                        {lab: float(p) for lab, p in zip(labels, probs)}))
+    return rows
+
+
+def render(rows: list[Row], fmt: str, labels: list[str]) -> str:
+    if fmt == "json":
+        return json.dumps([{"index": r.index, "file": r.file, "label": r.label, "confidence": round(r.confidence, 6),
+                            "probabilities": {k: round(v, 6) for k, v in r.probabilities.items()}} for r in rows], indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["index", "file", "label", "confidence", *labels])
+        for r in rows:
+            w.writerow([r.index, r.file, r.label, f"{r.confidence:.6f}", *(f"{r.probabilities[k]:.6f}" for k in labels)])
+        return buf.getvalue().rstrip("\n")
+    width = max([len(Path(r.file).name) for r in rows] + [4])
+    head = f"{'file':<{width}}  {'label':<8} {'conf':>6}  " + " ".join(f"{k[:8]:>8}" for k in labels)
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{Path(r.file).name:<{width}}  {r.label:<8} {r.confidence:6.3f}  "
+                     + " ".join(f"{r.probabilities[k]:8.3f}" for k in labels))
+    return "\n".join(lines)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("show-results", help="decode snpe-net-run Result_<n>/<output>.raw files into labels",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("output_dir", type=Path, help="snpe-net-run --output_dir")
+    p.add_argument("--input-list", type=Path, required=True, help="the input list snpe-net-run was given")
+    p.add_argument("--bundle", type=Path, default=None, help="model bundle (labels, output name/kind); default: the packaged one")
+    p.add_argument("--output-name", default=None, help="output tensor name (default: from the manifest)")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--softmax", choices=("auto", "yes", "no"), default="auto",
+                   help="auto = apply when the manifest says the output is logits")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from host_tools.make_raw import default_bundle
+
+    manifest = load_manifest(args.bundle or default_bundle(), verify=False)
+    rows = decode(args.output_dir, args.input_list, manifest, args.output_name,
+                  None if args.softmax == "auto" else args.softmax == "yes")
+    sys.stdout.write(render(rows, args.format, list(manifest.labels)) + "\n")
+    return 0
