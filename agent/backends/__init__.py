@@ -46,6 +46,10 @@ def create_backend(backend_cfg: Any, manifest: Manifest) -> Backend:
     """Build the configured backend (``backend_cfg`` is the config's ``backend:`` section)."""
     name, why = select_backend(backend_cfg, manifest)
     backend = backend_class(name)(manifest, getattr(backend_cfg, name))
+    from agent.backends.fallback import maybe_wrap  # snpe: switch to tflite after K consecutive failures
+
+    backend = maybe_wrap(backend, getattr(backend_cfg, name),
+                         lambda fb: backend_class(fb)(manifest, getattr(backend_cfg, fb)))
     backend.selection_reason = why  # type: ignore[attr-defined]
     log.info("backend: %s (%s)", backend.describe(), why)
     return backend

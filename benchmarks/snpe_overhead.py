@@ -1,0 +1,128 @@
+"""Per-call overhead of the snpe-net-run subprocess path, measured with the stand-in.
+
+What it separates (median of --repeat calls each):
+
+* ``spawn /bin/true``         - the OS floor for starting any process;
+* ``backend I/O only``        - what SnpeBackend itself adds per frame: writing
+                                N raw files + input list, reading N results,
+                                clearing the work dir (tool replaced by a
+                                shell script that copies canned results);
+* ``stand-in call``           - SnpeBackend.infer end to end with the Python
+                                stand-in (interpreter start, numpy + LiteRT
+                                import, model load, N invokes);
+* ``in-process LiteRT``       - the same N faces through one persistent
+                                interpreter: the floor a persistent runtime
+                                (SNPE C API / QNN context) approaches.
+
+The real snpe-net-run is a native binary, so its start is cheaper than the
+Python stand-in's, but every call also loads the DLC and initialises the
+runtime (DSP/HTP session set-up) - the part only a persistent runtime removes.
+Run: ``nice -n 19 .venv/bin/python benchmarks/snpe_overhead.py [--bundle DIR] [--faces 1 4] [--repeat 15]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "stand_ins"))
+
+from fake_sdk import make_fake_sdk  # noqa: E402
+
+from agent.backends.snpe import SnpeBackend, SnpeConfig  # noqa: E402
+from agent.manifest import load_manifest  # noqa: E402
+
+
+def median_ms(fn, repeat: int) -> float:
+    fn()  # warm-up: page cache, imports
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def prepare(bundle_src: Path, tmp: Path) -> tuple[Path, Path]:
+    """A bundle copy with a stand-in model.dlc, and the fake SDK that made it."""
+    from host_tools.convert import convert
+
+    sdk = make_fake_sdk(tmp / "sdk")
+    bundle = tmp / "bundle"
+    shutil.copytree(bundle_src, bundle, ignore=shutil.ignore_patterns("saved_model", "*.png"))
+    convert(bundle, quantize=False, sdk_root=str(sdk), echo=lambda s: None)
+    return bundle, sdk
+
+
+def canned_tool(tmp: Path, n: int, output: str, n_labels: int) -> Path:
+    """A shell 'snpe-net-run' that only copies prepared results: isolates the backend's own file work."""
+    canned = tmp / "canned"
+    for i in range(n):
+        (canned / f"Result_{i}").mkdir(parents=True, exist_ok=True)
+        np.full(n_labels, 1.0 / n_labels, "<f4").tofile(canned / f"Result_{i}" / f"{output}.raw")
+    tool = tmp / f"canned-net-run-{n}"
+    tool.write_text(f"#!/bin/sh\n# args: --container C --input_list L --output_dir D\ncp -r {canned}/. \"$6\"\n")
+    tool.chmod(0o755)
+    return tool
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default = ROOT / "agent" / "models" / "default"
+    ap.add_argument("--bundle", type=Path, default=default if (default / "manifest.json").exists() else ROOT / "tests" / "stand_ins" / "tiny_bundle")
+    ap.add_argument("--faces", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="snpe-bench-"))
+    try:
+        bundle, sdk = prepare(args.bundle, tmp)
+        manifest = load_manifest(bundle, verify=False)
+        rows: list[tuple[str, int, float]] = [("spawn /bin/true", 0, median_ms(lambda: subprocess.run(["/bin/true"]), args.repeat))]
+        from ai_edge_litert.interpreter import Interpreter
+
+        interp = Interpreter(model_path=str(manifest.path_of("tflite")))
+        interp.allocate_tensors()
+        i_det, o_det = interp.get_input_details()[0], interp.get_output_details()[0]
+        for n in args.faces:
+            x = np.random.default_rng(n).normal(size=(n, *manifest.input.shape[1:])).astype(np.float32)
+            tool = canned_tool(tmp, n, manifest.files["dlc"].extra["output_name"], len(manifest.labels))
+            io_only = SnpeBackend(manifest, SnpeConfig(runtime="cpu", snpe_net_run=str(tool), work_dir=str(tmp / "w")))
+            rows.append(("backend I/O only (canned tool)", n, median_ms(lambda: io_only.infer(x), args.repeat)))
+            io_only.close()
+            real = SnpeBackend(manifest, SnpeConfig(runtime="cpu", sdk_root=str(sdk), work_dir=str(tmp / "w")))
+            rows.append(("stand-in snpe-net-run call", n, median_ms(lambda: real.infer(x), args.repeat)))
+            real.close()
+
+            def litert() -> None:
+                for face in x:
+                    interp.set_tensor(i_det["index"], face[None])
+                    interp.invoke()
+                    interp.get_tensor(o_det["index"])
+
+            rows.append(("in-process LiteRT (persistent)", n, median_ms(litert, args.repeat)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"bundle: {args.bundle} ({manifest.model_name} {manifest.model_version}); median of {args.repeat} calls")
+    print(f"{'what':<34} {'faces':>5} {'ms/call':>9}")
+    for what, n, ms in rows:
+        print(f"{what:<34} {n or '-':>5} {ms:9.2f}")
+    if args.json:
+        args.json.write_text(json.dumps([{"what": w, "faces": n, "ms_per_call": round(ms, 3)} for w, n, ms in rows], indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
