@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# Install or upgrade fer-agent on this board, from a payload directory that
+# push.sh (or the Ansible role) copied here. Runs as root; needs no internet.
+#
+#   sudo ./install.sh [--payload DIR] [--release ID] [--health-timeout S]
+#                     [--keep N] [--replace-config] [--no-start]
+#
+# Payload layout (made by push.sh --stage-only):
+#   VERSION                 release id, e.g. 0.1.0-3f9c2a1b
+#   wheels/*.whl            fer_agent wheel + dependency wheels for this board
+#   bundle/                 model bundle (manifest.json, .tflite, .dlc)
+#   fer-agent.service       the systemd unit
+#   config/                 agent.yaml, secrets.env, snpe.env defaults
+#   install.sh rollback.sh uninstall.sh lib.sh
+#
+# What it does (each step only when needed, so a second run changes nothing):
+#   user fer-agent (system, groups video/render/fastrpc where present);
+#   /opt/fer-agent/releases/<id>/{venv,bundle,deploy}; /etc/fer-agent/* with
+#   edited files kept; the unit; /opt/fer-agent/current -> releases/<id> switched
+#   in one rename, the old one kept as /opt/fer-agent/previous; enable + restart;
+#   then waits for `fer-agent health`. An upgrade that is not healthy within
+#   --health-timeout seconds is rolled back to the previous release.
+#
+# Exit: 0 ok; 1 error; 2 usage; 3 unhealthy, rolled back; 4 unhealthy, nothing to roll back to.
+set -euo pipefail
+umask 022
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$HERE/lib.sh"
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+
+PAYLOAD=$HERE
+RELEASE=""
+KEEP=3
+REPLACE_CONFIG=0
+START=1
+while (($#)); do
+    case $1 in
+        --payload) PAYLOAD=${2:?--payload needs a directory}; shift 2 ;;
+        --release) RELEASE=${2:?--release needs an id}; shift 2 ;;
+        --health-timeout) HEALTH_TIMEOUT=${2:?--health-timeout needs seconds}; shift 2 ;;
+        --keep) KEEP=${2:?--keep needs a number}; shift 2 ;;
+        --replace-config) REPLACE_CONFIG=1; shift ;;
+        --no-start) START=0; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) die "unknown option: $1 (see --help)" 2 ;;
+    esac
+done
+[[ "$HEALTH_TIMEOUT" =~ ^[0-9]+$ ]] || die "--health-timeout: expected whole seconds, got '$HEALTH_TIMEOUT'" 2
+[[ "$KEEP" =~ ^[0-9]+$ && "$KEEP" -ge 2 ]] || die "--keep: expected a number >= 2 (current and previous), got '$KEEP'" 2
+require_root "$@"
+
+# ---------------------------------------------------------------- payload checks
+PAYLOAD=$(cd "$PAYLOAD" 2>/dev/null && pwd) || die "payload directory not found: $PAYLOAD"
+if [[ -z "$RELEASE" ]]; then
+    [[ -f "$PAYLOAD/VERSION" ]] || die "$PAYLOAD/VERSION missing (or pass --release ID)"
+    RELEASE=$(tr -d '[:space:]' <"$PAYLOAD/VERSION")
+fi
+[[ "$RELEASE" =~ ^[A-Za-z0-9][A-Za-z0-9._+-]*$ ]] || die "release id '$RELEASE' may only use letters, digits, . _ + -"
+shopt -s nullglob
+agent_wheels=("$PAYLOAD"/wheels/fer_agent-*.whl)
+shopt -u nullglob
+((${#agent_wheels[@]} == 1)) || die "expected exactly one fer_agent-*.whl in $PAYLOAD/wheels, found ${#agent_wheels[@]}"
+[[ -f "$PAYLOAD/bundle/manifest.json" ]] || die "model bundle missing: $PAYLOAD/bundle/manifest.json"
+[[ -f "$PAYLOAD/fer-agent.service" ]] || die "unit missing: $PAYLOAD/fer-agent.service"
+for f in agent.yaml secrets.env snpe.env; do
+    [[ -f "$PAYLOAD/config/$f" ]] || die "default config missing: $PAYLOAD/config/$f"
+done
+command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install Python >= 3.10 (Ubuntu: apt install python3 python3-venv)"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
+    die "$PYTHON is $("$PYTHON" -V 2>&1); fer-agent needs Python >= 3.10"
+"$PYTHON" -c 'import venv, ensurepip' 2>/dev/null ||
+    die "$PYTHON has no venv/ensurepip; install it (Ubuntu: apt install python3-venv)"
+
+# Fingerprint of what gets installed into a release: same id + other content is refused.
+payload_fingerprint() {
+    (cd "$PAYLOAD" && find wheels bundle -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1
+}
+FINGERPRINT=$(payload_fingerprint)
+
+# ---------------------------------------------------------------- user and groups
+if ! "$GETENT" group "$SERVICE_GROUP" >/dev/null; then
+    "$GROUPADD" --system "$SERVICE_GROUP"
+    changed "created group $SERVICE_GROUP"
+fi
+if ! "$GETENT" passwd "$SERVICE_USER" >/dev/null; then
+    "$USERADD" --system --gid "$SERVICE_GROUP" --home-dir "$STATEDIR" --no-create-home \
+        --shell /usr/sbin/nologin --comment "fer-agent service" "$SERVICE_USER"
+    changed "created system user $SERVICE_USER"
+fi
+for g in $EXTRA_GROUPS; do
+    entry=$("$GETENT" group "$g" || true)
+    [[ -n "$entry" ]] || continue  # this board has no such group
+    members=${entry##*:}
+    if [[ ",$members," != *",$SERVICE_USER,"* ]]; then
+        "$USERMOD" --append --groups "$g" "$SERVICE_USER"
+        changed "added $SERVICE_USER to group $g"
+    fi
+done
+
+# ---------------------------------------------------------------- release
+P=$(root "$PREFIX")
+REL="$P/releases/$RELEASE"
+ensure_dir "$P" 755 "$OWNER_ROOT"
+ensure_dir "$P/releases" 755 "$OWNER_ROOT"
+
+if [[ -f "$REL/.complete" ]]; then
+    if [[ "$(cat "$REL/.complete")" != "$FINGERPRINT" ]]; then
+        die "release $RELEASE is already installed with different wheels/bundle; give the new build another id"
+    fi
+else
+    if [[ -e "$REL" ]]; then
+        [[ "$(release_id_of "$P/current")" != "$RELEASE" ]] || die "current release $RELEASE is incomplete; reinstall another id"
+        log "removing incomplete release $RELEASE (an earlier install was interrupted)"
+        rm -rf "$REL"
+    fi
+    log "installing release $RELEASE into ${REL#"$DESTDIR"}"
+    mkdir -p "$REL"
+    # A venv is not relocatable, so it is built in place; .complete is written last.
+    "$PYTHON" -m venv "$REL/venv"
+    "$REL/venv/bin/python" -m pip install --quiet --no-index --no-cache-dir --disable-pip-version-check \
+        --find-links "$PAYLOAD/wheels" "${agent_wheels[0]}" ||
+        die "pip could not install ${agent_wheels[0]##*/} from $PAYLOAD/wheels (are wheels for this board's Python/arch there? push.sh collects them)"
+    cp -R "$PAYLOAD/bundle" "$REL/bundle"
+    mkdir -p "$REL/deploy"
+    cp "$HERE/install.sh" "$HERE/rollback.sh" "$HERE/uninstall.sh" "$HERE/lib.sh" "$REL/deploy/"
+    cp "$PAYLOAD/fer-agent.service" "$REL/deploy/fer-agent.service"
+    cp -R "$PAYLOAD/config" "$REL/deploy/config"
+    printf '%s\n' "$FINGERPRINT" >"$REL/.complete"
+    chmod -R u+rwX,go+rX,go-w "$REL"
+    changed "release $RELEASE installed"
+fi
+
+# ---------------------------------------------------------------- config
+C=$(root "$CONFDIR")
+ensure_dir "$C" 750 "${OWNER_ROOT%%:*}:$SERVICE_GROUP"
+
+sha256_of() { sha256sum <"$1" | cut -d' ' -f1; }
+
+# install_conffile SRC DEST MODE OWNER: like dpkg conffiles. A missing file is
+# installed; one still equal to what we installed last time follows the new
+# default; one a person edited is kept and the new default lands beside it as
+# DEST.new. --replace-config overwrites (keeping DEST.bak). The checksum of
+# what we installed is kept in CONFDIR/.NAME.installed-sha256.
+install_conffile() {
+    local src=$1 dest=$2 mode=$3 owner=$4 sum new
+    sum="$C/.$(basename "$dest").installed-sha256"
+    new=$(sha256_of "$src")
+    if [[ ! -e "$dest" ]]; then
+        install -m "$mode" "$src" "$dest"
+        printf '%s\n' "$new" >"$sum"
+        changed "installed ${dest#"$DESTDIR"}"
+    elif [[ "$(sha256_of "$dest")" == "$new" ]]; then
+        [[ -f "$sum" && "$(cat "$sum")" == "$new" ]] || printf '%s\n' "$new" >"$sum"
+    elif [[ "$REPLACE_CONFIG" == 1 ]] || [[ -f "$sum" && "$(sha256_of "$dest")" == "$(cat "$sum")" ]]; then
+        cp -p "$dest" "$dest.bak"
+        install -m "$mode" "$src" "$dest"
+        printf '%s\n' "$new" >"$sum"
+        changed "updated ${dest#"$DESTDIR"} (the old one is $(basename "$dest").bak)"
+    elif ! cmp -s "$src" "$dest.new"; then
+        install -m "$mode" "$src" "$dest.new"
+        ensure_owner_mode "$dest.new" "$mode" "$owner"
+        changed "kept your edited ${dest#"$DESTDIR"}; the new default is ${dest#"$DESTDIR"}.new"
+    fi
+    ensure_owner_mode "$dest" "$mode" "$owner"
+}
+
+install_conffile "$PAYLOAD/config/agent.yaml" "$C/agent.yaml" 640 "${OWNER_ROOT%%:*}:$SERVICE_GROUP"
+install_conffile "$PAYLOAD/config/snpe.env" "$C/snpe.env" 644 "$OWNER_ROOT"
+# Secrets are never replaced, only created; systemd reads the file as root.
+if [[ ! -e "$C/secrets.env" ]]; then
+    install -m 600 "$PAYLOAD/config/secrets.env" "$C/secrets.env"
+    changed "installed ${CONFDIR}/secrets.env (mode 0600: put FER_MQTT_PASSWORD=... there)"
+fi
+ensure_owner_mode "$C/secrets.env" 600 "$OWNER_ROOT"
+
+# ---------------------------------------------------------------- unit and CLI link
+U=$(root "$UNITDIR")
+UNIT_CHANGED=0
+mkdir -p "$U"
+if ! cmp -s "$PAYLOAD/fer-agent.service" "$U/$UNIT"; then
+    install -m 644 "$PAYLOAD/fer-agent.service" "$U/$UNIT"
+    UNIT_CHANGED=1
+    changed "installed ${UNITDIR}/$UNIT"
+fi
+B=$(root "$BINDIR")
+mkdir -p "$B"
+if [[ "$(link_target "$B/fer-agent")" != "$PREFIX/current/venv/bin/fer-agent" ]]; then
+    switch_link "$PREFIX/current/venv/bin/fer-agent" "$B/fer-agent"
+    changed "linked ${BINDIR}/fer-agent"
+fi
+
+# ---------------------------------------------------------------- switch release
+OLD=$(release_id_of "$P/current")
+SWITCHED=0
+if [[ "$OLD" != "$RELEASE" ]]; then
+    if [[ -n "$OLD" ]]; then
+        switch_link "releases/$OLD" "$P/previous"
+    fi
+    switch_link "releases/$RELEASE" "$P/current"
+    SWITCHED=1
+    changed "current release: $RELEASE${OLD:+ (previous: $OLD)}"
+fi
+
+# ---------------------------------------------------------------- systemd
+if ((UNIT_CHANGED)); then
+    "$SYSTEMCTL" daemon-reload
+fi
+if ! "$SYSTEMCTL" is-enabled --quiet "$UNIT"; then
+    "$SYSTEMCTL" enable "$UNIT"
+    changed "enabled $UNIT"
+fi
+
+STARTED=0
+if ((START)); then
+    if ((SWITCHED || UNIT_CHANGED)) || [[ "$CHANGED" == 1 && -n "$OLD" ]]; then
+        "$SYSTEMCTL" restart "$UNIT"
+        STARTED=1
+        changed "restarted $UNIT"
+    elif ! unit_active; then
+        "$SYSTEMCTL" start "$UNIT"
+        STARTED=1
+        changed "started $UNIT"
+    fi
+fi
+
+# ---------------------------------------------------------------- health, rollback
+if ((STARTED)) && ((HEALTH_TIMEOUT > 0)); then
+    log "waiting up to ${HEALTH_TIMEOUT} s for fer-agent health ..."
+    if wait_healthy "$HEALTH_TIMEOUT"; then
+        log "healthy: ${LAST_HEALTH#healthy: }"
+    elif ((SWITCHED)) && [[ -n "$OLD" && -f "$P/releases/$OLD/.complete" ]]; then
+        log "release $RELEASE is unhealthy: $LAST_HEALTH"
+        log "rolling back to $OLD"
+        switch_link "releases/$OLD" "$P/current"
+        switch_link "releases/$RELEASE" "$P/previous"
+        "$SYSTEMCTL" restart "$UNIT"
+        if wait_healthy "$HEALTH_TIMEOUT"; then
+            log "rolled back to $OLD, which is healthy; $RELEASE stays installed for inspection"
+        else
+            log "rolled back to $OLD, but it is not healthy either: $LAST_HEALTH"
+        fi
+        exit 3
+    else
+        log "release $RELEASE is unhealthy and there is no previous release to roll back to: $LAST_HEALTH"
+        log "check the config (${CONFDIR}/agent.yaml) and: journalctl -u ${UNIT%.service} -n 50"
+        exit 4
+    fi
+fi
+
+# ---------------------------------------------------------------- prune
+keep_cur=$(release_id_of "$P/current")
+keep_prev=$(release_id_of "$P/previous")
+# newest first (by mtime of the release directory)
+mapfile -t releases < <(find "$P/releases" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %f\n' | sort -rn | cut -d' ' -f2-)
+kept=0
+for r in "${releases[@]}"; do
+    if [[ "$r" == "$keep_cur" || "$r" == "$keep_prev" ]] || ((kept < KEEP)); then
+        kept=$((kept + 1))
+        continue
+    fi
+    rm -rf "${P:?}/releases/$r"
+    changed "removed old release $r"
+done
+
+if ((CHANGED)); then
+    log "done: release $(release_id_of "$P/current") is current${keep_prev:+, previous $keep_prev}"
+else
+    log "nothing changed: release $RELEASE is already installed and running"
+fi
