@@ -115,13 +115,15 @@ def convert(bundle: Path, source: str = "tensorflow", model: Path | None = None,
             work_dir: Path | None = None, quantizer_args: list[str] | None = None, tool_timeout_s: float | None = None,
             echo=print) -> Manifest | Plan:
     """Run (or with ``dry_run`` only print) the conversion; returns the updated manifest (or the plan)."""
-    bundle = Path(bundle)
+    bundle = Path(bundle).absolute()  # recorded commands must work from any directory
     manifest = load_manifest(bundle, verify=False)
     role = SOURCES[source][0]
     if model is None:
         manifest.verify([role])  # convert exactly the file the manifest vouches for
     elif not model.exists():
         raise FerError(f"{model}: --model file does not exist")
+    else:
+        model = model.absolute()
     try:
         sdk: Sdk | None = find_sdk(sdk_root, probe_tool=SOURCES[source][1])
     except SdkError:

@@ -118,3 +118,27 @@ def test_snpe_to_real_tflite_backend(tmp_path, monkeypatch):
     np.testing.assert_allclose(fb.infer(x), want, rtol=1e-5, atol=1e-6)  # 2nd failure: switched, answered
     assert fb.switched and fb.active.name == "tflite"
     fb.close()
+
+
+def test_create_backend_wraps_snpe_from_config(tmp_path, monkeypatch):
+    config = pytest.importorskip("agent.config")
+    from agent.backends import create_backend
+
+    for var in ("SNPE_STAND_IN_EXIT", "SNPE_STAND_IN_FAIL_FILE", "SNPE_NET_RUN"):
+        monkeypatch.delenv(var, raising=False)
+    sdk = make_fake_sdk(tmp_path / "sdk")
+    bundle = add_dlcs(copy_bundle(tmp_path / "bundle"), sdk)
+    monkeypatch.setenv("SNPE_ROOT", str(sdk))
+    cfg = config.parse_config({"backend": {"type": "snpe", "snpe": {"runtime": "cpu", "fallback_after": 2,
+                                                                   "work_dir": str(tmp_path / "w")}}})
+    b = create_backend(cfg.backend, load_manifest(bundle))
+    try:
+        assert isinstance(b, FallbackBackend) and b.after == 2 and b.name == "snpe"
+        assert "falls back to tflite after 2" in b.describe()
+    finally:
+        b.close()
+    cfg = config.parse_config({"backend": {"type": "snpe", "snpe": {"runtime": "cpu", "fallback": "none",
+                                                                   "work_dir": str(tmp_path / "w")}}})
+    b = create_backend(cfg.backend, load_manifest(bundle))
+    assert isinstance(b, SnpeBackend)
+    b.close()
