@@ -125,17 +125,21 @@ class PreviewConfig:
     every_n: int = field(default=1, metadata={"doc": "annotate every n-th frame", "min": 1})
 
 
+def _section(cls: type, doc: str) -> Any:
+    return field(default_factory=cls, metadata={"doc": doc})
+
+
 @dataclass
 class AgentConfig:
-    source: SourceConfig = field(default_factory=SourceConfig)
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    backend: BackendConfig = field(default_factory=BackendConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    publish: PublishConfig = field(default_factory=PublishConfig)
-    mqtt: MqttConfig = field(default_factory=MqttConfig)
-    service: ServiceConfig = field(default_factory=ServiceConfig)
-    preview: PreviewConfig = field(default_factory=PreviewConfig)
+    source: SourceConfig = _section(SourceConfig, "Capture: where frames come from")
+    detector: DetectorConfig = _section(DetectorConfig, "Face detection")
+    model: ModelConfig = _section(ModelConfig, "The model bundle (manifest.json + model files)")
+    backend: BackendConfig = _section(BackendConfig, "Inference runtime")
+    tracking: TrackingConfig = _section(TrackingConfig, "Face tracking, smoothing and when events are sent")
+    publish: PublishConfig = _section(PublishConfig, "How often state and stats are published")
+    mqtt: MqttConfig = _section(MqttConfig, "MQTT broker, topics and reliability (docs/mqtt.md)")
+    service: ServiceConfig = _section(ServiceConfig, "Running as a systemd service: state, scratch and health files")
+    preview: PreviewConfig = _section(PreviewConfig, "Annotated frames for a person to look at (emulation)")
     log_level: Literal["debug", "info", "warning", "error"] = field(default="info", metadata={"doc": "log verbosity"})
     max_frames: int = field(default=0, metadata={"doc": "stop after this many frames (0 = run until stopped or the file ends)",
                                                   "min": 0})
@@ -145,9 +149,6 @@ class AgentConfig:
 
 
 # --------------------------------------------------------------------------- parsing
-
-_MISSING = object()
-
 
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
@@ -355,14 +356,6 @@ def _scalar(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
 
 
-def _field_default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return _MISSING
-
-
 def _render(obj: Any, indent: int, lines: list[str]) -> None:
     pad = "  " * indent
     hints = _hints(type(obj))
@@ -370,11 +363,15 @@ def _render(obj: Any, indent: int, lines: list[str]) -> None:
         value = getattr(obj, f.name)
         doc = f.metadata.get("doc")
         if dataclasses.is_dataclass(value):
+            if indent == 0 and lines[-1] != "":
+                lines.append("")
             if doc:
                 lines.append(f"{pad}# {doc}")
             lines.append(f"{pad}{f.name}:")
             _render(value, indent + 1, lines)
             continue
+        if indent == 0 and lines[-1].startswith(" "):  # first top-level key after a section
+            lines.append("")
         comment = doc or ""
         allowed = _allowed(hints[f.name])
         if allowed and "|" not in comment:
