@@ -20,6 +20,8 @@ The real snpe-net-run is a native binary, so its start is cheaper than the
 Python stand-in's, but every call also loads the DLC and initialises the
 runtime (DSP/HTP session set-up) - the part only a persistent runtime removes.
 Run: ``nice -n 19 .venv/bin/python benchmarks/snpe_overhead.py [--bundle DIR] [--faces 1 4] [--repeat 15]``.
+On a board: ``--bundle <converted bundle> --tool <sdk>/bin/<arch>/snpe-net-run --runtime dsp`` times the real
+tool on the bundle's own DLC instead of the stand-in.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ sys.path.insert(0, str(ROOT / "tests" / "stand_ins"))
 
 from fake_sdk import make_fake_sdk  # noqa: E402
 
-from agent.backends.snpe import SnpeBackend, SnpeConfig  # noqa: E402
+from agent.backends.snpe import SnpeBackend, SnpeConfig, dlc_tensor_names  # noqa: E402
 from agent.manifest import load_manifest  # noqa: E402
 
 
@@ -85,12 +87,18 @@ def main() -> int:
     ap.add_argument("--faces", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    ap.add_argument("--tool", type=Path, default=None, help="a real snpe-net-run: time it on the bundle's DLC (no stand-in)")
+    ap.add_argument("--runtime", default="cpu", choices=("cpu", "gpu", "dsp", "aip"))
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="snpe-bench-"))
     try:
-        bundle, sdk = prepare(args.bundle, tmp)
+        if args.tool:
+            bundle, sdk = args.bundle, None
+        else:
+            bundle, sdk = prepare(args.bundle, tmp)
         manifest = load_manifest(bundle, verify=False)
+        run_cfg = {"snpe_net_run": str(args.tool)} if args.tool else {"sdk_root": str(sdk)}
         rows: list[tuple[str, int, float]] = [("spawn /bin/true", 0, median_ms(lambda: subprocess.run(["/bin/true"]), args.repeat))]
         from ai_edge_litert.interpreter import Interpreter
 
@@ -99,7 +107,8 @@ def main() -> int:
         i_det, o_det = interp.get_input_details()[0], interp.get_output_details()[0]
         for n in args.faces:
             x = np.random.default_rng(n).normal(size=(n, *manifest.input.shape[1:])).astype(np.float32)
-            tool = canned_tool(tmp, n, manifest.files["dlc"].extra["output_name"], len(manifest.labels))
+            out_name = dlc_tensor_names(manifest, "dlc")[1]
+            tool = canned_tool(tmp, n, out_name, len(manifest.labels))
             io_only = SnpeBackend(manifest, SnpeConfig(runtime="cpu", snpe_net_run=str(tool)))  # default work dir: tmpfs, as on the board
             canned = tmp / "canned"
             io_only.runner._call = lambda cmd, r=io_only.runner: shutil.copytree(canned, r.output_dir)  # no process
@@ -108,8 +117,9 @@ def main() -> int:
             shell = SnpeBackend(manifest, SnpeConfig(runtime="cpu", snpe_net_run=str(tool)))  # default work dir: tmpfs, as on the board
             rows.append(("canned shell tool (sh + cp)", n, median_ms(lambda: shell.infer(x), args.repeat)))
             shell.close()
-            real = SnpeBackend(manifest, SnpeConfig(runtime="cpu", sdk_root=str(sdk)))  # default work dir: tmpfs, as on the board
-            rows.append(("stand-in snpe-net-run call", n, median_ms(lambda: real.infer(x), args.repeat)))
+            real = SnpeBackend(manifest, SnpeConfig(runtime=args.runtime, **run_cfg))  # default work dir: tmpfs, as on the board
+            label = f"snpe-net-run call ({args.runtime})" if args.tool else "stand-in snpe-net-run call"
+            rows.append((label, n, median_ms(lambda: real.infer(x), args.repeat)))
             real.close()
 
             def litert() -> None:
