@@ -48,6 +48,11 @@ def build_fake_wheel(out_dir: Path, version: str, healthy: bool) -> Path:
             if log:
                 with open(log, "a") as fh:
                     fh.write(VERSION + " " + " ".join(args) + "\\n")
+            if args[:1] == ["health"] and "--json" in args:
+                import json
+                msg = ("fake " + VERSION + (" 100 frames" if HEALTHY else " no frames for 45 s"))
+                print(json.dumps(dict(healthy=HEALTHY, message=msg, health=dict(broker_connected=True))))
+                return 0 if HEALTHY else 1
             if args[:1] == ["health"]:
                 if HEALTHY:
                     print("healthy: fake " + VERSION + " 100 frames, broker connected")
@@ -137,6 +142,25 @@ FAKE_TOOLS = {
     "groupdel": r'''
         echo "groupdel $*" >>"$FAKE_LOG"
         sed -i "/^$1:/d" "$FAKE_DB/group"
+    ''',
+    "ssh": r'''
+        # ssh [opts] HOST COMMAND: run COMMAND here (stdin passes through, for tar)
+        cmd=${@: -1}; host=${@: -2:1}
+        echo "ssh $host $cmd" >>"$FAKE_LOG"
+        exec bash -c "$cmd"
+    ''',
+    "adb": r'''
+        [[ "$1" == -s ]] && { serial=$2; shift 2; }
+        verb=$1; shift
+        echo "adb ${serial:-} $verb $*" >>"$FAKE_LOG"
+        case $verb in
+            shell) exec bash -c "$*" ;;
+            push) mkdir -p "$2"; cp -R "$1" "$2/" 2>/dev/null || cp -R "$1"/. "$2"/ ;;
+        esac
+    ''',
+    "sudo": r'''
+        [[ "$1" == -n ]] && shift
+        exec "$@"
     ''',
     "chown": r'''
         echo "chown $*" >>"$FAKE_LOG"

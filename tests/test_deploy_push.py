@@ -1,0 +1,190 @@
+"""deploy/push.sh against fake ssh/adb that run the 'remote' commands locally
+into a throwaway root (never a real board), plus a real mosquitto broker on
+loopback for the status=online wait."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from test_deploy_support import DEPLOY, REPO, build_fake_wheel, make_sandbox
+
+PUSH = DEPLOY / "push.sh"
+
+
+def _bundle(tmp: Path) -> Path:
+    b = tmp / "bundle"
+    b.mkdir()
+    (b / "manifest.json").write_text('{"model_name": "fake", "files": {"dlc": {"path": "model.dlc"}}}\n')
+    (b / "model.dlc").write_bytes(b"dlc")
+    return b
+
+
+def _push_args(tmp: Path, sb, wheel: Path, *extra: str) -> list[str]:
+    wheelhouse = tmp / "wheelhouse"
+    wheelhouse.mkdir(exist_ok=True)
+    return ["--bundle", str(_bundle(tmp)) if not (tmp / "bundle").exists() else str(tmp / "bundle"),
+            "--wheel", str(wheel), "--wheelhouse", str(wheelhouse),
+            "--remote-dir", str(tmp / "remote-payload"),
+            "--remote-cli", str(sb.path("/opt/fer-agent/current/venv/bin/fer-agent")),
+            "--health-timeout", "5", "--online-timeout", "5", *extra]
+
+
+@pytest.mark.slow
+def test_push_over_ssh_installs_waits_and_is_repeatable(tmp_path: Path) -> None:
+    sb = make_sandbox(tmp_path)
+    wheel = build_fake_wheel(tmp_path / "w", "1.0", healthy=True)
+    args = _push_args(tmp_path, sb, wheel)
+    r = sb.run(PUSH, "--ssh", "installer@board1", *args, SSH=str(sb.bin / "ssh"), PYTHON=sys.executable)
+    assert "board: Python" in r.stderr and "healthy: fake 1.0 100 frames" in r.stderr
+    calls = sb.calls()
+    ssh_calls = [c for c in calls if c.startswith("ssh installer@board1 ")]
+    assert any("tar -xf - -C" in c for c in ssh_calls)
+    assert any("install.sh' --payload" in c and "--health-timeout 5" in c for c in ssh_calls)
+    current = os.readlink(sb.path("/opt/fer-agent/current"))
+    release = current.split("/")[-1]
+    assert release.startswith("1.0-") and len(release) == len("1.0-") + 8
+    assert (sb.path(f"/opt/fer-agent/releases/{release}/bundle/model.dlc")).read_bytes() == b"dlc"
+    assert not (tmp_path / "remote-payload").exists()  # cleaned up on the board
+
+    # same build again: same release id, install.sh changes nothing
+    sb.clear_calls()
+    again = sb.run(PUSH, "--ssh", "installer@board1", *args, SSH=str(sb.bin / "ssh"), PYTHON=sys.executable)
+    assert "nothing changed" in again.stderr
+    assert f"runs release {release}" in again.stderr
+    assert not any("systemctl restart" in c for c in sb.calls())
+
+
+@pytest.mark.slow
+def test_push_over_adb_reports_unhealthy_first_install(tmp_path: Path) -> None:
+    sb = make_sandbox(tmp_path)
+    wheel = build_fake_wheel(tmp_path / "w", "0.5", healthy=False)
+    r = sb.run(PUSH, "--adb", "SER123", *_push_args(tmp_path, sb, wheel, "--health-timeout", "1"),
+               check=False, ADB=str(sb.bin / "adb"), PYTHON=sys.executable)
+    assert r.returncode == 4, r.stderr
+    assert "is installed on adb SER123 but not healthy" in r.stderr
+    assert "fake 0.5 no frames" in r.stderr
+    assert any(c.startswith("adb SER123 push ") for c in sb.calls())
+
+
+def test_stage_only_with_given_wheel(tmp_path: Path) -> None:
+    sb = make_sandbox(tmp_path)
+    wheel = build_fake_wheel(tmp_path / "w", "1.2", healthy=True)
+    house = tmp_path / "house"
+    house.mkdir()
+    build_fake_wheel(tmp_path / "other", "9.9", healthy=True).rename(house / "numpy-1.0-py3-none-any.whl")
+    cfg = tmp_path / "site.yaml"
+    cfg.write_text("mqtt:\n  host: broker.site\n")
+    out = tmp_path / "payload"
+    sb.run(PUSH, "--stage-only", str(out), "--bundle", str(_bundle(tmp_path)), "--wheel", str(wheel),
+           "--wheelhouse", str(house), "--config", str(cfg), PYTHON=sys.executable)
+    assert sorted(p.name for p in (out / "wheels").iterdir()) == ["fer_agent-1.2-py3-none-any.whl", "numpy-1.0-py3-none-any.whl"]
+    assert (out / "config/agent.yaml").read_text() == cfg.read_text()
+    assert (out / "fer-agent.service").read_text() == (REPO / "systemd/fer-agent.service").read_text()
+    for s in ("install.sh", "rollback.sh", "uninstall.sh", "lib.sh"):
+        assert (out / s).is_file()
+    version = (out / "VERSION").read_text().strip()
+    assert version.startswith("1.2-")
+    # deterministic: the same inputs give the same release id
+    sb.run(PUSH, "--stage-only", str(out), "--bundle", str(tmp_path / "bundle"), "--wheel", str(wheel),
+           "--wheelhouse", str(house), "--config", str(cfg), PYTHON=sys.executable)
+    assert (out / "VERSION").read_text().strip() == version
+    # never wipe a directory that is not a payload
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("x")
+    r = sb.run(PUSH, "--stage-only", str(precious), "--bundle", str(tmp_path / "bundle"), "--wheel", str(wheel),
+               "--wheelhouse", str(house), check=False, PYTHON=sys.executable)
+    assert r.returncode == 1 and "refusing" in r.stderr and (precious / "keep.txt").exists()
+
+
+@pytest.mark.slow
+def test_stage_only_builds_the_real_wheel(tmp_path: Path) -> None:
+    """The real package builds offline into a wheel that carries agent.service."""
+    sb = make_sandbox(tmp_path)
+    house = tmp_path / "house"
+    house.mkdir()
+    out = tmp_path / "payload"
+    r = sb.run(PUSH, "--stage-only", str(out), "--bundle", str(_bundle(tmp_path)), "--wheelhouse", str(house),
+               check=False, PYTHON=sys.executable, PIP_NO_INDEX="1")
+    if r.returncode != 0 and "building the wheel failed" in r.stderr:
+        pytest.skip("setuptools/wheel cannot build offline here: " + r.stderr[-300:])
+    assert r.returncode == 0, r.stderr
+    wheels = list((out / "wheels").glob("fer_agent-*.whl"))
+    assert len(wheels) == 1
+    names = zipfile.ZipFile(wheels[0]).namelist()
+    assert "agent/service.py" in names
+    assert any(n.endswith("entry_points.txt") for n in names)
+
+
+def test_usage_errors(tmp_path: Path) -> None:
+    sb = make_sandbox(tmp_path)
+    r = sb.run(PUSH, check=False)
+    assert r.returncode == 2 and "--ssh [user@]host, --adb [serial] or --stage-only DIR" in r.stderr
+    r = sb.run(PUSH, "--ssh", "b", "--bundle", str(tmp_path / "none"), check=False)
+    assert r.returncode == 1 and "model bundle not found" in r.stderr
+    r = sb.run(PUSH, "--ssh", "b", "--health-timeout", "soon", check=False)
+    assert r.returncode == 2 and "--health-timeout: expected whole seconds" in r.stderr
+    r = sb.run(PUSH, "--stage-only", str(tmp_path / "p"), "--bundle", str(_bundle(tmp_path)),
+               "--python-version", "3.8", "--wheel", "/nonexistent.whl", check=False)
+    assert r.returncode == 1 and "--wheel: no such file" in r.stderr
+
+
+# --------------------------------------------------------------------------- status=online over real MQTT
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path):
+    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    if exe is None:
+        pytest.skip("mosquitto not installed (apt install mosquitto)")
+    port = _free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("mosquitto did not start")
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_push_waits_for_retained_status_online(tmp_path: Path, mosquitto: int) -> None:
+    import paho.mqtt.client as mqtt
+    import paho.mqtt.publish as publish
+
+    publish.single("fer/board7/status", "online", qos=1, retain=True, hostname="127.0.0.1", port=mosquitto,
+                   protocol=mqtt.MQTTv311)
+    publish.single("fer/board8/status", "offline", qos=1, retain=True, hostname="127.0.0.1", port=mosquitto,
+                   protocol=mqtt.MQTTv311)
+    sb = make_sandbox(tmp_path)
+    wheel = build_fake_wheel(tmp_path / "w", "1.0", healthy=True)
+    args = _push_args(tmp_path, sb, wheel, "--broker", f"127.0.0.1:{mosquitto}")
+    ok = sb.run(PUSH, "--ssh", "board7", *args, "--device-id", "board7", SSH=str(sb.bin / "ssh"), PYTHON=sys.executable)
+    assert "status online" in ok.stderr
+    bad = sb.run(PUSH, "--ssh", "board8", *args, "--device-id", "board8", "--online-timeout", "1",
+                 check=False, SSH=str(sb.bin / "ssh"), PYTHON=sys.executable)
+    assert bad.returncode == 6
+    assert "status is 'offline'" in bad.stderr and "no status=online from board8" in bad.stderr
