@@ -203,6 +203,8 @@ class TlsMaterial:
     server_cert: Path
     server_key: Path
     other_ca_cert: Path  # a CA that did NOT sign the server certificate
+    client_cert: Path  # signed by ca_cert, for mutual TLS
+    client_key: Path
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -225,8 +227,14 @@ def tls_material(tmp_path_factory: pytest.TempPathFactory) -> TlsMaterial:
                                "extendedKeyUsage=serverAuth\n")
     _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
              "-days", "2", "-extfile", "san.ext", "-out", "server.crt", cwd=d)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=fer-board", "-keyout", "client.key",
+             "-out", "client.csr", cwd=d)
+    (d / "client.ext").write_text("basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+    _openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "2", "-extfile", "client.ext", "-out", "client.crt", cwd=d)
     (d / "server.key").chmod(0o644)  # mosquitto may run as another user when started as root
-    return TlsMaterial(d / "ca.crt", d / "server.crt", d / "server.key", d / "other-ca.crt")
+    return TlsMaterial(d / "ca.crt", d / "server.crt", d / "server.key", d / "other-ca.crt",
+                       d / "client.crt", d / "client.key")
 
 
 # --------------------------------------------------------------------------- subscriber helper

@@ -70,3 +70,24 @@ def test_coalescing_replaces_only_unsent_state(tmp_path: Path) -> None:
     ob.append([OutMessage("t/state", b"s3", 1, True, coalesce="state")], unsent_after=first.id)
     assert [r.payload for r in ob.after(0, 10)] == [b"s1", b"0000000000", b"s3"]
     assert ob.depth == 3 and ob.dropped == 0  # a replaced state is not a lost one
+
+
+def test_corrupt_queue_file_is_moved_aside_and_a_new_one_started(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    path.write_bytes(b"this is not a database, it is a power cut on an SD card" * 100)
+    ob = _open(path)
+    assert ob.depth == 0
+    ob.append(_msgs(1), unsent_after=0)
+    assert ob.depth == 1
+    assert len(list(tmp_path.glob("o.db.corrupt-*"))) == 1
+
+
+def test_unusable_state_directory_is_a_clear_error(tmp_path: Path) -> None:
+    import pytest
+
+    from agent.errors import FerError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(FerError, match="cannot create state directory"):
+        _open(blocker / "sub" / "o.db")

@@ -175,3 +175,43 @@ def test_outbox_limit_drops_oldest_and_reports_it_in_stats(mosquitto, make_publi
     pub.publish_stats(STATS)  # stats are QoS 0 and not retained: send once the collector listens
     stats = sub.wait_count("fer/full/stats", 1, timeout=20)[-1].json()
     assert stats["outbox"]["dropped"] == 20
+
+
+def test_unencodable_event_is_dropped_and_counted_not_fatal(mosquitto, make_publisher, mqtt_collector) -> None:
+    import dataclasses
+
+    sub = mqtt_collector(mosquitto.host, mosquitto.port, "fer/nan/events")
+    pub = make_publisher(mosquitto.host, mosquitto.port, device_id="nan")
+    good = synthetic_event(1)
+    bad = dataclasses.replace(good, face=dataclasses.replace(good.face, confidence=float("nan")))
+    pub.publish_event(synthetic_event(0))
+    pub.publish_event(bad)
+    pub.publish_event(synthetic_event(2))
+    events = sub.wait_count("fer/nan/events", 2)
+    time.sleep(0.3)
+    assert [m.json()["frame"] for m in sub.on("fer/nan/events")] == [0, 2]
+    seqs = [m.json()["seq"] for m in events]
+    assert seqs[1] == seqs[0] + 1, "a dropped event must not burn a sequence number"
+    assert pub.dropped == 1
+
+
+def test_mqtt5_protocol_and_double_close(mosquitto, make_publisher, mqtt_collector) -> None:
+    sub = mqtt_collector(mosquitto.host, mosquitto.port, "fer/v5/#")
+    pub = make_publisher(mosquitto.host, mosquitto.port, device_id="v5", protocol="5")
+    wait_until(lambda: pub.connected, what="MQTT 5 connection")
+    pub.publish_event(synthetic_event(3))
+    assert sub.wait_count("fer/v5/events", 1)[0].json()["frame"] == 3
+    assert "fer-v5 (p5," in mosquitto.log_text()  # mosquitto logs the protocol level it accepted
+    pub.close(timeout=1)
+    pub.close(timeout=1)
+    sub.wait_for(lambda c: [m.text for m in c.on("fer/v5/status")][-1:] == ["offline"], what="offline")
+
+
+def test_close_without_start_keeps_events_for_the_next_run(make_publisher, tmp_path) -> None:
+    state = tmp_path / "shared-state"
+    pub = make_publisher("127.0.0.1", 1, device_id="nostart", start=False, state_dir=state)
+    for i in range(3):
+        pub.publish_event(synthetic_event(i))
+    pub.close(timeout=0)
+    again = make_publisher("127.0.0.1", 1, device_id="nostart", start=False, state_dir=state)
+    assert again.outbox_depth == 3

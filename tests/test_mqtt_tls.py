@@ -99,3 +99,32 @@ def test_plain_listener_rejects_anonymous_and_publisher_survives(secure_broker, 
     wait_until(lambda: _refusals(caplog), what="anonymous refused")
     time.sleep(0.3)
     assert not pub.connected
+
+
+def test_mutual_tls_with_client_certificate(mosquitto_factory, tls_material, make_publisher, mqtt_collector) -> None:
+    broker = mosquitto_factory.start(allow_anonymous=True, tls=tls_material, require_client_cert=True)
+    sub = mqtt_collector(broker.host, broker.port, "fer/mtls/events")
+    pub = make_publisher(broker.host, broker.tls_port, device_id="mtls",
+                         tls=TlsConfig(enabled=True, ca_file=str(tls_material.ca_cert),
+                                       cert_file=str(tls_material.client_cert), key_file=str(tls_material.client_key)))
+    wait_until(lambda: pub.connected, what="mutual TLS connection")
+    pub.publish_event(synthetic_event(1))
+    assert sub.wait_count("fer/mtls/events", 1)[0].json()["frame"] == 1
+
+
+def test_client_certificate_required_but_missing_does_not_connect(mosquitto_factory, tls_material, make_publisher,
+                                                                  caplog) -> None:
+    caplog.set_level(logging.WARNING)
+    broker = mosquitto_factory.start(allow_anonymous=True, tls=tls_material, require_client_cert=True)
+    pub = make_publisher(broker.host, broker.tls_port, device_id="mtls-no",
+                         tls=TlsConfig(enabled=True, ca_file=str(tls_material.ca_cert)))
+    wait_until(lambda: any("MQTT:" in r.getMessage() and "attempt 2" in r.getMessage() for r in caplog.records),
+               what="two failed attempts")
+    assert not pub.connected
+
+
+def test_verify_off_accepts_an_unknown_ca(secure_broker, tls_material, make_publisher) -> None:
+    pub = make_publisher(secure_broker.host, secure_broker.tls_port, device_id="tls-noverify",
+                         tls=TlsConfig(enabled=True, ca_file=str(tls_material.other_ca_cert), verify=False),
+                         auth=AuthConfig(username="agent", password=SECRET))
+    wait_until(lambda: pub.connected, what="connection without verification")

@@ -12,12 +12,15 @@ Not thread-safe on purpose: only the publisher's outbox thread touches it.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import FerError
+
+log = logging.getLogger("agent.mqtt")
 
 
 @dataclass(frozen=True)
@@ -62,17 +65,36 @@ class Outbox:
         self.dropped = 0  # since this process opened the queue
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        except OSError as exc:
+            raise FerError(f"mqtt outbox: cannot create state directory {self.path.parent}: {exc.strerror}") from None
+        try:
+            self._open()
+        except sqlite3.OperationalError as exc:  # permissions, read-only file system, locked: the user must act
+            raise FerError(f"mqtt outbox {self.path}: cannot open queue database: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            # A corrupt file (power cut on a bad SD card) must not keep an unattended board from publishing:
+            # keep it for inspection and start an empty queue.
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+            log.error("mqtt outbox %s is corrupt (%s); moved to %s, starting an empty queue", self.path, exc, aside)
+            self.path.rename(aside)
+            for suffix in ("-wal", "-shm"):
+                Path(str(self.path) + suffix).unlink(missing_ok=True)
+            self._open()
+
+    def _open(self) -> None:
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=2.0)
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a committed row survives a process crash; a power
             # cut may lose the last few transactions - a fair trade for flash wear.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise FerError(f"mqtt outbox {self.path}: cannot open queue database: {exc}") from None
-        self.depth, self.bytes = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
-        row = self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+            self.depth, self.bytes = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
+            row = self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+        except BaseException:
+            self._db.close()
+            raise
         self.next_seq = int(row[0]) if row else 1
 
     def append(self, messages: list[OutMessage], *, unsent_after: int, next_seq: int | None = None) -> int:

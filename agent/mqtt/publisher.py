@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import sqlite3
 import threading
 import time
 import uuid
@@ -75,6 +76,9 @@ class MqttPublisher:
         self._resync_since: float | None = None
         self._memory_dropped = 0
         self._rejected = 0
+        self._errors = 0
+        self._next_error_log = 0.0
+        self._closed = False
         self._pending_stats: Mapping[str, Any] | None = None
         self._started = time.monotonic()
         self._broker = f"{cfg.host}:{cfg.port}"
@@ -143,6 +147,9 @@ class MqttPublisher:
 
     def close(self, timeout: float | None = None) -> None:
         """Drain what can be sent within ``timeout``, publish ``offline``, disconnect. The rest stays on disk."""
+        if self._closed:
+            return
+        self._closed = True
         timeout = self.cfg.outbox.drain_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + timeout
         client = self._client
@@ -151,8 +158,12 @@ class MqttPublisher:
         self._wake.set()
         if self._worker is not None:
             self._worker.join(max(0.5, timeout + 2.0))
-        if self._worker is None or not self._worker.is_alive():
-            self._ingest(final=True)  # also covers close() without start()
+        worker_done = self._worker is None or not self._worker.is_alive()
+        if worker_done:
+            try:
+                self._ingest(final=True)  # what is left in memory goes to disk (also covers close() without start())
+            except Exception as exc:
+                self._report_error(exc)
         if client is not None:
             if self._connected:
                 info = client.publish(self.topics.status, STATUS_OFFLINE, qos=1, retain=True)
@@ -160,7 +171,11 @@ class MqttPublisher:
                     info.wait_for_publish(max(1.0, deadline - time.monotonic()))
                 except (RuntimeError, ValueError):
                     pass
-            self._process_acks()
+            if worker_done:
+                try:
+                    self._process_acks()
+                except Exception as exc:
+                    self._report_error(exc)
             client.disconnect()
             client.loop_stop()
         self._connected = False
@@ -243,27 +258,40 @@ class MqttPublisher:
 
     def _run(self) -> None:
         last_expire = 0.0
-        try:
-            while True:
-                self._wake.wait(_TICK_S)
-                self._wake.clear()
+        while True:
+            self._wake.wait(_TICK_S)
+            self._wake.clear()
+            now = time.monotonic()
+            try:
                 self._ingest(final=self._closing)
                 self._process_acks()
                 if self._connected:
                     self._send()
                     self._send_stats()
-                now = time.monotonic()
                 if now - last_expire > 1.0:
                     last_expire = now
                     self._outbox.expire()
-                if self._closing:
-                    done = self._outbox.depth == 0 and not self._queue
-                    if done or not self._connected or now >= self._close_deadline:
+            except Exception as exc:  # a full or broken disk, or a bug: report, keep going, never stop the agent
+                self._report_error(exc)
+                if not self._closing:
+                    self._wake.wait(0.5)
+            if self._closing:
+                done = self._outbox.depth == 0 and not self._queue
+                if done or not self._connected or time.monotonic() >= self._close_deadline:
+                    try:
                         self._process_acks()
-                        return
-                    self._wake.wait(0.02)  # give acks time to arrive while draining
-        except Exception:  # a bug or a broken disk: say so loudly, the frame loop keeps running
-            log.exception("MQTT: outbox thread stopped")
+                    except Exception as exc:
+                        self._report_error(exc)
+                    return
+                self._wake.wait(0.02)  # give acks time to arrive while draining
+
+    def _report_error(self, exc: BaseException) -> None:
+        """At most one traceback per minute, with a count of the ones left out."""
+        self._errors += 1
+        now = time.monotonic()
+        if now >= self._next_error_log:
+            self._next_error_log = now + 60.0
+            log.error("MQTT: outbox thread error (%d so far): %s", self._errors, exc, exc_info=exc)
 
     def _ingest(self, final: bool = False) -> None:
         """Move what the frame loop queued into the disk outbox (one transaction per batch)."""
@@ -277,15 +305,24 @@ class MqttPublisher:
             seq = self._outbox.next_seq
             messages: list[OutMessage] = []
             for i, (kind, item) in enumerate(items):
-                if kind == "event":
-                    payload = event_payload(item, self.ctx, uuid.uuid4().hex, seq)
-                    seq += 1
-                    messages.append(OutMessage(self.topics.events, encode(payload), self.cfg.qos_events, False,
-                                               created=now))
-                elif i == last_state:  # older snapshots in the same batch are already stale
-                    messages.append(OutMessage(self.topics.state, encode(state_payload(item, self.ctx)),
-                                               self.cfg.qos_state, True, coalesce=_STATE_KEY, created=now))
-            self._outbox.append(messages, unsent_after=self._sent_upto, next_seq=seq)
+                try:
+                    if kind == "event":
+                        payload = encode(event_payload(item, self.ctx, uuid.uuid4().hex, seq))
+                        messages.append(OutMessage(self.topics.events, payload, self.cfg.qos_events, False,
+                                                   created=now))
+                        seq += 1
+                    elif i == last_state:  # older snapshots in the same batch are already stale
+                        payload = encode(state_payload(item, self.ctx))
+                        messages.append(OutMessage(self.topics.state, payload, self.cfg.qos_state, True,
+                                                   coalesce=_STATE_KEY, created=now))
+                except (TypeError, ValueError, AttributeError, KeyError) as exc:  # e.g. NaN confidence
+                    self._memory_dropped += 1
+                    self._report_error(ValueError(f"cannot encode {kind} (dropped): {exc}"))
+            try:
+                self._outbox.append(messages, unsent_after=self._sent_upto, next_seq=seq)
+            except sqlite3.Error:
+                self._memory_dropped += len(messages)  # disk full or broken: counted, reported by the caller
+                raise
             if not final:
                 break  # one batch per turn, so acks and sending keep up under a flood
 
