@@ -108,3 +108,12 @@ def test_backoff_doubles_with_jitter_and_resets() -> None:
     assert len(set(delays)) == len(delays)  # jittered, not lock-step
     b.reset()
     assert b.next_delay() <= 1.0
+
+
+def test_password_never_appears_in_repr_or_print_config() -> None:
+    secret = "hunter2-not-for-logs"
+    cfg = MqttConfig(host="b", auth=AuthConfig(username="u", password=secret))
+    assert secret not in repr(cfg) and secret not in str(cfg)
+    config = pytest.importorskip("agent.config")
+    full = config.parse_config({"mqtt": {"host": "b", "auth": {"username": "u", "password": secret}}})
+    assert secret not in config.render_config(full)

@@ -40,7 +40,7 @@ class TlsConfig:
 @dataclass
 class AuthConfig:
     username: Optional[str] = field(default=None, metadata={"doc": "user name; empty = anonymous"})
-    password: Optional[str] = field(default=None, metadata={
+    password: Optional[str] = field(default=None, repr=False, metadata={
         "doc": "password (prefer password_file or password_env so it is not in this file)", "secret": True})
     password_file: Optional[str] = field(default=None, metadata={
         "doc": "read the password from this file (first line; e.g. a systemd credential)"})

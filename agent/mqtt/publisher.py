@@ -243,8 +243,10 @@ class MqttPublisher:
             log.warning("MQTT: lost connection to %s (%s); queueing to disk, retrying in %.1f s",
                         self._broker, reason, delay)
         else:
-            log.warning("MQTT: connection to %s closed before it was accepted (%s); retrying in %.1f s (attempt %d)",
-                        self._broker, reason, delay, self._backoff.attempt)
+            hint = "; does the broker require a client certificate (mqtt.tls.cert_file)?" if (
+                self.cfg.tls.enabled and not self.cfg.tls.cert_file) else ""
+            log.warning("MQTT: connection to %s closed before it was accepted (%s%s); retrying in %.1f s (attempt %d)",
+                        self._broker, reason, hint, delay, self._backoff.attempt)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         self._acks.append((mid, bool(getattr(reason, "is_failure", False))))  # handled on the next tick
