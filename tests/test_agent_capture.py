@@ -182,3 +182,58 @@ def test_video_source_counts_decoded_frames(tmp_path):
     src.open()
     assert src.nominal_fps == pytest.approx(25.0)
     assert len(read_all(src)) == 7
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A loopback HTTP server for tmp_path (a stand-in for an IP camera's HTTP stream)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_url_source_is_live_and_reopens(tmp_path, http_server):
+    make_video(tmp_path / "cam.mp4", 10)
+    src = open_source(SourceConfig(uri=f"{http_server}/cam.mp4", reopen_initial_s=0.01, reopen_max_s=0.05))
+    assert isinstance(src, LiveSource) and src.description.startswith("stream http://127.0.0.1")
+    frames = []
+    deadline = time.monotonic() + 20
+    while (src.reopens < 1 or not frames) and time.monotonic() < deadline:
+        f = src.read(timeout=0.2)
+        if f is not None:
+            frames.append(f)
+    src.close()
+    assert frames and frames[0].image.shape == (120, 160, 3)
+    assert src.reopens >= 1  # the stream ended (a dropped camera) and was opened again
+
+
+def test_url_passwords_stay_out_of_logs():
+    from agent.capture import _hide_password
+
+    assert _hide_password("rtsp://admin:s3cret@10.0.0.2/live") == "rtsp://admin:***@10.0.0.2/live"
+    assert _hide_password("rtsp://10.0.0.2/live") == "rtsp://10.0.0.2/live"
+
+
+def test_gstreamer_without_gstreamer_support_is_a_clear_error():
+    from agent.capture import has_gstreamer
+
+    if has_gstreamer():
+        pytest.skip("this OpenCV has GStreamer")
+    with pytest.raises(FerError, match="GStreamer pipeline needs OpenCV built with GStreamer"):
+        open_source(SourceConfig(uri="videotestsrc num-buffers=5 ! videoconvert ! appsink"))
+
+
+def test_directory_loop(tmp_path):
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((10, 10, 3), i, np.uint8))
+    src = open_source(SourceConfig(uri=str(tmp_path), loop=True))
+    assert [int(f.image[0, 0, 0]) for f in read_all(src, limit=5)] == [0, 1, 0, 1, 0]
