@@ -195,6 +195,7 @@ class BlazeFaceDetector(Detector):
         if n_out != len(self.anchors):
             raise FerError(f"{manifest.path_of(role)}: {n_out} boxes but {len(self.anchors)} anchors; not a MediaPipe BlazeFace model?")
         self._canvas = np.zeros((self.size, self.size, 3), dtype=np.uint8)
+        self._layout: tuple[int, int, int, int] | None = None
         self._input = np.zeros((1, self.size, self.size, 3), dtype=np.float32)
         # logit threshold: sigmoid(x) > t  <=>  x > log(t / (1 - t))
         t_ = min(max(cfg.score_threshold, 1e-6), 1 - 1e-6)
@@ -205,9 +206,15 @@ class BlazeFaceDetector(Detector):
         s = self.size / max(h, w)  # letterbox: keep the aspect ratio, pad the short side (MediaPipe FIT)
         rw, rh = max(1, int(round(w * s))), max(1, int(round(h * s)))
         px, py = (self.size - rw) // 2, (self.size - rh) // 2
-        self._canvas[:] = 0
-        self._canvas[py : py + rh, px : px + rw] = cv2.resize(frame, (rw, rh), interpolation=cv2.INTER_AREA)
-        cv2.cvtColor(self._canvas, cv2.COLOR_BGR2RGB, dst=self._canvas)
+        if (rw, rh, px, py) != self._layout:  # new frame size: clear the padding once
+            self._canvas[:] = 0
+            self._layout = (rw, rh, px, py)
+        region = self._canvas[py : py + rh, px : px + rw]
+        if px == 0:  # landscape: full-width rows are contiguous, resize straight into the canvas
+            cv2.resize(frame, (rw, rh), dst=region, interpolation=cv2.INTER_AREA)
+        else:
+            region[:] = cv2.resize(frame, (rw, rh), interpolation=cv2.INTER_AREA)
+        cv2.cvtColor(self._canvas, cv2.COLOR_BGR2RGB, dst=self._canvas)  # padding stays 0
         np.multiply(self._canvas, np.float32(1 / 127.5), out=self._input[0], dtype=np.float32)
         np.subtract(self._input, np.float32(1.0), out=self._input)
         self.interpreter.set_tensor(self._in_index, self._input)

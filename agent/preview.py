@@ -32,6 +32,8 @@ def annotate(image: np.ndarray, faces: list[FaceState], labels: tuple[str, ...],
         title = f"#{face.face_id} {face.label} {face.confidence:.0%}"
         cv2.putText(out, title, (x, max(12, y - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, _GREEN, 1, cv2.LINE_AA)
         bx = x + bw + 6 if x + bw + 130 < w else max(0, x - 130)
+        panel = out[max(0, y - 2) : min(h, y + 14 * len(labels)), bx : min(w, bx + 124)]
+        panel //= 3  # darken behind the bars so the text reads on any background
         for i, name in enumerate(labels):
             p = float(face.probabilities.get(name, 0.0))
             yy = y + i * 14
