@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
-from snpe_testing import HOST_ARCH, TINY_BUNDLE, copy_bundle, litert_predict, make_fake_sdk, read_log, tool_path  # noqa: E402
+from snpe_testing import TINY_BUNDLE, copy_bundle, litert_predict, make_fake_sdk, read_log, tool_path  # noqa: E402
 
 from agent.errors import FerError  # noqa: E402
 from agent.labels import LABELS  # noqa: E402
 from agent.manifest import load_manifest  # noqa: E402
 from agent.preprocess import image_tensor  # noqa: E402
 from agent.rawtensor import read_raw  # noqa: E402
-from host_tools import calibration, convert, make_raw, show_results  # noqa: E402
+from host_tools import calibration, convert, show_results  # noqa: E402
 from host_tools.cli import main as fer_host  # noqa: E402
 from host_tools.snpe_sdk import SdkError, ToolFailed, find_sdk, sdk_version  # noqa: E402
 

@@ -39,7 +39,7 @@ import numpy as np
 from agent.backends.base import Backend, BackendError
 from agent.errors import ConfigError, FerError
 from agent.manifest import Manifest
-from agent.rawtensor import RAW_DTYPE, default_work_dir, result_path, write_input_list, write_raw
+from agent.rawtensor import RAW_DTYPE, default_work_dir, result_path, write_raw
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +322,7 @@ class SnpeNetRun:
         return results
 
     def _call(self, cmd: list[str]) -> None:
+        log.debug("running %s", shlex.join(cmd))
         try:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env,
                                     cwd=self.work, start_new_session=True)
