@@ -1,0 +1,56 @@
+"""End to end on the real bundle and FER2013 (skipped without ../shared): convert, calibrate, run on the 'DSP'."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
+from snpe_testing import litert_predict, make_fake_sdk  # noqa: E402
+
+from agent.backends.snpe import SnpeBackend, SnpeConfig  # noqa: E402
+from agent.labels import LABELS  # noqa: E402
+from agent.manifest import load_manifest  # noqa: E402
+from agent.preprocess import image_tensor  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CSV = ROOT.parent / "shared/datasets/fer2013/fer2013_train_publictest.csv.gz"
+BUNDLE = ROOT / "agent" / "models" / "default"
+
+pytestmark = [pytest.mark.data, pytest.mark.slow]
+
+
+@pytest.mark.skipif(not SHARED_CSV.exists(), reason=f"needs the real FER2013 file at {SHARED_CSV}")
+@pytest.mark.skipif(not (BUNDLE / "manifest.json").exists(), reason="needs the packaged bundle agent/models/default")
+def test_real_bundle_convert_calibrate_and_run(tmp_path, monkeypatch):
+    from host_tools import convert
+    from host_tools import data as fer_data
+
+    for var in ("SNPE_STAND_IN_EXIT", "SNPE_STAND_IN_SKIP", "SNPE_STAND_IN_SHORT", "SNPE_STAND_IN_SLEEP", "SNPE_NET_RUN"):
+        monkeypatch.delenv(var, raising=False)
+    sdk = make_fake_sdk(tmp_path / "sdk")
+    monkeypatch.setenv("SNPE_ROOT", str(sdk))
+    bundle = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("saved_model", "*.dlc"))
+    work = tmp_path / "calib"
+    m = convert.convert(bundle, data=SHARED_CSV, calibration_count=70, seed=0, htp_socs="sm8550", work_dir=work,
+                        echo=lambda s: None)
+    assert m.extra["snpe"]["calibration"]["per_class"] == {lab: 10 for lab in LABELS}
+    files = [Path(p) for p in (work / "calibration_list.txt").read_text().split()]
+    assert len(files) == 70 and {f.stat().st_size for f in files} == {9216}
+
+    test = fer_data.load(SHARED_CSV).split("PublicTest")
+    faces = np.stack([image_tensor(test.x[i], m.input) for i in range(6)])
+    b = SnpeBackend(m, SnpeConfig(runtime="dsp", work_dir=str(tmp_path / "w")))
+    try:
+        assert b.role == "dlc_htp"
+        y = b.infer(faces)
+    finally:
+        b.close()
+    np.testing.assert_allclose(y, litert_predict(m.path_of("tflite_int8"), faces), atol=1e-6)
+    np.testing.assert_allclose(y.sum(1), 1.0, atol=0.02)  # softmax outputs (int8 steps of 1/256)
+    load_manifest(bundle).verify(["dlc", "dlc_quantized", "dlc_htp"])
