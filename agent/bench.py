@@ -83,15 +83,14 @@ def bench_pipeline(detector: str, n_faces: int, frames: int, bundle: Path | None
     from agent.capture import open_source
     from agent.config import AgentConfig
     from agent.detect import create_detector
-    from agent.manifest import load_manifest
-    from agent.pipeline import NullPublisher, Pipeline
+    from agent.pipeline import NullPublisher, Pipeline, load_bundle
 
     clip = _write_bench_clip(tmp / f"bench_{n_faces}.mp4", n_faces, frames)
     cfg = AgentConfig()
     cfg.source.uri = str(clip)
     cfg.detector.type = detector  # type: ignore[assignment]
     cfg.publish = replace(cfg.publish, stats_interval_s=1e9)
-    manifest = load_manifest(bundle or cfg.bundle_path())
+    manifest = load_bundle(bundle or cfg.bundle_path())
     backend = TFLiteBackend(manifest, TFLiteConfig(model=model, threads=1))  # type: ignore[arg-type]
     det = create_detector(cfg.detector, manifest, cfg.backend.tflite)
     source = open_source(cfg.source)
@@ -116,10 +115,10 @@ def bench_classifier(bundle: Path | None, iterations: int) -> list[dict[str, Any
     from agent.backends.tflite import TFLiteBackend, TFLiteConfig
     from agent.config import default_bundle_path
     from agent.demo import grid_frame
-    from agent.manifest import load_manifest
+    from agent.pipeline import load_bundle
     from agent.preprocess import Box, face_tensor
 
-    manifest = load_manifest(bundle or default_bundle_path())
+    manifest = load_bundle(bundle or default_bundle_path())
     frame = grid_frame(1)
     face = face_tensor(frame, Box(260, 180, 120, 120), manifest.input)[None]
     rows = []
@@ -201,9 +200,9 @@ def bench_command(args: argparse.Namespace) -> int:
         "pipeline": [],
     }
     from agent.config import default_bundle_path
-    from agent.manifest import load_manifest
+    from agent.pipeline import load_bundle
 
-    man = load_manifest(bundle or default_bundle_path())
+    man = load_bundle(bundle or default_bundle_path())
     result["bundle"] = f"{man.model_name} {man.model_version}"
     with tempfile.TemporaryDirectory(prefix="fer-bench-") as tmp:
         for det in [d.strip() for d in args.detectors.split(",") if d.strip()]:

@@ -129,3 +129,22 @@ def test_max_frames(manifest):
     p = make(manifest, [grid_frame(1)] * 50)
     p.cfg.max_frames = 7
     assert p.run().frames == 7
+
+
+def test_bundle_may_omit_unused_files_but_not_carry_tampered_ones(manifest, tmp_path):
+    import shutil
+
+    from agent.errors import ManifestError
+    from agent.pipeline import load_bundle
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(manifest.root, bundle)
+    (bundle / manifest.files["frozen_graph"].path).unlink()
+    (bundle / manifest.files["blazeface_full"].path).unlink()
+    loaded = load_bundle(bundle)
+    assert not loaded.has("frozen_graph") and loaded.has("tflite_int8")
+    with open(bundle / manifest.files["tflite_int8"].path, "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ManifestError, match="sha256 mismatch for files.tflite_int8"):
+        load_bundle(bundle)
+    assert load_bundle(bundle, verify=False).model_name == manifest.model_name
