@@ -215,3 +215,13 @@ def test_close_without_start_keeps_events_for_the_next_run(make_publisher, tmp_p
     pub.close(timeout=0)
     again = make_publisher("127.0.0.1", 1, device_id="nostart", start=False, state_dir=state)
     assert again.outbox_depth == 3
+
+
+def test_memory_queue_overflow_drops_oldest_and_counts(make_publisher) -> None:
+    from agent.mqtt.config import OutboxConfig
+
+    pub = make_publisher("127.0.0.1", 1, device_id="overflow", start=False, outbox=OutboxConfig(memory_queue=100))
+    for i in range(150):  # no outbox thread is running: everything stays in memory
+        pub.publish_event(synthetic_event(i))
+    assert pub.dropped == 50 and pub.outbox_depth == 100
+    assert [e.frame_number for _, e in list(pub._queue)[:1]] == [50]  # the oldest went

@@ -74,7 +74,8 @@ class MqttPublisher:
         self._mid_rows: dict[int, int] = {}  # paho message id -> outbox row id, QoS 1/2 not yet acknowledged
         self._sent_upto = 0  # rows with id <= this have been handed to paho
         self._resync_since: float | None = None
-        self._memory_dropped = 0
+        self._overflow_dropped = 0  # written by the frame loop only
+        self._failed_dropped = 0  # written by the outbox thread only (encoding or disk errors)
         self._rejected = 0
         self._errors = 0
         self._next_error_log = 0.0
@@ -97,7 +98,7 @@ class MqttPublisher:
     @property
     def dropped(self) -> int:
         """Events/state dropped since start: queue limits (count, bytes, age) or frame loop outrunning the disk."""
-        return self._outbox.dropped + self._memory_dropped
+        return self._outbox.dropped + self._overflow_dropped + self._failed_dropped
 
     def publish_event(self, event: Event) -> None:
         self._enqueue("event", event)
@@ -115,7 +116,7 @@ class MqttPublisher:
         if len(q) > self.cfg.outbox.memory_queue:
             try:
                 q.popleft()
-                self._memory_dropped += 1
+                self._overflow_dropped += 1
             except IndexError:  # the outbox thread emptied it meanwhile
                 pass
         # No wake-up per message: the outbox thread ticks every _TICK_S and takes the whole batch,
@@ -318,12 +319,12 @@ class MqttPublisher:
                         messages.append(OutMessage(self.topics.state, payload, self.cfg.qos_state, True,
                                                    coalesce=_STATE_KEY, created=now))
                 except (TypeError, ValueError, AttributeError, KeyError) as exc:  # e.g. NaN confidence
-                    self._memory_dropped += 1
+                    self._failed_dropped += 1
                     self._report_error(ValueError(f"cannot encode {kind} (dropped): {exc}"))
             try:
                 self._outbox.append(messages, unsent_after=self._sent_upto, next_seq=seq)
             except sqlite3.Error:
-                self._memory_dropped += len(messages)  # disk full or broken: counted, reported by the caller
+                self._failed_dropped += len(messages)  # disk full or broken: counted, reported by the caller
                 raise
             if not final:
                 break  # one batch per turn, so acks and sending keep up under a flood
