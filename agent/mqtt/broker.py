@@ -2,7 +2,7 @@
 
 amqtt runs on its own asyncio loop in a background thread. It listens on
 127.0.0.1 only (never on the LAN: it has no authentication) and on a port the
-OS picks, which the context manager yields.
+OS picks, which the context manager yields. amqtt speaks MQTT 3.1.1 only.
 """
 
 from __future__ import annotations
