@@ -77,8 +77,9 @@ def _write_bench_clip(path: Path, n_faces: int, frames: int) -> Path:
     return path
 
 
-def bench_pipeline(detector: str, n_faces: int, frames: int, bundle: Path | None, tmp: Path,
-                   model: str = "int8") -> dict[str, Any]:
+def bench_pipeline(
+    detector: str, n_faces: int, frames: int, bundle: Path | None, tmp: Path, model: str = "int8"
+) -> dict[str, Any]:
     from agent.backends.tflite import TFLiteBackend, TFLiteConfig
     from agent.capture import open_source
     from agent.config import AgentConfig
@@ -132,9 +133,17 @@ def bench_classifier(bundle: Path | None, iterations: int) -> list[dict[str, Any
             backend.infer(face)
             times[i] = time.perf_counter() - t0
         ms = times * 1000
-        rows.append({"model": model, "file": backend.path.name, "threads": 1, "iterations": iterations,
-                     "mean_ms": round(float(ms.mean()), 3), "p50_ms": round(float(np.median(ms)), 3),
-                     "p95_ms": round(float(np.percentile(ms, 95)), 3)})
+        rows.append(
+            {
+                "model": model,
+                "file": backend.path.name,
+                "threads": 1,
+                "iterations": iterations,
+                "mean_ms": round(float(ms.mean()), 3),
+                "p50_ms": round(float(np.median(ms)), 3),
+                "p95_ms": round(float(np.percentile(ms, 95)), 3),
+            }
+        )
     return rows
 
 
@@ -155,15 +164,23 @@ def to_markdown(result: dict[str, Any]) -> str:
     for r in result["pipeline"]:
         s = r["stages"]
 
-        def ms(k: str) -> str:
+        def ms(k: str, s: dict = s) -> str:
             return f"{s[k]['mean_ms']:.2f}" if k in s else "-"
 
-        lines.append(f"| {r['detector']} | {r['faces']} | {r['fps']:.1f} | {ms('capture')} | {ms('detect')} | "
-                     f"{ms('preprocess')} | {ms('infer')} | {ms('interpret')} | {ms('publish')} | "
-                     f"{ms('total')} ({s['total']['p95_ms']:.2f}) |")
-    lines += ["", "Stage times are means in ms per frame.", "",
-              "Classifier alone, one face, 1 thread:", "",
-              "| model | file | mean ms/face | p50 | p95 |", "|---|---|---:|---:|---:|"]
+        lines.append(
+            f"| {r['detector']} | {r['faces']} | {r['fps']:.1f} | {ms('capture')} | {ms('detect')} | "
+            f"{ms('preprocess')} | {ms('infer')} | {ms('interpret')} | {ms('publish')} | "
+            f"{ms('total')} ({s['total']['p95_ms']:.2f}) |"
+        )
+    lines += [
+        "",
+        "Stage times are means in ms per frame.",
+        "",
+        "Classifier alone, one face, 1 thread:",
+        "",
+        "| model | file | mean ms/face | p50 | p95 |",
+        "|---|---|---:|---:|---:|",
+    ]
     for r in result["classifier"]:
         lines.append(f"| {r['model']} | {r['file']} | {r['mean_ms']:.3f} | {r['p50_ms']:.3f} | {r['p95_ms']:.3f} |")
     lines += ["", f"Command: `{result['command']}`", ""]
@@ -209,8 +226,11 @@ def bench_command(args: argparse.Namespace) -> int:
             for n in [int(x) for x in args.faces.split(",") if x.strip()]:
                 r = bench_pipeline(det, n, args.frames, bundle, Path(tmp))
                 result["pipeline"].append(r)
-                print(f"{r['detector']:>16} {n} face(s): {r['fps']:7.1f} frames/s  "
-                      f"total {r['stages']['total']['mean_ms']:.2f} ms (p95 {r['stages']['total']['p95_ms']:.2f})", flush=True)
+                print(
+                    f"{r['detector']:>16} {n} face(s): {r['fps']:7.1f} frames/s  "
+                    f"total {r['stages']['total']['mean_ms']:.2f} ms (p95 {r['stages']['total']['p95_ms']:.2f})",
+                    flush=True,
+                )
     result["classifier"] = bench_classifier(bundle, args.iterations)
     for r in result["classifier"]:
         print(f"{'classifier ' + r['model']:>16}: {r['mean_ms']:.3f} ms/face (p95 {r['p95_ms']:.3f})", flush=True)

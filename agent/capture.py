@@ -194,7 +194,9 @@ class ImageSource(FrameSource):
         if self.path.is_dir():
             self._files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
             if not self._files:
-                raise FerError(f"source.uri: {self.path}: directory has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+                raise FerError(
+                    f"source.uri: {self.path}: directory has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+                )
         elif self.path.is_file():
             self._files = [self.path]
         else:
@@ -348,8 +350,10 @@ def open_source(cfg: SourceConfig) -> FrameSource:
         source: FrameSource = LiveSource(cfg, f"camera {uri}", lambda: cv2.VideoCapture(device, backend))
     elif kind == "gstreamer":
         if not has_gstreamer():
-            raise FerError("source.uri: a GStreamer pipeline needs OpenCV built with GStreamer "
-                           "(opencv-python-headless from PyPI is not; use the board's python3-opencv)")
+            raise FerError(
+                "source.uri: a GStreamer pipeline needs OpenCV built with GStreamer "
+                "(opencv-python-headless from PyPI is not; use the board's python3-opencv)"
+            )
         source = LiveSource(cfg, "GStreamer pipeline", lambda: cv2.VideoCapture(uri, cv2.CAP_GSTREAMER))
     elif kind == "url":
         source = LiveSource(cfg, f"stream {_hide_password(uri)}", lambda: cv2.VideoCapture(uri, cv2.CAP_FFMPEG))

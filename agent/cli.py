@@ -16,7 +16,9 @@ from agent.errors import FerError
 
 def _add_run_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", metavar="YAML", help="agent configuration file (default: all defaults)")
-    p.add_argument("--source", help="override source.uri: camera index, /dev/videoN, file, directory, URL, GStreamer pipeline")
+    p.add_argument(
+        "--source", help="override source.uri: camera index, /dev/videoN, file, directory, URL, GStreamer pipeline"
+    )
     p.add_argument("--backend", help="override backend.type: auto, tflite or snpe")
     p.add_argument("--detector", help="override detector.type: haar, blazeface or yunet")
     p.add_argument("--broker", metavar="HOST[:PORT]", help="override mqtt.host (and mqtt.port)")
@@ -30,14 +32,25 @@ def _load(args: argparse.Namespace):
     from agent.config import apply_overrides, load_config
 
     cfg = load_config(args.config)
-    return apply_overrides(cfg, source=args.source, backend=args.backend, broker=args.broker, bundle=args.bundle,
-                           preview=args.preview, max_frames=args.max_frames, log_level=args.log_level,
-                           detector=args.detector)
+    return apply_overrides(
+        cfg,
+        source=args.source,
+        backend=args.backend,
+        broker=args.broker,
+        bundle=args.bundle,
+        preview=args.preview,
+        max_frames=args.max_frames,
+        log_level=args.log_level,
+        detector=args.detector,
+    )
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -89,8 +102,9 @@ def cmd_health(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from agent import bench, demo, service
 
-    parser = argparse.ArgumentParser(prog="fer-agent", description="Facial-expression recognition agent: "
-                                     "camera -> faces -> emotions -> MQTT.")
+    parser = argparse.ArgumentParser(
+        prog="fer-agent", description="Facial-expression recognition agent: camera -> faces -> emotions -> MQTT."
+    )
     parser.add_argument("--version", action="version", version=f"fer-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -106,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", metavar="YAML", help="show this file's values (secrets are never printed)")
     p.set_defaults(func=cmd_print_config)
 
-    p = sub.add_parser("demo", help="offline demo: generated clip of a real face -> agent -> local MQTT -> printed events")
+    p = sub.add_parser(
+        "demo", help="offline demo: generated clip of a real face -> agent -> local MQTT -> printed events"
+    )
     demo.add_arguments(p)
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=cmd_demo)

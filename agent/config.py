@@ -42,86 +42,149 @@ def default_bundle_path() -> Path:
 
 @dataclass
 class SourceConfig:
-    uri: str = field(default="0", metadata={"doc": "camera index (0), /dev/videoN, video file, image file or directory, "
-                                                   "rtsp://... or http://... URL, or a GStreamer pipeline ending in appsink"})
-    fps_cap: float = field(default=0.0, metadata={"doc": "process at most this many frames/s (0 = as fast as frames come)",
-                                                  "min": 0.0})
-    width: int = field(default=0, metadata={"doc": "requested capture width for cameras (0 = driver default)", "min": 0})
-    height: int = field(default=0, metadata={"doc": "requested capture height for cameras (0 = driver default)", "min": 0})
-    live: Optional[bool] = field(default=None, metadata={
-        "doc": "treat as a live source: read in a thread, keep the newest frame, count drops, reopen when it fails; "
-               "empty = cameras, URLs and GStreamer are live, files are not"})
-    realtime: bool = field(default=False, metadata={
-        "doc": "files only: play at the file's own frame rate and skip frames when behind (default: every frame)"})
-    loop: bool = field(default=False, metadata={"doc": "files and image folders: start again at the end instead of stopping"})
-    reopen_initial_s: float = field(default=0.5, metadata={"doc": "first wait before reopening a dropped live source",
-                                                           "min": 0.0})
-    reopen_max_s: float = field(default=30.0, metadata={"doc": "longest wait between reopen attempts (doubles up to this)",
-                                                        "min": 0.0})
+    uri: str = field(
+        default="0",
+        metadata={
+            "doc": "camera index (0), /dev/videoN, video file, image file or directory, "
+            "rtsp://... or http://... URL, or a GStreamer pipeline ending in appsink"
+        },
+    )
+    fps_cap: float = field(
+        default=0.0, metadata={"doc": "process at most this many frames/s (0 = as fast as frames come)", "min": 0.0}
+    )
+    width: int = field(
+        default=0, metadata={"doc": "requested capture width for cameras (0 = driver default)", "min": 0}
+    )
+    height: int = field(
+        default=0, metadata={"doc": "requested capture height for cameras (0 = driver default)", "min": 0}
+    )
+    live: Optional[bool] = field(
+        default=None,
+        metadata={
+            "doc": "treat as a live source: read in a thread, keep the newest frame, count drops, "
+            "reopen when it fails; empty = cameras, URLs and GStreamer are live, files are not"
+        },
+    )
+    realtime: bool = field(
+        default=False,
+        metadata={
+            "doc": "files only: play at the file's own frame rate and skip frames when behind (default: every frame)"
+        },
+    )
+    loop: bool = field(
+        default=False, metadata={"doc": "files and image folders: start again at the end instead of stopping"}
+    )
+    reopen_initial_s: float = field(
+        default=0.5, metadata={"doc": "first wait before reopening a dropped live source", "min": 0.0}
+    )
+    reopen_max_s: float = field(
+        default=30.0, metadata={"doc": "longest wait between reopen attempts (doubles up to this)", "min": 0.0}
+    )
 
 
 @dataclass
 class DetectorConfig:
-    type: Literal["haar", "blazeface", "yunet"] = field(default="haar", metadata={
-        "doc": "haar (OpenCV cascade), blazeface (MediaPipe model from the bundle), yunet (cv2.FaceDetectorYN, needs yunet_model)"})
-    blazeface_model: Literal["short", "full"] = field(default="short", metadata={
-        "doc": "BlazeFace variant: short (faces within ~2 m, 128x128) or full (up to ~5 m, 192x192)"})
-    yunet_model: Optional[str] = field(default=None, metadata={"doc": "path to a YuNet .onnx model (detector.type: yunet)"})
-    detect_width: int = field(default=320, metadata={
-        "doc": "downscale frames to this width before detection (0 = full size); boxes are mapped back", "min": 0})
-    min_face: int = field(default=40, metadata={"doc": "ignore faces smaller than this many pixels (frame size)", "min": 1})
-    max_faces: int = field(default=4, metadata={"doc": "classify at most this many faces per frame (largest first)",
-                                                "min": 1})
-    margin: float = field(default=0.0, metadata={"doc": "grow the face square by this fraction of its side on each side",
-                                                 "min": 0.0, "max": 1.0})
-    score_threshold: float = field(default=0.5, metadata={"doc": "blazeface/yunet: minimum detection score",
-                                                          "min": 0.0, "max": 1.0})
-    nms_threshold: float = field(default=0.3, metadata={"doc": "blazeface/yunet: IoU above which boxes are merged",
-                                                        "min": 0.0, "max": 1.0})
+    type: Literal["haar", "blazeface", "yunet"] = field(
+        default="haar",
+        metadata={
+            "doc": "haar (OpenCV cascade), blazeface (MediaPipe model from the bundle), "
+            "yunet (cv2.FaceDetectorYN, needs yunet_model)"
+        },
+    )
+    blazeface_model: Literal["short", "full"] = field(
+        default="short",
+        metadata={"doc": "BlazeFace variant: short (faces within ~2 m, 128x128) or full (up to ~5 m, 192x192)"},
+    )
+    yunet_model: Optional[str] = field(
+        default=None, metadata={"doc": "path to a YuNet .onnx model (detector.type: yunet)"}
+    )
+    detect_width: int = field(
+        default=320,
+        metadata={
+            "doc": "downscale frames to this width before detection (0 = full size); boxes are mapped back",
+            "min": 0,
+        },
+    )
+    min_face: int = field(
+        default=40, metadata={"doc": "ignore faces smaller than this many pixels (frame size)", "min": 1}
+    )
+    max_faces: int = field(
+        default=4, metadata={"doc": "classify at most this many faces per frame (largest first)", "min": 1}
+    )
+    margin: float = field(
+        default=0.0,
+        metadata={"doc": "grow the face square by this fraction of its side on each side", "min": 0.0, "max": 1.0},
+    )
+    score_threshold: float = field(
+        default=0.5, metadata={"doc": "blazeface/yunet: minimum detection score", "min": 0.0, "max": 1.0}
+    )
+    nms_threshold: float = field(
+        default=0.3, metadata={"doc": "blazeface/yunet: IoU above which boxes are merged", "min": 0.0, "max": 1.0}
+    )
     haar_scale_factor: float = field(default=1.15, metadata={"doc": "haar: image pyramid step", "min": 1.01})
     haar_min_neighbors: int = field(default=5, metadata={"doc": "haar: detections needed to keep a box", "min": 0})
 
 
 @dataclass
 class BackendConfig:
-    type: Literal["auto", "tflite", "snpe"] = field(default="auto", metadata={
-        "doc": "auto = snpe when the SDK and a DLC are present, else tflite"})
+    type: Literal["auto", "tflite", "snpe"] = field(
+        default="auto", metadata={"doc": "auto = snpe when the SDK and a DLC are present, else tflite"}
+    )
     tflite: TFLiteConfig = field(default_factory=TFLiteConfig)
     snpe: SnpeConfig = field(default_factory=SnpeConfig)
 
 
 @dataclass
 class ModelConfig:
-    bundle: Optional[str] = field(default=None, metadata={"doc": "model bundle directory; empty = the bundle inside the package"})
+    bundle: Optional[str] = field(
+        default=None, metadata={"doc": "model bundle directory; empty = the bundle inside the package"}
+    )
     verify: bool = field(default=True, metadata={"doc": "check the sha256 of every bundle file at start"})
 
 
 @dataclass
 class TrackingConfig:
-    iou_threshold: float = field(default=0.3, metadata={"doc": "a detection continues a face when their boxes overlap this much",
-                                                        "min": 0.0, "max": 1.0})
+    iou_threshold: float = field(
+        default=0.3,
+        metadata={"doc": "a detection continues a face when their boxes overlap this much", "min": 0.0, "max": 1.0},
+    )
     leave_after_s: float = field(default=1.0, metadata={"doc": "a face not seen for this long has left", "min": 0.0})
-    confirm_frames: int = field(default=2, metadata={"doc": "frames a new face must be seen before it 'appeared'", "min": 1})
-    ema_alpha: float = field(default=0.3, metadata={"doc": "smoothing: weight of the newest frame's probabilities (1 = none)",
-                                                    "min": 0.01, "max": 1.0})
-    min_confidence: float = field(default=0.4, metadata={"doc": "a new dominant emotion needs at least this smoothed probability",
-                                                         "min": 0.0, "max": 1.0})
-    min_duration_s: float = field(default=0.5, metadata={"doc": "... and must stay dominant this long before 'changed' is sent",
-                                                         "min": 0.0})
-    update_interval_s: float = field(default=10.0, metadata={"doc": "periodic 'update' event per face (0 = off)", "min": 0.0})
+    confirm_frames: int = field(
+        default=2, metadata={"doc": "frames a new face must be seen before it 'appeared'", "min": 1}
+    )
+    ema_alpha: float = field(
+        default=0.3,
+        metadata={"doc": "smoothing: weight of the newest frame's probabilities (1 = none)", "min": 0.01, "max": 1.0},
+    )
+    min_confidence: float = field(
+        default=0.4,
+        metadata={"doc": "a new dominant emotion needs at least this smoothed probability", "min": 0.0, "max": 1.0},
+    )
+    min_duration_s: float = field(
+        default=0.5, metadata={"doc": "... and must stay dominant this long before 'changed' is sent", "min": 0.0}
+    )
+    update_interval_s: float = field(
+        default=10.0, metadata={"doc": "periodic 'update' event per face (0 = off)", "min": 0.0}
+    )
 
 
 @dataclass
 class PublishConfig:
-    state_interval_s: float = field(default=5.0, metadata={
-        "doc": "publish the state snapshot at least this often (also on every event)", "min": 0.1})
-    stats_interval_s: float = field(default=30.0, metadata={"doc": "publish and log stage timings this often", "min": 1.0})
+    state_interval_s: float = field(
+        default=5.0,
+        metadata={"doc": "publish the state snapshot at least this often (also on every event)", "min": 0.1},
+    )
+    stats_interval_s: float = field(
+        default=30.0, metadata={"doc": "publish and log stage timings this often", "min": 1.0}
+    )
 
 
 @dataclass
 class PreviewConfig:
-    path: Optional[str] = field(default=None, metadata={
-        "doc": "write annotated frames: a .mp4/.avi file, or a directory for PNG frames; empty = off"})
+    path: Optional[str] = field(
+        default=None,
+        metadata={"doc": "write annotated frames: a .mp4/.avi file, or a directory for PNG frames; empty = off"},
+    )
     every_n: int = field(default=1, metadata={"doc": "annotate every n-th frame", "min": 1})
 
 
@@ -141,14 +204,16 @@ class AgentConfig:
     service: ServiceConfig = _section(ServiceConfig, "Running as a systemd service: state, scratch and health files")
     preview: PreviewConfig = _section(PreviewConfig, "Annotated frames for a person to look at (emulation)")
     log_level: Literal["debug", "info", "warning", "error"] = field(default="info", metadata={"doc": "log verbosity"})
-    max_frames: int = field(default=0, metadata={"doc": "stop after this many frames (0 = run until stopped or the file ends)",
-                                                  "min": 0})
+    max_frames: int = field(
+        default=0, metadata={"doc": "stop after this many frames (0 = run until stopped or the file ends)", "min": 0}
+    )
 
     def bundle_path(self) -> Path:
         return Path(self.model.bundle) if self.model.bundle else default_bundle_path()
 
 
 # --------------------------------------------------------------------------- parsing
+
 
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
@@ -285,6 +350,7 @@ def load_config(path: str | Path | None) -> AgentConfig:
 
 # --------------------------------------------------------------------------- overrides
 
+
 def parse_broker(text: str) -> tuple[str, int | None]:
     """``host[:port]`` (``[v6addr]:port`` too) -> (host, port or None)."""
     text = text.strip()
@@ -304,10 +370,18 @@ def parse_broker(text: str) -> tuple[str, int | None]:
     return host, None
 
 
-def apply_overrides(cfg: AgentConfig, *, source: str | None = None, backend: str | None = None,
-                    broker: str | None = None, bundle: str | None = None, preview: str | None = None,
-                    max_frames: int | None = None, log_level: str | None = None,
-                    detector: str | None = None) -> AgentConfig:
+def apply_overrides(
+    cfg: AgentConfig,
+    *,
+    source: str | None = None,
+    backend: str | None = None,
+    broker: str | None = None,
+    bundle: str | None = None,
+    preview: str | None = None,
+    max_frames: int | None = None,
+    log_level: str | None = None,
+    detector: str | None = None,
+) -> AgentConfig:
     """Command-line flags win over the file; values are validated like the file's."""
     if source is not None:
         cfg.source.uri = _convert(source, str, "--source", {})
@@ -332,6 +406,7 @@ def apply_overrides(cfg: AgentConfig, *, source: str | None = None, backend: str
 
 
 # --------------------------------------------------------------------------- printing
+
 
 def _is_secret(f: dataclasses.Field) -> bool:
     return bool(f.metadata.get("secret"))
@@ -394,7 +469,10 @@ def _allowed(tp: Any) -> list[str]:
 def render_config(cfg: AgentConfig | None = None) -> str:
     """Commented YAML of ``cfg`` (default config when None); secrets are left out."""
     cfg = cfg if cfg is not None else AgentConfig()
-    lines = ["# fer-agent configuration. Every key is optional; the values shown are the defaults.",
-             "# Check a file with: fer-agent check-config FILE", ""]
+    lines = [
+        "# fer-agent configuration. Every key is optional; the values shown are the defaults.",
+        "# Check a file with: fer-agent check-config FILE",
+        "",
+    ]
     _render(cfg, 0, lines)
     return "\n".join(lines) + "\n"

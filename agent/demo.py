@@ -187,8 +187,12 @@ class PrintingSubscriber:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="length of the generated clip (default 6)")
-    parser.add_argument("--detector", choices=("haar", "blazeface"), default="haar", help="face detector (default haar)")
-    parser.add_argument("--all-topics", action="store_true", help="print state, stats and status messages too, not just events")
+    parser.add_argument(
+        "--detector", choices=("haar", "blazeface"), default="haar", help="face detector (default haar)"
+    )
+    parser.add_argument(
+        "--all-topics", action="store_true", help="print state, stats and status messages too, not just events"
+    )
     parser.add_argument("--broker", metavar="HOST[:PORT]", help="use this broker instead of the embedded one")
     parser.add_argument("--bundle", help="model bundle directory (default: the one inside the package)")
     parser.add_argument("--preview", metavar="PATH", help="also write annotated frames (.mp4 or a directory)")
@@ -204,8 +208,9 @@ def demo_command(args: argparse.Namespace) -> int:
         clip = Path(args.keep_clip) if args.keep_clip else Path(tmp) / "astronaut.mp4"
         write_clip(clip, seconds=args.seconds)
         cfg = AgentConfig()
-        apply_overrides(cfg, source=str(clip), backend="tflite", bundle=args.bundle, preview=args.preview,
-                        detector=args.detector)
+        apply_overrides(
+            cfg, source=str(clip), backend="tflite", bundle=args.bundle, preview=args.preview, detector=args.detector
+        )
         cfg.source = replace(cfg.source, realtime=True)  # play the clip as a camera would deliver it
         cfg.tracking = replace(cfg.tracking, update_interval_s=2.0)
         cfg.mqtt.device_id = cfg.mqtt.device_id or "demo"
@@ -224,14 +229,20 @@ def demo_command(args: argparse.Namespace) -> int:
             cfg.mqtt.host, cfg.mqtt.port = host, port
             topics = Topics(cfg.mqtt.prefix, cfg.mqtt.resolved_device_id())
             topic = f"{topics.base}/#" if args.all_topics else topics.events
-            print(f"# fer-agent demo: {args.seconds:g} s clip of the astronaut photo, broker {host}:{port}, "
-                  f"subscribed to {topic}", flush=True)
+            print(
+                f"# fer-agent demo: {args.seconds:g} s clip of the astronaut photo, broker {host}:{port}, "
+                f"subscribed to {topic}",
+                flush=True,
+            )
             subscriber = PrintingSubscriber(host, port, topic)
             stack.callback(subscriber.close)
             summary = run_agent(cfg)
             got = subscriber.wait_for(summary.events, timeout=10.0)
-        print(f"# {summary.frames} frames at {summary.fps:.1f} frames/s, {summary.events} events published, "
-              f"{got} received", flush=True)
+        print(
+            f"# {summary.frames} frames at {summary.fps:.1f} frames/s, {summary.events} events published, "
+            f"{got} received",
+            flush=True,
+        )
         if got == 0:
             print("fer-agent demo: error: no events arrived (see the log above)", file=sys.stderr)
             return 1

@@ -66,6 +66,7 @@ class Detector:
 
 # --------------------------------------------------------------------------- Haar
 
+
 def haar_cascade_path() -> Path:
     return Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
 
@@ -76,8 +77,10 @@ class HaarDetector(Detector):
     def __init__(self, cfg: DetectorConfig) -> None:
         super().__init__(cfg)
         if not hasattr(cv2, "CascadeClassifier"):
-            raise FerError("detector.type: haar needs cv2.CascadeClassifier, which OpenCV 5 removed; "
-                           "install opencv-python-headless<5 or use detector.type: blazeface")
+            raise FerError(
+                "detector.type: haar needs cv2.CascadeClassifier, which OpenCV 5 removed; "
+                "install opencv-python-headless<5 or use detector.type: blazeface"
+            )
         path = haar_cascade_path()
         self.cascade = cv2.CascadeClassifier(str(path))
         if self.cascade.empty():
@@ -94,10 +97,16 @@ class HaarDetector(Detector):
                 self._small = np.empty(size[::-1], dtype=np.uint8)
             img = cv2.resize(grey, size, dst=self._small, interpolation=cv2.INTER_AREA)
         min_side = max(8, int(self.cfg.min_face * s))
-        rects = self.cascade.detectMultiScale(img, scaleFactor=self.cfg.haar_scale_factor,
-                                              minNeighbors=self.cfg.haar_min_neighbors, minSize=(min_side, min_side))
-        dets = [Detection(Box(int(round(x / s)), int(round(y / s)), int(round(bw / s)), int(round(bh / s))), 1.0)
-                for (x, y, bw, bh) in (rects if len(rects) else [])]
+        rects = self.cascade.detectMultiScale(
+            img,
+            scaleFactor=self.cfg.haar_scale_factor,
+            minNeighbors=self.cfg.haar_min_neighbors,
+            minSize=(min_side, min_side),
+        )
+        dets = [
+            Detection(Box(int(round(x / s)), int(round(y / s)), int(round(bw / s)), int(round(bh / s))), 1.0)
+            for (x, y, bw, bh) in (rects if len(rects) else [])
+        ]
         return self._finish(dets, w, h)
 
 
@@ -111,8 +120,9 @@ BLAZEFACE_OPTIONS = {
 _RAW_SCORE_CLIP = 100.0  # TensorsToDetectionsCalculator score_clipping_thresh
 
 
-def ssd_anchors(input_size: int, strides: tuple[int, ...], interpolated_scale_aspect_ratio: float,
-                anchor_offset: float = 0.5) -> np.ndarray:
+def ssd_anchors(
+    input_size: int, strides: tuple[int, ...], interpolated_scale_aspect_ratio: float, anchor_offset: float = 0.5
+) -> np.ndarray:
     """Anchor centres ``[N, 2]`` (x, y in 0..1), as SsdAnchorsCalculator with ``fixed_anchor_size: true``.
 
     With a fixed anchor size every anchor is 1x1, so only the centres matter;
@@ -176,16 +186,21 @@ class BlazeFaceDetector(Detector):
         super().__init__(cfg)
         role = f"blazeface_{cfg.blazeface_model}"
         if role not in manifest.files:
-            raise FerError(f"detector.blazeface_model: the bundle {manifest.root} has no {role!r} file; "
-                           "export the bundle with the host tools or use detector.type: haar")
+            raise FerError(
+                f"detector.blazeface_model: the bundle {manifest.root} has no {role!r} file; "
+                "export the bundle with the host tools or use detector.type: haar"
+            )
         opts = BLAZEFACE_OPTIONS[cfg.blazeface_model]
         t = tflite_cfg or TFLiteConfig()
-        self.interpreter = load_interpreter(manifest.path_of(role), threads=t.threads, delegate=t.delegate,
-                                            delegate_options=t.delegate_options)
+        self.interpreter = load_interpreter(
+            manifest.path_of(role), threads=t.threads, delegate=t.delegate, delegate_options=t.delegate_options
+        )
         inp = self.interpreter.get_input_details()[0]
         self.size = int(inp["shape"][1])
         if self.size != opts["input_size"]:
-            raise FerError(f"{manifest.path_of(role)}: input is {self.size}x{self.size}, expected {opts['input_size']} for {role}")
+            raise FerError(
+                f"{manifest.path_of(role)}: input is {self.size}x{self.size}, expected {opts['input_size']} for {role}"
+            )
         self._in_index = inp["index"]
         outs = self.interpreter.get_output_details()
         self._boxes_index = next(o["index"] for o in outs if o["shape"][-1] == 16)
@@ -193,7 +208,10 @@ class BlazeFaceDetector(Detector):
         self.anchors = ssd_anchors(self.size, opts["strides"], opts["interpolated_scale_aspect_ratio"])
         n_out = int(next(o["shape"][1] for o in outs if o["index"] == self._boxes_index))
         if n_out != len(self.anchors):
-            raise FerError(f"{manifest.path_of(role)}: {n_out} boxes but {len(self.anchors)} anchors; not a MediaPipe BlazeFace model?")
+            raise FerError(
+                f"{manifest.path_of(role)}: {n_out} boxes but {len(self.anchors)} anchors; "
+                "not a MediaPipe BlazeFace model?"
+            )
         self._canvas = np.zeros((self.size, self.size, 3), dtype=np.uint8)
         self._layout: tuple[int, int, int, int] | None = None
         self._input = np.zeros((1, self.size, self.size, 3), dtype=np.float32)
@@ -240,6 +258,7 @@ class BlazeFaceDetector(Detector):
 
 # --------------------------------------------------------------------------- YuNet
 
+
 class YuNetDetector(Detector):
     name = "yunet"
 
@@ -252,7 +271,9 @@ class YuNetDetector(Detector):
         if not hasattr(cv2, "FaceDetectorYN"):
             raise FerError("detector.type: yunet needs cv2.FaceDetectorYN (OpenCV >= 4.5.4)")
         try:
-            self.net = cv2.FaceDetectorYN.create(cfg.yunet_model, "", (320, 240), cfg.score_threshold, cfg.nms_threshold, 5000)
+            self.net = cv2.FaceDetectorYN.create(
+                cfg.yunet_model, "", (320, 240), cfg.score_threshold, cfg.nms_threshold, 5000
+            )
         except cv2.error as exc:
             raise FerError(f"detector.yunet_model: {cfg.yunet_model}: OpenCV cannot load it: {exc}") from None
         self._size: tuple[int, int] | None = None
@@ -260,7 +281,11 @@ class YuNetDetector(Detector):
     def detect(self, frame: np.ndarray, grey: np.ndarray) -> list[Detection]:
         h, w = frame.shape[:2]
         s = self._scale(w)
-        img = frame if s == 1.0 else cv2.resize(frame, (int(round(w * s)), int(round(h * s))), interpolation=cv2.INTER_AREA)
+        img = (
+            frame
+            if s == 1.0
+            else cv2.resize(frame, (int(round(w * s)), int(round(h * s))), interpolation=cv2.INTER_AREA)
+        )
         size = (img.shape[1], img.shape[0])
         if size != self._size:
             self.net.setInputSize(size)

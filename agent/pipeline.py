@@ -111,9 +111,19 @@ class RunSummary:
 
 
 class Pipeline:
-    def __init__(self, cfg: AgentConfig, manifest: Manifest, source: FrameSource, detector: Detector,
-                 backend: Backend, publisher: Publisher, *, notifier: Any = None, health: Any = None,
-                 preview: PreviewWriter | None = None) -> None:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        manifest: Manifest,
+        source: FrameSource,
+        detector: Detector,
+        backend: Backend,
+        publisher: Publisher,
+        *,
+        notifier: Any = None,
+        health: Any = None,
+        preview: PreviewWriter | None = None,
+    ) -> None:
         self.cfg = cfg
         self.manifest = manifest
         self.source = source
@@ -173,8 +183,15 @@ class Pipeline:
         finally:
             self._shutdown()
         elapsed = time.monotonic() - started
-        return RunSummary(self.frames, self.source.dropped, self.failed_inferences, self.events_published,
-                          self.frames / elapsed if elapsed > 0 else 0.0, self.times.summary(), elapsed)
+        return RunSummary(
+            self.frames,
+            self.source.dropped,
+            self.failed_inferences,
+            self.events_published,
+            self.frames / elapsed if elapsed > 0 else 0.0,
+            self.times.summary(),
+            elapsed,
+        )
 
     def process(self, image: np.ndarray, capture_time: float, t_start: float | None = None) -> list[Event]:
         """Run one frame through detect..publish; returns the events it produced."""
@@ -212,7 +229,11 @@ class Pipeline:
             self.times.add("infer", t3 - t2)
 
         if not failed:  # a failed frame must not make faces 'leave'
-            probs = to_probabilities(scores, self.manifest.output.kind) if n else np.zeros((0, len(self.manifest.labels)), np.float32)
+            probs = (
+                to_probabilities(scores, self.manifest.output.kind)
+                if n
+                else np.zeros((0, len(self.manifest.labels)), np.float32)
+            )
             events = self.tracker.update([d.box for d in detections], probs, w, h, n_frame, capture_time)
             self.faces_now = n
         t4 = perf()
@@ -229,8 +250,14 @@ class Pipeline:
         if self.notifier is not None:
             self.notifier.watchdog()
         if self.health is not None:
-            self.health.update(capture_time, self.frames, self.publisher.connected, self.publisher.outbox_depth,
-                               self.backend.name, self.status)
+            self.health.update(
+                capture_time,
+                self.frames,
+                self.publisher.connected,
+                self.publisher.outbox_depth,
+                self.backend.name,
+                self.status,
+            )
         if now - self._last_stats >= self.cfg.publish.stats_interval_s:
             self._publish_stats()
             self._last_stats = now
@@ -245,8 +272,14 @@ class Pipeline:
     def _idle(self) -> None:
         """No frame (live source reconnecting): keep the health file honest, no watchdog ping."""
         if self.health is not None:
-            self.health.update(self._last_frame_time, self.frames, self.publisher.connected,
-                               self.publisher.outbox_depth, self.backend.name, "waiting for frames")
+            self.health.update(
+                self._last_frame_time,
+                self.frames,
+                self.publisher.connected,
+                self.publisher.outbox_depth,
+                self.backend.name,
+                "waiting for frames",
+            )
 
     def _footer(self) -> str:
         stages = self.times.summary()
@@ -267,8 +300,15 @@ class Pipeline:
     def _publish_stats(self) -> None:
         stats = self.stats()
         self.publisher.publish_stats(stats)
-        log.info("stats: %.1f fps, %d frames, %d dropped, %d failed, %d face(s); %s", stats["fps"], stats["frames"],
-                 stats["dropped_frames"], stats["failed_inferences"], stats["faces"], self.times.format())
+        log.info(
+            "stats: %.1f fps, %d frames, %d dropped, %d failed, %d face(s); %s",
+            stats["fps"],
+            stats["frames"],
+            stats["dropped_frames"],
+            stats["failed_inferences"],
+            stats["faces"],
+            self.times.format(),
+        )
         if self.notifier is not None:
             self.notifier.status(f"{stats['fps']:.1f} fps, {stats['faces']} face(s), {self.backend.describe()}")
 
@@ -327,9 +367,14 @@ def publish_context(cfg: AgentConfig, manifest: Manifest, backend: Backend) -> P
     reason = getattr(backend, "selection_reason", None)
     if reason:
         extra["backend_reason"] = reason
-    return PublishContext(device_id=cfg.mqtt.resolved_device_id(), model_name=manifest.model_name,
-                          model_version=manifest.model_version, backend=backend.name, agent_version=__version__,
-                          extra=extra)
+    return PublishContext(
+        device_id=cfg.mqtt.resolved_device_id(),
+        model_name=manifest.model_name,
+        model_version=manifest.model_version,
+        backend=backend.name,
+        agent_version=__version__,
+        extra=extra,
+    )
 
 
 def create_publisher(cfg: AgentConfig, ctx: PublishContext) -> Publisher:
@@ -379,17 +424,27 @@ def run_agent(cfg: AgentConfig, publisher_factory=create_publisher) -> RunSummar
         source = open_source(cfg.source)
         publisher = publisher_factory(cfg, publish_context(cfg, manifest, backend))
         notifier = Notifier()
-        health = HealthReporter(resolve_health_file(cfg.service), interval_s=cfg.service.health_interval_s,
-                                broker_grace_s=cfg.service.broker_grace_s)
+        health = HealthReporter(
+            resolve_health_file(cfg.service),
+            interval_s=cfg.service.health_interval_s,
+            broker_grace_s=cfg.service.broker_grace_s,
+        )
         preview = None
         if cfg.preview.path:
             fps = cfg.source.fps_cap or source.nominal_fps or 15.0
             preview = PreviewWriter(cfg.preview.path, manifest.labels, fps=fps, every_n=cfg.preview.every_n)
-        pipeline = Pipeline(cfg, manifest, source, detector, backend, publisher, notifier=notifier, health=health,
-                            preview=preview)
+        pipeline = Pipeline(
+            cfg, manifest, source, detector, backend, publisher, notifier=notifier, health=health, preview=preview
+        )
         with _signals_stop(pipeline):
             summary = pipeline.run()
-        log.info("stopped: %d frames in %.1f s (%.1f fps), %d dropped, %d failed inferences, %d events",
-                 summary.frames, summary.elapsed_s, summary.fps, summary.dropped_frames, summary.failed_inferences,
-                 summary.events)
+        log.info(
+            "stopped: %d frames in %.1f s (%.1f fps), %d dropped, %d failed inferences, %d events",
+            summary.frames,
+            summary.elapsed_s,
+            summary.fps,
+            summary.dropped_frames,
+            summary.failed_inferences,
+            summary.events,
+        )
         return summary

@@ -34,11 +34,16 @@ class StageTimes:
             n = min(self._n[stage], self.window)
             if n:
                 vals = buf[:n] * 1000.0
-                out[stage] = {"mean_ms": round(float(vals.mean()), 3), "p95_ms": round(float(np.percentile(vals, 95)), 3)}
+                out[stage] = {
+                    "mean_ms": round(float(vals.mean()), 3),
+                    "p95_ms": round(float(np.percentile(vals, 95)), 3),
+                }
         return out
 
     def format(self) -> str:
-        return ", ".join(f"{k} {v['mean_ms']:.2f}/{v['p95_ms']:.2f}" for k, v in self.summary().items()) + " ms (mean/p95)"
+        return (
+            ", ".join(f"{k} {v['mean_ms']:.2f}/{v['p95_ms']:.2f}" for k, v in self.summary().items()) + " ms (mean/p95)"
+        )
 
 
 class RateMeter:

@@ -62,15 +62,18 @@ class Tracker:
         self.tracks: list[Track] = []
         self._next_id = 1
 
-    def update(self, boxes: list[Box], probs: np.ndarray, frame_w: int, frame_h: int,
-               frame_number: int, capture_time: float) -> list[Event]:
+    def update(
+        self, boxes: list[Box], probs: np.ndarray, frame_w: int, frame_h: int, frame_number: int, capture_time: float
+    ) -> list[Event]:
         """One frame's faces (pixel boxes + probabilities ``[N, C]``) -> the events it causes."""
         cfg = self.cfg
         now = capture_time
         norm = [(b.x / frame_w, b.y / frame_h, b.w / frame_w, b.h / frame_h) for b in boxes]
         # Greedy matching: highest IoU pairs first.
-        pairs = sorted(((box_iou(t.box, nb), ti, di) for ti, t in enumerate(self.tracks) for di, nb in enumerate(norm)),
-                       reverse=True)
+        pairs = sorted(
+            ((box_iou(t.box, nb), ti, di) for ti, t in enumerate(self.tracks) for di, nb in enumerate(norm)),
+            reverse=True,
+        )
         matched_t: set[int] = set()
         matched_d: set[int] = set()
         for iou, ti, di in pairs:
@@ -128,7 +131,7 @@ class Tracker:
 
     def _state(self, t: Track) -> FaceState:
         label = t.label or self.labels[int(np.argmax(t.probs))]
-        probs = {name: round(float(p), 4) for name, p in zip(self.labels, t.probs)}
+        probs = {name: round(float(p), 4) for name, p in zip(self.labels, t.probs, strict=True)}
         return FaceState(t.face_id, tuple(round(v, 4) for v in t.box), label, probs[label], probs)  # type: ignore[arg-type]
 
     def faces(self) -> list[FaceState]:

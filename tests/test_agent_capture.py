@@ -38,11 +38,18 @@ def read_all(source, limit: int = 1000):
     return frames
 
 
-@pytest.mark.parametrize("uri, kind", [
-    ("0", "camera"), ("/dev/video2", "camera"), ("rtsp://cam.local/stream", "url"), ("http://x/mjpg", "url"),
-    ("qtiqmmfsrc ! video/x-raw,format=NV12 ! videoconvert ! appsink", "gstreamer"),
-    ("clip.mp4", "video"), ("face.JPG", "image"),
-])
+@pytest.mark.parametrize(
+    "uri, kind",
+    [
+        ("0", "camera"),
+        ("/dev/video2", "camera"),
+        ("rtsp://cam.local/stream", "url"),
+        ("http://x/mjpg", "url"),
+        ("qtiqmmfsrc ! video/x-raw,format=NV12 ! videoconvert ! appsink", "gstreamer"),
+        ("clip.mp4", "video"),
+        ("face.JPG", "image"),
+    ],
+)
 def test_source_kind(uri, kind):
     assert source_kind(uri) == kind
 
@@ -100,11 +107,14 @@ def test_image_file_and_directory(tmp_path):
     assert int(frame.image[0, 0, 0]) == 40
 
 
-@pytest.mark.parametrize("uri, message", [
-    ("/nonexistent/clip.mp4", "source.uri: /nonexistent/clip.mp4: no such file"),
-    ("/nonexistent/dir/img.png", "no such file or directory"),
-    ("/dev/video99", "source.uri: /dev/video99: no such camera device"),
-])
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("/nonexistent/clip.mp4", "source.uri: /nonexistent/clip.mp4: no such file"),
+        ("/nonexistent/dir/img.png", "no such file or directory"),
+        ("/dev/video99", "source.uri: /dev/video99: no such camera device"),
+    ],
+)
 def test_bad_sources_name_the_key(uri, message):
     with pytest.raises(FerError, match=message):
         open_source(SourceConfig(uri=uri))

@@ -28,14 +28,18 @@ def test_check_config_error_is_one_line_exit_2(tmp_path):
     path.write_text("backend:\n  type: foo\n")
     proc = fer_agent("check-config", str(path))
     assert proc.returncode == 2
-    assert proc.stderr.strip() == (f"fer-agent check-config: error: {path}: backend.type: 'foo' is not one of "
-                                   "auto, tflite, snpe")
+    assert proc.stderr.strip() == (
+        f"fer-agent check-config: error: {path}: backend.type: 'foo' is not one of auto, tflite, snpe"
+    )
 
 
 def test_run_with_a_missing_source_fails_cleanly(tmp_path):
     proc = fer_agent("run", "--source", str(tmp_path / "missing.mp4"), "--backend", "tflite", "--broker", "127.0.0.1:9")
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == f"fer-agent run: error: source.uri: {tmp_path / 'missing.mp4'}: no such file"
+    assert (
+        proc.stderr.strip().splitlines()[-1]
+        == f"fer-agent run: error: source.uri: {tmp_path / 'missing.mp4'}: no such file"
+    )
     assert "Traceback" not in proc.stderr
 
 

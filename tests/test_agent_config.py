@@ -31,33 +31,41 @@ def test_empty_file_and_no_file_give_defaults(tmp_path):
 
 
 def test_values_are_typed(tmp_path):
-    cfg = load_config(write(tmp_path, """
+    cfg = load_config(
+        write(
+            tmp_path,
+            """
 source: {uri: 0, fps_cap: 15}
 detector: {type: blazeface, max_faces: 2, margin: 0.1}
 backend: {type: tflite, tflite: {model: float, threads: 2, delegate_options: {backend_type: htp}}}
 mqtt: {host: broker.local, port: 8883}
-"""))
+""",
+        )
+    )
     assert cfg.source.uri == "0" and isinstance(cfg.source.fps_cap, float) and cfg.source.fps_cap == 15.0
     assert cfg.detector.type == "blazeface" and cfg.detector.max_faces == 2
     assert cfg.backend.tflite.model == "float" and cfg.backend.tflite.delegate_options == {"backend_type": "htp"}
     assert cfg.mqtt.host == "broker.local" and cfg.mqtt.port == 8883
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("backend: {type: foo}", "backend.type: 'foo' is not one of auto, tflite, snpe"),
-    ("detector: {type: mtcnn}", "detector.type: 'mtcnn' is not one of haar, blazeface, yunet"),
-    ("detector: {bogus: 1}", "detector.bogus: unknown key (allowed: type, blazeface_model"),
-    ("nonsense: 1", "nonsense: unknown key (allowed: source, detector"),
-    ("backend: {tflite: {threads: two}}", "backend.tflite.threads: expected an integer, got 'two'"),
-    ("backend: {tflite: {threads: 0}}", "backend.tflite.threads: 0 is below the minimum 1"),
-    ("tracking: {ema_alpha: 1.5}", "tracking.ema_alpha: 1.5 is above the maximum 1.0"),
-    ("source: {realtime: yes please}", "source.realtime: 'yes please' is not one of true, false"),
-    ("detector: 3", "detector: expected a mapping of keys, got 3"),
-    ("mqtt: {port: http}", "mqtt.port: expected an integer, got 'http'"),
-    ("mqtt: {tls: {verify: maybe}}", "mqtt.tls.verify: 'maybe' is not one of true, false"),
-    ("service: {unknown_thing: 1}", "service.unknown_thing: unknown key"),
-    ("log_level: loud", "log_level: 'loud' is not one of debug, info, warning, error"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("backend: {type: foo}", "backend.type: 'foo' is not one of auto, tflite, snpe"),
+        ("detector: {type: mtcnn}", "detector.type: 'mtcnn' is not one of haar, blazeface, yunet"),
+        ("detector: {bogus: 1}", "detector.bogus: unknown key (allowed: type, blazeface_model"),
+        ("nonsense: 1", "nonsense: unknown key (allowed: source, detector"),
+        ("backend: {tflite: {threads: two}}", "backend.tflite.threads: expected an integer, got 'two'"),
+        ("backend: {tflite: {threads: 0}}", "backend.tflite.threads: 0 is below the minimum 1"),
+        ("tracking: {ema_alpha: 1.5}", "tracking.ema_alpha: 1.5 is above the maximum 1.0"),
+        ("source: {realtime: yes please}", "source.realtime: 'yes please' is not one of true, false"),
+        ("detector: 3", "detector: expected a mapping of keys, got 3"),
+        ("mqtt: {port: http}", "mqtt.port: expected an integer, got 'http'"),
+        ("mqtt: {tls: {verify: maybe}}", "mqtt.tls.verify: 'maybe' is not one of true, false"),
+        ("service: {unknown_thing: 1}", "service.unknown_thing: unknown key"),
+        ("log_level: loud", "log_level: 'loud' is not one of debug, info, warning, error"),
+    ],
+)
 def test_errors_name_file_key_and_allowed_values(tmp_path, text, expected):
     message = error_of(tmp_path, text)
     assert message.startswith(str(tmp_path / "agent.yaml") + ": ")
@@ -88,8 +96,12 @@ def test_secrets_are_never_printed(tmp_path):
     assert "hunter2" not in render_config(cfg)
     assert "hunter2" not in str(redacted(cfg))
     assert "u" == redacted(cfg)["mqtt"]["auth"]["username"]
-    out = subprocess.run([sys.executable, "-m", "agent.cli", "print-config", "--config", str(path)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "print-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "hunter2" not in out and "username: u" in out
 
 
@@ -99,18 +111,36 @@ def test_other_sections_checks_get_full_key(tmp_path):
 
 
 def test_overrides_win_and_are_validated():
-    cfg = apply_overrides(AgentConfig(), source="/dev/video2", backend="tflite", broker="10.0.0.5:1884",
-                          bundle="/opt/bundle", preview="out.mp4", max_frames=10, log_level="debug")
-    assert (cfg.source.uri, cfg.backend.type, cfg.mqtt.host, cfg.mqtt.port) == ("/dev/video2", "tflite", "10.0.0.5", 1884)
+    cfg = apply_overrides(
+        AgentConfig(),
+        source="/dev/video2",
+        backend="tflite",
+        broker="10.0.0.5:1884",
+        bundle="/opt/bundle",
+        preview="out.mp4",
+        max_frames=10,
+        log_level="debug",
+    )
+    assert (cfg.source.uri, cfg.backend.type, cfg.mqtt.host, cfg.mqtt.port) == (
+        "/dev/video2",
+        "tflite",
+        "10.0.0.5",
+        1884,
+    )
     assert cfg.bundle_path() == Path("/opt/bundle") and cfg.preview.path == "out.mp4" and cfg.max_frames == 10
     with pytest.raises(ConfigError, match="--backend: 'gpu' is not one of auto, tflite, snpe"):
         apply_overrides(AgentConfig(), backend="gpu")
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("broker", ("broker", None)), ("broker:1884", ("broker", 1884)), ("[::1]:1883", ("::1", 1883)),
-    ("127.0.0.1", ("127.0.0.1", None)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("broker", ("broker", None)),
+        ("broker:1884", ("broker", 1884)),
+        ("[::1]:1883", ("::1", 1883)),
+        ("127.0.0.1", ("127.0.0.1", None)),
+    ],
+)
 def test_parse_broker(text, expected):
     assert parse_broker(text) == expected
 

@@ -8,8 +8,7 @@ import pytest
 
 from agent.config import DetectorConfig, default_bundle_path
 from agent.demo import astronaut_bgr, background, grid_faces, grid_frame
-from agent.detect import (BLAZEFACE_OPTIONS, HaarDetector, create_detector, iou_matrix, ssd_anchors,
-                          weighted_nms)
+from agent.detect import BLAZEFACE_OPTIONS, HaarDetector, create_detector, iou_matrix, ssd_anchors, weighted_nms
 from agent.errors import FerError
 from agent.manifest import load_manifest
 from agent.track import box_iou
@@ -55,9 +54,15 @@ def test_whole_astronaut_photo(manifest, kind, model):
 
 
 @pytest.mark.parametrize("kind, model", DETECTORS)
-@pytest.mark.parametrize("frame", [np.zeros((480, 640, 3), np.uint8), background(),
-                                   np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)],
-                         ids=["black", "gradient", "noise"])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        np.zeros((480, 640, 3), np.uint8),
+        background(),
+        np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8),
+    ],
+    ids=["black", "gradient", "noise"],
+)
 def test_no_face_no_box(manifest, kind, model, frame):
     det = create_detector(DetectorConfig(type=kind, blazeface_model=model), manifest)
     assert run(det, frame) == []

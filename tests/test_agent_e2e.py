@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jsonschema
@@ -92,8 +91,13 @@ mqtt: {{host: {mosquitto.host}, port: {mosquitto.port}, device_id: {DEVICE}}}
 service: {{state_dir: {json.dumps(str(tmp_path / "state"))}, health_file: {json.dumps(str(tmp_path / "health.json"))}}}
 """)
     collector = mqtt_collector(mosquitto.host, mosquitto.port, f"fer/{DEVICE}/#")
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(),
+    )
     try:
         collector.wait_count(f"fer/{DEVICE}/events", 1, timeout=60)
         assert (tmp_path / "health.json").exists()
@@ -104,8 +108,11 @@ service: {{state_dir: {json.dumps(str(tmp_path / "state"))}, health_file: {json.
             proc.kill()
     assert proc.returncode == 0, out
     assert "SIGTERM received" in out
-    collector.wait_for(lambda c: any(m.text == "offline" or '"offline"' in m.text for m in c.on(f"fer/{DEVICE}/status")),
-                       timeout=10, what="offline status")
+    collector.wait_for(
+        lambda c: any(m.text == "offline" or '"offline"' in m.text for m in c.on(f"fer/{DEVICE}/status")),
+        timeout=10,
+        what="offline status",
+    )
     events = [m.json() for m in collector.on(f"fer/{DEVICE}/events")]
     appeared = {e["face_id"] for e in events if e["type"] == "appeared"}
     left = {e["face_id"] for e in events if e["type"] == "left"}
@@ -116,8 +123,13 @@ service: {{state_dir: {json.dumps(str(tmp_path / "state"))}, health_file: {json.
 
 @pytest.mark.slow
 def test_demo_command_prints_events_and_ends_by_itself():
-    proc = subprocess.run([sys.executable, "-m", "agent.cli", "demo", "--seconds", "3"], capture_output=True,
-                          text=True, timeout=120, env=_env())
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "demo", "--seconds", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.startswith("fer/")]
     assert lines, proc.stdout

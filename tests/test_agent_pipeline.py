@@ -60,7 +60,9 @@ def make(manifest, frames, backend=None, **kw):
     cfg = AgentConfig()
     cfg.tracking.update_interval_s = 0
     src = ArraySource(SourceConfig(), frames)
-    return Pipeline(cfg, manifest, src, HaarDetector(cfg.detector), backend or HappyBackend(manifest), NullPublisher(), **kw)
+    return Pipeline(
+        cfg, manifest, src, HaarDetector(cfg.detector), backend or HappyBackend(manifest), NullPublisher(), **kw
+    )
 
 
 def test_failed_inference_is_counted_logged_rate_limited_and_the_loop_goes_on(manifest, caplog):

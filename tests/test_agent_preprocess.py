@@ -65,7 +65,7 @@ def test_agent_path_equals_host_preprocessing_byte_for_byte(manifest, margin):
     (batch,) = backend.batches
     assert batch.shape == (4, 48, 48, 1) and batch.dtype == np.float32
     spec = manifest.input
-    for tensor, det_ in zip(batch, boxes):
+    for tensor, det_ in zip(batch, boxes, strict=True):
         x0, y0, x1, y1 = square_crop(det_.box, frame.shape[1], frame.shape[0], margin)
         crop = frame[y0:y1, x0:x1]
         host = image_tensor(crop, spec)

@@ -74,10 +74,14 @@ def test_missing_int8_file_falls_back_to_float(manifest, caplog):
     assert "no tflite_int8 file" in caplog.text
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # LiteRT Delegate.__del__ after a failed load
+@pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnraisableExceptionWarning"
+)  # LiteRT Delegate.__del__ after a failed load
 def test_bad_delegate_is_a_clear_error(manifest, tmp_path):
     with pytest.raises(BackendError, match="tflite.delegate: cannot load .*libNope.so"):
-        TFLiteBackend(manifest, TFLiteConfig(delegate=str(tmp_path / "libNope.so"), delegate_options={"backend_type": "htp"}))
+        TFLiteBackend(
+            manifest, TFLiteConfig(delegate=str(tmp_path / "libNope.so"), delegate_options={"backend_type": "htp"})
+        )
 
 
 def test_auto_picks_tflite_without_the_snpe_sdk_and_says_why(manifest, monkeypatch, caplog):

@@ -31,7 +31,8 @@ class Driver:
         self.frame += 1
         boxes = [b for b, _ in faces]
         probs = np.array([probs_for(x) if isinstance(x, str) else x for _, x in faces], np.float32).reshape(
-            len(faces), len(LABELS))
+            len(faces), len(LABELS)
+        )
         ev = self.tracker.update(boxes, probs, W, H, self.frame, 1000.0 + self.frame / FPS)
         self.events += ev
         return ev

@@ -25,18 +25,27 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TFLiteConfig:
-    model: Literal["int8", "float"] = field(default="int8", metadata={
-        "doc": "which bundle file to run: int8 (model_int8.tflite, faster) or float (model.tflite)"})
+    model: Literal["int8", "float"] = field(
+        default="int8",
+        metadata={"doc": "which bundle file to run: int8 (model_int8.tflite, faster) or float (model.tflite)"},
+    )
     threads: int = field(default=1, metadata={"doc": "CPU threads for the interpreter", "min": 1, "max": 64})
-    delegate: Optional[str] = field(default=None, metadata={
-        "doc": "external delegate library, e.g. /usr/lib/libQnnTFLiteDelegate.so; empty = CPU (XNNPACK)"})
-    delegate_options: dict[str, str] = field(default_factory=dict, metadata={
-        "doc": "options passed to the delegate, e.g. {backend_type: htp} or {backend_type: gpu}"})
+    delegate: Optional[str] = field(
+        default=None,
+        metadata={"doc": "external delegate library, e.g. /usr/lib/libQnnTFLiteDelegate.so; empty = CPU (XNNPACK)"},
+    )
+    delegate_options: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"doc": "options passed to the delegate, e.g. {backend_type: htp} or {backend_type: gpu}"},
+    )
 
 
 def _interpreter_module() -> tuple[Any, str]:
     """(module with Interpreter and load_delegate, runtime name)."""
-    for name, label in (("ai_edge_litert.interpreter", "ai-edge-litert"), ("tflite_runtime.interpreter", "tflite-runtime")):
+    for name, label in (
+        ("ai_edge_litert.interpreter", "ai-edge-litert"),
+        ("tflite_runtime.interpreter", "tflite-runtime"),
+    ):
         try:
             return importlib.import_module(name), label
         except ImportError:
@@ -45,15 +54,18 @@ def _interpreter_module() -> tuple[Any, str]:
         # Last resort on a workstation that only has TensorFlow; never a board dependency.
         return importlib.import_module("tensorflow").lite, "tensorflow.lite"
     except ImportError:
-        raise BackendError("no TFLite runtime installed: pip install ai-edge-litert (or use backend.type: snpe)") from None
+        raise BackendError(
+            "no TFLite runtime installed: pip install ai-edge-litert (or use backend.type: snpe)"
+        ) from None
 
 
 def runtime_name() -> str:
     return _interpreter_module()[1]
 
 
-def load_interpreter(path: str | Path, threads: int = 1, delegate: str | None = None,
-                     delegate_options: dict[str, str] | None = None) -> Any:
+def load_interpreter(
+    path: str | Path, threads: int = 1, delegate: str | None = None, delegate_options: dict[str, str] | None = None
+) -> Any:
     """An allocated interpreter for ``path``; every failure is a :class:`BackendError` naming the file."""
     module, label = _interpreter_module()
     path = Path(path)
@@ -64,7 +76,9 @@ def load_interpreter(path: str | Path, threads: int = 1, delegate: str | None = 
         try:
             delegates.append(module.load_delegate(delegate, dict(delegate_options or {})))
         except (ValueError, OSError, RuntimeError) as exc:
-            raise BackendError(f"tflite.delegate: cannot load {delegate} with options {delegate_options or {}}: {exc}") from None
+            raise BackendError(
+                f"tflite.delegate: cannot load {delegate} with options {delegate_options or {}}: {exc}"
+            ) from None
     try:
         interp = module.Interpreter(model_path=str(path), num_threads=threads, experimental_delegates=delegates or None)
         interp.allocate_tensors()
@@ -101,10 +115,15 @@ class TFLiteBackend(Backend):
         out = self.interpreter.get_output_details()[0]
         want = tuple(manifest.input.shape[1:])
         if tuple(int(d) for d in inp["shape"][1:]) != want:
-            raise BackendError(f"{self.path}: input shape {[int(d) for d in inp['shape']]} does not match the manifest's {list(manifest.input.shape)}")
+            raise BackendError(
+                f"{self.path}: input shape {[int(d) for d in inp['shape']]} does not match "
+                f"the manifest's {list(manifest.input.shape)}"
+            )
         n_labels = len(manifest.labels)
         if int(out["shape"][-1]) != n_labels:
-            raise BackendError(f"{self.path}: output has {out['shape'][-1]} scores, the manifest lists {n_labels} labels")
+            raise BackendError(
+                f"{self.path}: output has {out['shape'][-1]} scores, the manifest lists {n_labels} labels"
+            )
         self._in_index = inp["index"]
         self._out_index = out["index"]
         self._in_dtype = np.dtype(inp["dtype"])
@@ -140,4 +159,6 @@ class TFLiteBackend(Backend):
     def describe(self) -> str:
         cfg: TFLiteConfig = self.config
         where = f"delegate {Path(cfg.delegate).name} {cfg.delegate_options or ''}".strip() if cfg.delegate else "CPU"
-        return f"tflite ({self.runtime}, {self.path.name}, {cfg.threads} thread{'s' if cfg.threads != 1 else ''}, {where})"
+        return (
+            f"tflite ({self.runtime}, {self.path.name}, {cfg.threads} thread{'s' if cfg.threads != 1 else ''}, {where})"
+        )
