@@ -101,10 +101,12 @@ def _image_item(path: Path, spec, out_dir: Path, used: set[str]) -> Item:
     return Item(raw.resolve(), str(path))
 
 
-def write_outputs(items: list[Item], out_dir: Path, list_name: str, output_names: list[str] | None,
+def write_outputs(items: list[Item], out_dir: Path, list_name: str, header: str | None,
                   input_name: str | None, prefix: str | None) -> Path:
     paths = [f"{prefix.rstrip('/')}/{it.raw.name}" if prefix else str(it.raw) for it in items]
-    lst = write_input_list(out_dir / list_name, paths, output_names=output_names, input_name=input_name)
+    lst = write_input_list(out_dir / list_name, paths, input_name=input_name)
+    if header:  # '#<layer>' or '%<tensor>' (write_input_list only knows the '#' form)
+        lst.write_text(header + "\n" + lst.read_text())
     with open(out_dir / "index.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["raw", "source", "label"])
@@ -125,8 +127,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="instead: N Training rows balanced across classes (seeded), for snpe-dlc-quant(ize)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--list-name", default="input_list.txt")
-    p.add_argument("--output-header", action=argparse.BooleanOptionalAction, default=True,
-                   help="start the list with '#<output name>' so snpe-net-run saves just that output (default on)")
+    p.add_argument("--output-header", choices=("none", "layer", "tensor"), default="none",
+                   help="first list line naming the output to save: none (default; the tool saves all outputs), "
+                        "layer ('#<name>') or tensor ('%%<name>', SNPE 2)")
     p.add_argument("--named", action="store_true", help="write '<input name>:=<path>' lines instead of bare paths")
     p.add_argument("--path-prefix", default=None,
                    help="write '<prefix>/<file>.raw' in the list (where the files will be on the board) instead of absolute paths")
@@ -144,8 +147,8 @@ def run(args: argparse.Namespace) -> int:
 
     role = "dlc" if "dlc" in manifest.files else ""
     in_name, out_name = dlc_tensor_names(manifest, role) if role else (manifest.input.name, manifest.output.name)
-    lst = write_outputs(items, args.out, args.list_name, [out_name] if args.output_header and not args.calibration else None,
-                        in_name if args.named else None, args.path_prefix)
+    header = None if args.calibration or args.output_header == "none" else ("#" if args.output_header == "layer" else "%") + out_name
+    lst = write_outputs(items, args.out, args.list_name, header, in_name if args.named else None, args.path_prefix)
     size = items[0].raw.stat().st_size
     labels = [it.label for it in items if it.label]
     per_class = ", ".join(f"{lab} {labels.count(lab)}" for lab in LABELS if labels.count(lab)) if labels else ""

@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from agent.errors import FerError
 from agent.manifest import Manifest, load_manifest
-from agent.rawtensor import RAW_DTYPE, parse_input_list, result_path
+from agent.rawtensor import RAW_DTYPE, InputList, parse_input_list, result_path
 
 
 @dataclass
@@ -50,12 +51,29 @@ def output_name_for(manifest: Manifest, list_outputs: list[str], override: str |
     return manifest.output.name
 
 
+def _parse_list(path: Path) -> InputList:
+    """agent.rawtensor's parser, plus the '%<tensor names>' first line of SNPE 2 lists."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise FerError(f"{path}: cannot read input list: {exc.strerror}") from None
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None or not lines[first].lstrip().startswith("%"):
+        return parse_input_list(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        rest = Path(tmp) / path.name
+        rest.write_text("\n".join(lines[first + 1:]) + "\n")
+        parsed = parse_input_list(rest)
+    parsed.output_names = lines[first].strip()[1:].split()
+    return parsed
+
+
 def decode(output_dir: Path, input_list: Path, manifest: Manifest, output_name: str | None = None,
            apply_softmax: bool | None = None) -> list[Row]:
     """One row per input-list line; every missing or wrongly sized result file is an error naming it."""
     if not output_dir.is_dir():
         raise FerError(f"{output_dir}: output directory does not exist")
-    parsed = parse_input_list(input_list)
+    parsed = _parse_list(input_list)
     if not parsed.entries:
         raise FerError(f"{input_list}: lists no inputs")
     name = output_name_for(manifest, parsed.output_names, output_name)

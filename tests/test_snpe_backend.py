@@ -96,10 +96,22 @@ def test_several_faces_one_call_matches_litert(env, bundle, tmp_path):
         b.close()
     calls = read_log(env)
     assert [c["tool"] for c in calls] == ["snpe-net-run"]  # one process for three faces
-    assert listing[0] == "#probabilities" and len(listing) == 4
+    assert len(listing) == 3 and listing[0] == str(b.runner.work / "in" / "0_input.raw")  # no header by default
     assert y.shape == (3, 7) and y.dtype == np.float32
     np.testing.assert_allclose(y, litert_predict(bundle / "model.tflite", x), rtol=1e-5, atol=1e-6)
     assert not np.allclose(y[0], y[1])  # distinct faces, distinct rows: order is real
+
+
+@pytest.mark.parametrize("header,mark", [("layer", "#"), ("tensor", "%")])
+def test_output_header_forms(env, bundle, tmp_path, header, mark):
+    x = faces(2, seed=1)
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu", output_header=header, keep_files=True))
+    try:
+        y = b.infer(x)
+        assert b.runner.input_list.read_text().splitlines()[0] == f"{mark}probabilities"
+    finally:
+        b.close()
+    np.testing.assert_allclose(y, litert_predict(bundle / "model.tflite", x), rtol=1e-5, atol=1e-6)
 
 
 def test_quantized_dlc_on_dsp_computes_with_int8_model(env, bundle, tmp_path):
@@ -295,7 +307,7 @@ def test_runner_multi_input_uses_named_form(env, bundle, tmp_path):
     try:
         with pytest.raises(BackendError, match="'aux' is not an input of the network"):
             r.run([{"input": faces(1)[0], "aux": np.zeros(3, np.float32)}])
-        line = r.input_list.read_text().splitlines()[1]
+        line = r.input_list.read_text().splitlines()[0]
         assert line.startswith("input:=") and " aux:=" in line
     finally:
         r.close()

@@ -232,7 +232,8 @@ def test_make_raw_images_and_folders_use_the_shared_preprocessing(env, tmp_path)
     single = tmp_path / "b.png"
     cv2.imwrite(str(single), grey)
     out = tmp_path / "raw"
-    assert fer_host(["make-raw", str(folder), str(single), "--bundle", str(TINY_BUNDLE), "--out", str(out), "--named"]) == 0
+    assert fer_host(["make-raw", str(folder), str(single), "--bundle", str(TINY_BUNDLE), "--out", str(out), "--named",
+                     "--output-header", "layer"]) == 0
     lines = (out / "input_list.txt").read_text().splitlines()
     assert lines[0] == "#probabilities" and lines[1] == f"input:={out / 'a.raw'}" and lines[2] == f"input:={out / 'b.raw'}"
     np.testing.assert_array_equal(read_raw(out / "a.raw", (48, 48, 1)), image_tensor(colour, spec))
@@ -243,7 +244,7 @@ def test_make_raw_csv_rows_limit_and_prefix(env, tmp_path):
     data = fer_csv(tmp_path / "fer.csv", [2] * 7, public=6)
     out = tmp_path / "raw"
     assert fer_host(["make-raw", str(data), "--bundle", str(TINY_BUNDLE), "--out", str(out), "--limit", "4",
-                     "--path-prefix", "/data/fer", "--no-output-header"]) == 0
+                     "--path-prefix", "/data/fer"]) == 0
     lines = (out / "input_list.txt").read_text().splitlines()
     assert lines == [f"/data/fer/PublicTest_0000{i}_{LABELS[i]}.raw" for i in range(4)]
     assert all((out / Path(p).name).stat().st_size == 9216 for p in lines)
@@ -278,7 +279,8 @@ def net_run_output(env, bundle, sdk, tmp_path):
     convert.convert(bundle, quantize=False, echo=lambda s: None)
     data = fer_csv(tmp_path / "fer.csv", [1] * 7, public=5)
     raws = tmp_path / "raws"
-    assert fer_host(["make-raw", str(data), "--bundle", str(bundle), "--out", str(raws)]) == 0
+    assert fer_host(["make-raw", str(data), "--bundle", str(bundle), "--out", str(raws), "--output-header", "tensor"]) == 0
+    assert (raws / "input_list.txt").read_text().startswith("%probabilities\n")
     out = tmp_path / "out"
     _net_run(sdk, bundle / "model.dlc", raws / "input_list.txt", out)
     return bundle, raws / "input_list.txt", out
@@ -288,7 +290,7 @@ def test_show_results_matches_the_stand_in_numbers(net_run_output, capsys):
     bundle, lst, out = net_run_output
     assert fer_host(["show-results", str(out), "--input-list", str(lst), "--bundle", str(bundle), "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    files = [line for line in lst.read_text().splitlines() if not line.startswith("#")]
+    files = [line for line in lst.read_text().splitlines() if not line.startswith("%")]
     x = np.stack([read_raw(f, (48, 48, 1)) for f in files])
     want = litert_predict(bundle / "model.tflite", x)
     assert [r["file"] for r in rows] == files

@@ -48,6 +48,9 @@ PerfProfile = Literal["", "balanced", "default", "high_performance", "sustained_
                       "low_power_saver", "high_power_saver", "extreme_power_saver", "low_balanced", "system_settings"]
 UserBuffer = Literal["", "float", "tf8", "auto"]
 DlcRole = Literal["auto", "dlc", "dlc_quantized", "dlc_htp"]
+OutputHeader = Literal["none", "layer", "tensor"]
+# snpe-net-run reads an optional first input-list line: '#' + layer names or '%' + output tensor names.
+HEADER_MARKS = {"none": "", "layer": "#", "tensor": "%"}
 RUNTIMES: tuple[str, ...] = typing.get_args(Runtime)
 PERF_PROFILES: tuple[str, ...] = typing.get_args(PerfProfile)
 USERBUFFER_MODES: tuple[str, ...] = typing.get_args(UserBuffer)
@@ -63,6 +66,7 @@ class SnpeConfig:
     runtime: Runtime = field(default="dsp", metadata={"doc": "cpu | gpu | dsp | aip: snpe-net-run's --use_gpu/--use_dsp/--use_aip (cpu: no flag)"})
     perf_profile: PerfProfile = field(default="burst", metadata={"doc": "--perf_profile value (burst, high_performance, balanced, power_saver...); empty = SDK default"})
     userbuffer: UserBuffer = field(default="", metadata={"doc": "'' (ITensor), float, tf8 or auto: adds --userbuffer_<mode>; tf8 needs a quantized DLC"})
+    output_header: OutputHeader = field(default="none", metadata={"doc": "first input-list line: none (the tool saves every network output, which is the one read back), layer ('#<name>') or tensor ('%<name>', SNPE 2)"})
     timeout_s: float = field(default=5.0, metadata={"doc": "per snpe-net-run call; a call that takes longer is killed and the frame counts as failed", "min": 0.001})
     dlc_role: DlcRole = field(default="auto", metadata={"doc": "bundle file role to run: auto (dsp: dlc_htp, else dlc_quantized; aip: dlc_quantized; cpu/gpu: dlc), dlc, dlc_quantized, dlc_htp"})
     snpe_net_run: Optional[str] = field(default=None, metadata={"doc": "path to snpe-net-run; empty = $SNPE_NET_RUN, then sdk_root/$SNPE_ROOT/$QAIRT_SDK_ROOT bin/<arch>/, then PATH"})
@@ -84,7 +88,7 @@ class SnpeConfig:
     def problem(self) -> str | None:
         """First invalid field as ``'<key>: <why>'`` (key relative to this section), or None."""
         choices = {"runtime": RUNTIMES, "perf_profile": PERF_PROFILES, "userbuffer": USERBUFFER_MODES,
-                   "dlc_role": DLC_ROLES, "fallback": ("tflite", "none")}
+                   "dlc_role": DLC_ROLES, "fallback": ("tflite", "none"), "output_header": tuple(HEADER_MARKS)}
         for key, allowed in choices.items():
             value = getattr(self, key)
             if value not in allowed:
@@ -311,7 +315,9 @@ class SnpeNetRun:
                 path = write_raw(indir / f"{i}_{_safe(name)}.raw", inputs[name])
                 parts.append(f"{name}:={path}" if len(self.input_names) > 1 else str(path))
             lines.append(" ".join(parts))
-        self.input_list.write_text("#" + " ".join(self.output_names) + "\n" + "\n".join(lines) + "\n")
+        mark = HEADER_MARKS[self.cfg.output_header]
+        header = [mark + " ".join(self.output_names)] if mark else []
+        self.input_list.write_text("\n".join(header + lines) + "\n")
         cmd = self.command()
         t0 = time.perf_counter()
         self._call(cmd)
