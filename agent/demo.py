@@ -238,9 +238,10 @@ def demo_command(args: argparse.Namespace) -> int:
             stack.callback(subscriber.close)
             summary = run_agent(cfg)
             got = subscriber.wait_for(summary.events, timeout=10.0)
+        per_frame = summary.stages.get("total", {}).get("mean_ms", 0.0)
         print(
-            f"# {summary.frames} frames at {summary.fps:.1f} frames/s, {summary.events} events published, "
-            f"{got} received",
+            f"# {summary.frames} frames played in real time ({summary.elapsed_s:.1f} s), "
+            f"{per_frame:.1f} ms of agent work per frame, {summary.events} events published, {got} received",
             flush=True,
         )
         if got == 0:

@@ -145,6 +145,7 @@ class Pipeline:
         spec = manifest.input
         self._batch = np.zeros((cfg.detector.max_faces, spec.height, spec.width, spec.channels), dtype=np.float32)
         self._grey: np.ndarray | None = None
+        self._no_faces = np.zeros((0, len(manifest.labels)), np.float32)
         self._log_failure = _RateLimitedLog()
         self._last_state = -1e18
         self._last_stats = time.monotonic()
@@ -229,11 +230,7 @@ class Pipeline:
             self.times.add("infer", t3 - t2)
 
         if not failed:  # a failed frame must not make faces 'leave'
-            probs = (
-                to_probabilities(scores, self.manifest.output.kind)
-                if n
-                else np.zeros((0, len(self.manifest.labels)), np.float32)
-            )
+            probs = to_probabilities(scores, self.manifest.output.kind) if n else self._no_faces
             events = self.tracker.update([d.box for d in detections], probs, w, h, n_frame, capture_time)
             self.faces_now = n
         t4 = perf()
@@ -422,6 +419,7 @@ def run_agent(cfg: AgentConfig, publisher_factory=create_publisher) -> RunSummar
         backend = create_backend(cfg.backend, manifest)
         detector = create_detector(cfg.detector, manifest, cfg.backend.tflite)
         source = open_source(cfg.source)
+        stack.callback(source.close)  # if a later stage fails to start; closing twice is harmless
         publisher = publisher_factory(cfg, publish_context(cfg, manifest, backend))
         notifier = Notifier()
         health = HealthReporter(
