@@ -318,3 +318,17 @@ def test_registry_has_snpe():
 
     assert REGISTRY["snpe"] == "agent.backends.snpe:SnpeBackend"
     assert backend_class("snpe") is snpe_mod.SnpeBackend
+
+
+def test_unwritable_work_dir_is_a_backend_error(env, bundle, tmp_path):
+    import shutil
+
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu"))
+    try:
+        shutil.rmtree(b.runner.work)
+        b.runner.work.write_text("not a directory")  # the work dir path is now a file
+        with pytest.raises(BackendError, match="cannot write the input tensors"):
+            b.infer(faces(1))
+    finally:
+        b.runner.work.unlink()
+        b.close()

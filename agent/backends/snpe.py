@@ -177,11 +177,11 @@ def find_tool(tool: str, sdk_root: str | None = None, override: str | None = Non
 
 
 def sdk_root_of(tool_path: Path) -> Path | None:
-    """The SDK root a tool belongs to (``<root>/bin/<arch>/tool``), if it looks like one."""
-    parent = tool_path.resolve().parent if not tool_path.is_symlink() else tool_path.parent
-    for cand in (parent.parent.parent, parent.parent):
-        if (cand / "lib").is_dir() or (cand / "sdk.yaml").exists():
-            return cand
+    """The SDK root a tool belongs to: ``<root>/bin/<arch>/tool`` (or ``<root>/bin/tool``) with ``<root>/lib``."""
+    parent = tool_path.parent
+    root = parent.parent.parent if parent.parent.name == "bin" else parent.parent if parent.name == "bin" else None
+    if root is not None and ((root / "lib").is_dir() or (root / "sdk.yaml").exists()):
+        return root
     return None
 
 
@@ -304,8 +304,23 @@ class SnpeNetRun:
         """One process call for the whole batch; outputs in input order."""
         if not batch:
             return []
+        try:
+            self._write_inputs(batch)
+        except OSError as exc:  # tmpfs full, work dir removed under us...
+            raise BackendError(f"{self.work}: cannot write the input tensors: {exc.strerror or exc}") from None
+        cmd = self.command()
+        t0 = time.perf_counter()
+        self._call(cmd)
+        results = [{name: self._read_output(i, name, cmd) for name in self.output_names} for i in range(len(batch))]
+        self.last_call = CallResult(time.perf_counter() - t0, len(batch))
+        if not self.cfg.keep_files:
+            self._clear_outputs()
+        return results
+
+    def _write_inputs(self, batch: list[dict[str, np.ndarray]]) -> None:
         self._clear_outputs()
         indir = self.work / "in"
+        indir.mkdir(parents=True, exist_ok=True)
         lines: list[str] = []
         for i, inputs in enumerate(batch):
             parts = []
@@ -318,14 +333,6 @@ class SnpeNetRun:
         mark = HEADER_MARKS[self.cfg.output_header]
         header = [mark + " ".join(self.output_names)] if mark else []
         self.input_list.write_text("\n".join(header + lines) + "\n")
-        cmd = self.command()
-        t0 = time.perf_counter()
-        self._call(cmd)
-        results = [{name: self._read_output(i, name, cmd) for name in self.output_names} for i in range(len(batch))]
-        self.last_call = CallResult(time.perf_counter() - t0, len(batch))
-        if not self.cfg.keep_files:
-            self._clear_outputs()
-        return results
 
     def _call(self, cmd: list[str]) -> None:
         log.debug("running %s", shlex.join(cmd))
