@@ -229,9 +229,12 @@ class LiveSource(FrameSource):
 
     live = True
 
-    def __init__(self, cfg: SourceConfig, description: str, opener: Callable[[], cv2.VideoCapture]) -> None:
+    def __init__(
+        self, cfg: SourceConfig, description: str, opener: Callable[[], cv2.VideoCapture], paced: bool = False
+    ) -> None:
         super().__init__(cfg, description)
         self._opener = opener
+        self._paced = paced  # a file read as live: deliver at its own frame rate, as a camera would
         self._cond = threading.Condition()
         self._latest: tuple[np.ndarray, float, float] | None = None
         self._stop = threading.Event()
@@ -284,6 +287,8 @@ class LiveSource(FrameSource):
                 self.connected = False
                 continue
             backoff = self.cfg.reopen_initial_s
+            if self._paced and self.nominal_fps > 0 and self._stop.wait(1.0 / self.nominal_fps):
+                break
             stamp = (image, time.time(), time.monotonic())
             with self._cond:
                 if self._latest is not None:
@@ -364,7 +369,7 @@ def open_source(cfg: SourceConfig) -> FrameSource:
         if cfg.live:
             if not Path(path).exists():
                 raise FerError(f"source.uri: {path}: no such file")
-            source = LiveSource(cfg, f"video file {path} (as live)", lambda: cv2.VideoCapture(path))
+            source = LiveSource(cfg, f"video file {path} (as live)", lambda: cv2.VideoCapture(path), paced=True)
         else:
             source = VideoFileSource(cfg, path)
     if cfg.live is False and isinstance(source, LiveSource):
