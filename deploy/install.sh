@@ -3,7 +3,10 @@
 # push.sh (or the Ansible role) copied here. Runs as root; needs no internet.
 #
 #   sudo ./install.sh [--payload DIR] [--release ID] [--health-timeout S]
-#                     [--keep N] [--replace-config] [--no-start]
+#                     [--keep N] [--config FILE] [--replace-config] [--no-start]
+#
+#   --config FILE      agent.yaml to use instead of the payload's default
+#   --replace-config   overwrite an edited /etc/fer-agent/agent.yaml (old one kept as .bak)
 #
 # Payload layout (made by push.sh --stage-only):
 #   VERSION                 release id, e.g. 0.1.0-3f9c2a1b
@@ -35,6 +38,7 @@ PAYLOAD=$HERE
 RELEASE=""
 KEEP=3
 REPLACE_CONFIG=0
+CONFIG_SRC=""
 START=1
 while (($#)); do
     case $1 in
@@ -42,6 +46,7 @@ while (($#)); do
         --release) RELEASE=${2:?--release needs an id}; shift 2 ;;
         --health-timeout) HEALTH_TIMEOUT=${2:?--health-timeout needs seconds}; shift 2 ;;
         --keep) KEEP=${2:?--keep needs a number}; shift 2 ;;
+        --config) CONFIG_SRC=${2:?--config needs a file}; shift 2 ;;
         --replace-config) REPLACE_CONFIG=1; shift ;;
         --no-start) START=0; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -68,6 +73,8 @@ shopt -u nullglob
 for f in agent.yaml secrets.env snpe.env; do
     [[ -f "$PAYLOAD/config/$f" ]] || die "default config missing: $PAYLOAD/config/$f"
 done
+CONFIG_SRC=${CONFIG_SRC:-$PAYLOAD/config/agent.yaml}
+[[ -f "$CONFIG_SRC" ]] || die "--config: no such file: $CONFIG_SRC"
 command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install Python >= 3.10 (Ubuntu: apt install python3 python3-venv)"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
     die "$PYTHON is $("$PYTHON" -V 2>&1); fer-agent needs Python >= 3.10"
@@ -167,7 +174,7 @@ install_conffile() {
     ensure_owner_mode "$dest" "$mode" "$owner"
 }
 
-install_conffile "$PAYLOAD/config/agent.yaml" "$C/agent.yaml" 640 "${OWNER_ROOT%%:*}:$SERVICE_GROUP"
+install_conffile "$CONFIG_SRC" "$C/agent.yaml" 640 "${OWNER_ROOT%%:*}:$SERVICE_GROUP"
 install_conffile "$PAYLOAD/config/snpe.env" "$C/snpe.env" 644 "$OWNER_ROOT"
 # Secrets are never replaced, only created; systemd reads the file as root.
 if [[ ! -e "$C/secrets.env" ]]; then
