@@ -63,12 +63,12 @@ ENV_OVERRIDE = "SNPE_NET_RUN"  # full path to snpe-net-run, wins over SDK discov
 
 @dataclass
 class SnpeConfig:
-    runtime: Runtime = field(default="dsp", metadata={"doc": "cpu | gpu | dsp | aip: snpe-net-run's --use_gpu/--use_dsp/--use_aip (cpu: no flag)"})
-    perf_profile: PerfProfile = field(default="burst", metadata={"doc": "--perf_profile value (burst, high_performance, balanced, power_saver...); empty = SDK default"})
-    userbuffer: UserBuffer = field(default="", metadata={"doc": "'' (ITensor), float, tf8 or auto: adds --userbuffer_<mode>; tf8 needs a quantized DLC"})
-    output_header: OutputHeader = field(default="none", metadata={"doc": "first input-list line: none (the tool saves every network output, which is the one read back), layer ('#<name>') or tensor ('%<name>', SNPE 2)"})
+    runtime: Runtime = field(default="dsp", metadata={"doc": "where snpe-net-run runs the model: cpu (no flag), gpu (--use_gpu), dsp (--use_dsp, HTP/Hexagon), aip (--use_aip)"})
+    perf_profile: PerfProfile = field(default="burst", metadata={"doc": "--perf_profile value; empty = leave it to the SDK"})
+    userbuffer: UserBuffer = field(default="", metadata={"doc": "adds --userbuffer_<mode>; empty = ITensor (the tool's default); tf8 needs a quantized DLC"})
+    output_header: OutputHeader = field(default="none", metadata={"doc": "first input-list line: none = the tool saves every network output; layer = '#<output>'; tensor = '%<output>' (SNPE 2)"})
     timeout_s: float = field(default=5.0, metadata={"doc": "per snpe-net-run call; a call that takes longer is killed and the frame counts as failed", "min": 0.001})
-    dlc_role: DlcRole = field(default="auto", metadata={"doc": "bundle file role to run: auto (dsp: dlc_htp, else dlc_quantized; aip: dlc_quantized; cpu/gpu: dlc), dlc, dlc_quantized, dlc_htp"})
+    dlc_role: DlcRole = field(default="auto", metadata={"doc": "bundle DLC to run; auto = dsp: dlc_htp if present else dlc_quantized, aip: dlc_quantized, cpu/gpu: dlc"})
     snpe_net_run: Optional[str] = field(default=None, metadata={"doc": "path to snpe-net-run; empty = $SNPE_NET_RUN, then sdk_root/$SNPE_ROOT/$QAIRT_SDK_ROOT bin/<arch>/, then PATH"})
     sdk_root: Optional[str] = field(default=None, metadata={"doc": "SDK root (as $SNPE_ROOT); its lib/<arch> dir is added to LD_LIBRARY_PATH automatically"})
     ld_library_path: list[str] = field(default_factory=list, metadata={"doc": "dirs prepended to LD_LIBRARY_PATH for snpe-net-run (SDK lib/<arch>, vendor libs)"})
