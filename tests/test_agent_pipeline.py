@@ -150,3 +150,29 @@ def test_bundle_may_omit_unused_files_but_not_carry_tampered_ones(manifest, tmp_
     with pytest.raises(ManifestError, match="sha256 mismatch for files.tflite_int8"):
         load_bundle(bundle)
     assert load_bundle(bundle, verify=False).model_name == manifest.model_name
+
+
+@pytest.mark.parametrize("name", ["preview.mp4", "frames"])
+def test_preview_writes_annotated_video_or_pngs(manifest, tmp_path, name):
+    import cv2
+
+    from agent.preview import PreviewWriter
+
+    path = tmp_path / name
+    preview = PreviewWriter(path, manifest.labels, fps=10)
+    frames = [grid_frame(1)] * 6
+    p = make(manifest, frames, preview=preview)
+    p.run()
+    if name.endswith(".mp4"):
+        cap = cv2.VideoCapture(str(path))
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+        ok, first = cap.read()
+        cap.release()
+    else:
+        files = sorted(path.glob("frame_*.png"))
+        assert [f.name for f in files] == [f"frame_{i:06d}.png" for i in range(1, 7)]
+        first = cv2.imread(str(files[-1]))
+        ok = first is not None
+    assert ok and first.shape == (480, 640, 3)
+    # something was drawn: the annotated frame differs from the input around the face
+    assert np.abs(first.astype(int) - frames[0].astype(int)).mean() > 1.0
