@@ -161,9 +161,13 @@ def convert(bundle: Path, source: str = "tensorflow", model: Path | None = None,
         model = model.absolute()
     try:
         sdk: Sdk | None = find_sdk(sdk_root, probe_tool=SOURCES[source][1])
-    except SdkError:
+    except SdkError as exc:
         if not dry_run:
-            raise
+            try:  # show what would have run, as far as it can be known without the SDK
+                first = build_plan(manifest, bundle, lambda name: name, source, model, quantize=False).commands()[0]
+            except FerError:
+                raise exc from None
+            raise SdkError(f"{exc}\n  first command: {first}") from None
         sdk = None
     tool = sdk.tool if sdk is not None else (lambda name: name)
     q = pick_quantizer(sdk, quantizer)

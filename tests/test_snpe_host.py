@@ -131,8 +131,9 @@ def test_dry_run_without_sdk_names_tools_and_changes_nothing(monkeypatch, bundle
     convert.convert(bundle, dry_run=True, quantize=False, echo=lines.append)
     assert lines[0].startswith("# SNPE SDK not found") and lines[1].startswith("snpe-tensorflow-to-dlc --input_network")
     assert (bundle / "manifest.json").read_text() == before and not (bundle / "model.dlc").exists()
-    with pytest.raises(SdkError, match=r"SDK not found: set \$SNPE_ROOT or \$QAIRT_SDK_ROOT"):
+    with pytest.raises(SdkError, match=r"SDK not found: set \$SNPE_ROOT or \$QAIRT_SDK_ROOT") as err:
         convert.convert(bundle, quantize=False)
+    assert f"first command: snpe-tensorflow-to-dlc --input_network {bundle}/model.pb --input_dim input 1,48,48,1" in str(err.value)
 
 
 def test_htp_needs_quantize(env, bundle):
