@@ -257,10 +257,12 @@ class HealthReporter:
     """Writes the health snapshot ``fer-agent health`` reads.
 
     ``update()`` is called every frame; it only remembers its arguments and
-    writes at most every ``interval_s`` (or at once when the broker connects or
-    disconnects or the status text changes), by write-and-rename so a reader
+    writes at most every ``interval_s`` (sooner, but at most every ``MIN_GAP_S``,
+    when the broker connects or disconnects or the status text changes), by write-and-rename so a reader
     never sees half a file. Write errors are logged once and never raised.
     """
+
+    MIN_GAP_S = 0.5
 
     def __init__(
         self,
@@ -278,6 +280,8 @@ class HealthReporter:
         self._clock = clock
         self._started = wall_clock()
         self._next_write = -math.inf
+        self._last_write = -math.inf
+        self._dirty = False
         self._warned = False
         self._connected: bool | None = None
         self._broker_down_since: float | None = self._started  # not connected until told so
@@ -300,21 +304,26 @@ class HealthReporter:
     ) -> bool:
         """Record the latest numbers; returns True when the file was written this call."""
         now = self._clock()
-        force = False
         if broker_connected != self._connected:
             self._connected = broker_connected
             self._broker_down_since = None if broker_connected else self._wall()
-            force = True
+            self._dirty = True
         if status != self._status:
             self._status = status
-            force = True
+            self._dirty = True
         prev = self._prev_depth
         if prev is not None and outbox_depth < prev:
             self._last_drain = now
         self._prev_depth = outbox_depth
-        if not force and now < self._next_write:
+        # A change is written soon, but never more often than MIN_GAP_S: a status
+        # that flips every frame (frame / "waiting for frames") must not turn
+        # every frame into a file write.
+        due = now >= self._next_write or (self._dirty and now - self._last_write >= self.MIN_GAP_S)
+        if not due:
             return False
         self._next_write = now + self.interval_s
+        self._last_write = now
+        self._dirty = False
         return self._write(now, last_frame_time, frames, broker_connected, outbox_depth, backend, status)
 
     def _write(self, now: float, last_frame_time: float, frames: int, connected: bool,

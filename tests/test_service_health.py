@@ -161,15 +161,30 @@ def test_broker_change_forces_a_write(tmp_path: Path) -> None:
     wall, mono = FakeClock(1_700_000_000.0), FakeClock(50.0)
     r = _reporter(tmp_path, wall, mono, interval_s=60.0)
     assert r.update(wall.t, 1, True, 0, "tflite", "running")
+    mono.t += 0.1
     assert not r.update(wall.t, 2, True, 0, "tflite", "running")
-    assert r.update(wall.t, 3, False, 0, "tflite", "running")
+    assert not r.update(wall.t, 3, False, 0, "tflite", "running")  # within MIN_GAP_S of the last write
+    mono.t += 0.5
+    assert r.update(wall.t, 4, False, 0, "tflite", "running")  # long before interval_s
     assert json.loads(r.path.read_text())["broker_connected"] is False
+
+
+def test_status_flipping_every_frame_is_still_rate_limited(tmp_path: Path) -> None:
+    wall, mono = FakeClock(1_700_000_000.0), FakeClock(50.0)
+    r = _reporter(tmp_path, wall, mono, interval_s=2.0)
+    for i in range(100):  # 25 calls/s for 4 s, status alternating like frame / idle
+        r.update(wall.t, i, True, 0, "tflite", "running" if i % 2 else "waiting for frames")
+        wall.t += 0.04
+        mono.t += 0.04
+    assert 4 <= r.writes <= 9  # every MIN_GAP_S (0.5 s), not every call
 
 
 def test_broker_down_within_grace_is_healthy_then_growing_outbox_is_not(tmp_path: Path) -> None:
     wall, mono = FakeClock(1_700_000_000.0), FakeClock(50.0)
     r = _reporter(tmp_path, wall, mono, interval_s=1.0, broker_grace_s=60.0)
     r.update(wall.t, 1, True, 0, "tflite", "running")
+    wall.t += 1
+    mono.t += 1
     r.update(wall.t, 2, False, 0, "tflite", "running")  # broker lost
     ok, msg = check_health(r.path, 30, now=wall.t + 10)
     assert ok and "reconnecting" in msg
@@ -178,7 +193,7 @@ def test_broker_down_within_grace_is_healthy_then_growing_outbox_is_not(tmp_path
         mono.t += 1
         r.update(wall.t, 2 + depth, False, depth, "tflite", "running")
     ok, why = check_health(r.path, 30, now=wall.t)
-    assert not ok and why.startswith("broker disconnected for 119 s, outbox growing (depth 119)")
+    assert not ok and why.startswith("broker disconnected for 119 s, outbox growing (depth 119)"), why
 
 
 def test_outbox_draining_is_healthy(tmp_path: Path) -> None:
@@ -284,3 +299,21 @@ def test_health_command_bad_config_is_one_line(tmp_path: Path, capsys) -> None:
     assert service.health_command(_args(config=cfg)) == 2
     err = capsys.readouterr().err
     assert "helth_file" in err and str(cfg) in err and "Traceback" not in err
+
+
+def test_fer_agent_health_cli_end_to_end(tmp_path: Path) -> None:
+    """The installed `fer-agent health` (agent/cli.py wiring) exits 1 with the reason, then 0."""
+    import subprocess
+    import sys
+    import time
+
+    exe = Path(sys.executable).with_name("fer-agent")
+    if not exe.exists():
+        pytest.skip("fer-agent console script not installed (pip install -e .)")
+    p = tmp_path / "health.json"
+    r = subprocess.run([str(exe), "health", "--health-file", str(p)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stdout.strip() == f"unhealthy: agent not running or health file missing: {p}"
+    HealthReporter(p).update(time.time(), 42, True, 0, "tflite", "running")
+    r = subprocess.run([str(exe), "health", "--health-file", str(p), "--json"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["health"]["frames"] == 42
