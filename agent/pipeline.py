@@ -313,7 +313,7 @@ class Pipeline:
         if self.notifier is not None:
             self.notifier.stopping("stopping")
         with _log_errors("final events"):
-            now = time.time()
+            now = self._last_frame_time or time.time()  # media time for files, like the events before
             for event in self.tracker.clear(self.frames, now):
                 self.publisher.publish_event(event)
                 self.events_published += 1
