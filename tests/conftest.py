@@ -143,7 +143,7 @@ class MosquittoFactory:
         self.brokers: list[Mosquitto] = []
 
     def start(self, *, allow_anonymous: bool = True, users: dict[str, str] | None = None,
-              tls: "TlsMaterial | None" = None, require_client_cert: bool = False) -> Mosquitto:
+              tls: TlsMaterial | None = None, require_client_cert: bool = False) -> Mosquitto:
         """A broker with a plain listener on ``.port`` and, with ``tls``, a TLS listener on ``.tls_port``.
 
         ``users``: name -> password, written with ``mosquitto_passwd`` (so the broker really checks them).
@@ -299,7 +299,7 @@ class MqttCollector:
         with self._lock:
             return [m for m in self.messages if m.topic == topic]
 
-    def wait_for(self, predicate: Callable[["MqttCollector"], bool], timeout: float = 10.0,
+    def wait_for(self, predicate: Callable[[MqttCollector], bool], timeout: float = 10.0,
                  what: str = "condition") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import socket
 
 import pytest
+from conftest import wait_until
 
 from agent.mqtt.emit import synthetic_event
-from conftest import wait_until
 
 pytest.importorskip("amqtt")
 
-from agent.mqtt.broker import EmbeddedBroker, broker_config  # noqa: E402
+from agent.mqtt.broker import EmbeddedBroker, broker_config
 
 
 def _non_loopback_ipv4() -> str | None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from conftest import wait_until
 
 from agent.mqtt.emit import synthetic_event
-from conftest import wait_until
 
 RATE = 1000
 SECONDS = 10

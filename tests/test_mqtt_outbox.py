@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from agent.mqtt.outbox import OutMessage, Outbox
+from agent.mqtt.outbox import Outbox, OutMessage
 
 
 def _open(path: Path, **kw) -> Outbox:

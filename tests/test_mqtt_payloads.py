@@ -12,8 +12,7 @@ import pytest
 from agent.events import Event, FaceState, PublishContext, StateSnapshot
 from agent.labels import LABELS
 from agent.mqtt.discovery import discovery_configs
-from agent.mqtt.payloads import (SCHEMA_FILES, encode, event_payload, iso_utc, load_schema, state_payload,
-                                 stats_payload)
+from agent.mqtt.payloads import SCHEMA_FILES, encode, event_payload, iso_utc, load_schema, state_payload, stats_payload
 from agent.mqtt.topics import Topics
 
 CTX = PublishContext(device_id="rb5-01", model_name="fer-cnn", model_version="1.2.0", backend="snpe-dsp",

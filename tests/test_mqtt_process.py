@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import Mosquitto, wait_until
+from conftest import Mosquitto
 
 
 def spawn(broker: Mosquitto, *args: str, device_id: str) -> subprocess.Popen:

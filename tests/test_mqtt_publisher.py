@@ -7,13 +7,13 @@ import time
 
 import jsonschema
 import pytest
+from conftest import wait_until
 
 from agent.errors import ConfigError
 from agent.events import StateSnapshot
 from agent.mqtt.emit import synthetic_event, synthetic_state
 from agent.mqtt.payloads import load_schema
 from agent.mqtt.topics import Topics
-from conftest import wait_until
 
 STATS = {"fps": 30.0, "frames": 300, "dropped_frames": 0, "failed_inferences": 0, "faces": 1,
          "stages": {"detect": {"mean_ms": 4.0, "p95_ms": 6.5}}}

@@ -7,11 +7,11 @@ import logging
 import time
 
 import pytest
+from conftest import wait_until
 
 from agent.errors import ConfigError
 from agent.mqtt.config import AuthConfig, TlsConfig
 from agent.mqtt.emit import synthetic_event
-from conftest import wait_until
 
 SECRET = "s3cr3t-Pa55word"
 

@@ -71,7 +71,7 @@ class EmbeddedBroker:
         self._thread = threading.Thread(target=_main, name="fer-embedded-broker", daemon=True)
         self._thread.start()
         if not self._ready.wait(self._start_timeout):
-            raise FerError("embedded MQTT broker did not start within %.0f s" % self._start_timeout)
+            raise FerError(f"embedded MQTT broker did not start within {self._start_timeout:.0f} s")
         if self._error is not None:
             raise FerError(f"embedded MQTT broker failed to start on {LOOPBACK}:{self._port}: {self._error}")
         self.host, self.port = self._bound_address()

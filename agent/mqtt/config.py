@@ -13,7 +13,7 @@ import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from agent.errors import ConfigError
 
@@ -25,10 +25,10 @@ _PREFIX_OK = re.compile(r"^[^#+\s]+$")
 @dataclass
 class TlsConfig:
     enabled: bool = field(default=False, metadata={"doc": "connect with TLS (usually port 8883)"})
-    ca_file: Optional[str] = field(default=None, metadata={
+    ca_file: str | None = field(default=None, metadata={
         "doc": "CA certificate(s) (PEM) that signed the broker's certificate; empty = the system CA store"})
-    cert_file: Optional[str] = field(default=None, metadata={"doc": "client certificate (PEM) for mutual TLS; empty = none"})
-    key_file: Optional[str] = field(default=None, metadata={"doc": "private key (PEM) of cert_file"})
+    cert_file: str | None = field(default=None, metadata={"doc": "client certificate (PEM) for mutual TLS; empty = none"})
+    key_file: str | None = field(default=None, metadata={"doc": "private key (PEM) of cert_file"})
     verify: bool = field(default=True, metadata={
         "doc": "verify the broker's certificate and host name (turn off only for a test broker)"})
 
@@ -39,12 +39,12 @@ class TlsConfig:
 
 @dataclass
 class AuthConfig:
-    username: Optional[str] = field(default=None, metadata={"doc": "user name; empty = anonymous"})
-    password: Optional[str] = field(default=None, repr=False, metadata={
+    username: str | None = field(default=None, metadata={"doc": "user name; empty = anonymous"})
+    password: str | None = field(default=None, repr=False, metadata={
         "doc": "password (prefer password_file or password_env so it is not in this file)", "secret": True})
-    password_file: Optional[str] = field(default=None, metadata={
+    password_file: str | None = field(default=None, metadata={
         "doc": "read the password from this file (first line; e.g. a systemd credential)"})
-    password_env: Optional[str] = field(default=None, metadata={
+    password_env: str | None = field(default=None, metadata={
         "doc": "read the password from this environment variable, e.g. FER_MQTT_PASSWORD"})
 
     def __post_init__(self) -> None:
@@ -95,7 +95,7 @@ class OutboxConfig:
     memory_queue: int = field(default=20_000, metadata={
         "doc": "messages waiting between the frame loop and the disk queue; beyond this the oldest are dropped",
         "min": 100})
-    file: Optional[str] = field(default=None, metadata={
+    file: str | None = field(default=None, metadata={
         "doc": "SQLite file of the queue; empty = mqtt-outbox.sqlite3 in the service state directory"})
     drain_timeout_s: float = field(default=5.0, metadata={
         "doc": "on shutdown, keep sending queued messages this long before disconnecting (the rest stay queued)",
@@ -106,7 +106,7 @@ class OutboxConfig:
 class DiscoveryConfig:
     enabled: bool = field(default=True, metadata={"doc": "publish Home Assistant MQTT discovery configs (retained)"})
     prefix: str = field(default="homeassistant", metadata={"doc": "Home Assistant discovery prefix"})
-    device_name: Optional[str] = field(default=None, metadata={
+    device_name: str | None = field(default=None, metadata={
         "doc": "device name shown in Home Assistant; empty = 'FER <device_id>'"})
 
 
@@ -121,12 +121,12 @@ class ReconnectConfig:
 
 @dataclass
 class MqttConfig:
-    host: Optional[str] = field(default=None, metadata={"doc": "broker host; empty = embedded broker on 127.0.0.1 (emulation)"})
+    host: str | None = field(default=None, metadata={"doc": "broker host; empty = embedded broker on 127.0.0.1 (emulation)"})
     port: int = field(default=1883, metadata={"doc": "broker port (8883 is usual for TLS)", "min": 1, "max": 65535})
     prefix: str = field(default="fer", metadata={"doc": "topic prefix: <prefix>/<device_id>/..."})
-    device_id: Optional[str] = field(default=None, metadata={
+    device_id: str | None = field(default=None, metadata={
         "doc": "device id in topics and Home Assistant (letters, digits, _ - .); empty = hostname"})
-    client_id: Optional[str] = field(default=None, metadata={"doc": "MQTT client id; empty = fer-<device_id>"})
+    client_id: str | None = field(default=None, metadata={"doc": "MQTT client id; empty = fer-<device_id>"})
     protocol: Literal["3.1.1", "5"] = field(default="3.1.1", metadata={"doc": "MQTT protocol version"})
     qos_events: int = field(default=1, metadata={"doc": "QoS for events (0, 1 or 2)", "min": 0, "max": 2})
     qos_state: int = field(default=1, metadata={"doc": "QoS for retained state (0, 1 or 2)", "min": 0, "max": 2})

@@ -52,7 +52,7 @@ def discovery_configs(topics: Topics, ctx: PublishContext, device_name: str | No
     dominant.update({
         "device_class": "enum",
         "options": [*LABELS, NO_FACE],
-        "value_template": "{{ value_json.dominant if value_json.dominant else '%s' }}" % NO_FACE,
+        "value_template": "{{ value_json.dominant if value_json.dominant else '" + NO_FACE + "' }}",
         "json_attributes_topic": topics.state,
         "json_attributes_template": "{{ {'faces': value_json.faces, 'time': value_json.time} | tojson }}",
         "icon": "mdi:emoticon-outline",

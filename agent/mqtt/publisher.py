@@ -26,8 +26,9 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
@@ -36,7 +37,7 @@ from agent.events import Event, PublishContext, StateSnapshot
 from agent.mqtt.config import MqttConfig
 from agent.mqtt.connection import Backoff, FerMqttClient, build_client, describe_error
 from agent.mqtt.discovery import discovery_messages
-from agent.mqtt.outbox import OutMessage, Outbox
+from agent.mqtt.outbox import Outbox, OutMessage
 from agent.mqtt.payloads import STATUS_OFFLINE, STATUS_ONLINE, encode, event_payload, state_payload, stats_payload
 from agent.mqtt.topics import Topics
 
@@ -195,7 +196,7 @@ class MqttPublisher:
                         left, self._outbox.path)
         log.info("MQTT: closed")
 
-    def __enter__(self) -> "MqttPublisher":
+    def __enter__(self) -> MqttPublisher:
         self.start()
         return self
 
