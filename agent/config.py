@@ -101,12 +101,14 @@ class DetectorConfig:
     detect_width: int = field(
         default=320,
         metadata={
-            "doc": "downscale frames to this width before detection (0 = full size); boxes are mapped back",
+            "doc": "haar/yunet: downscale frames to this width before detecting (0 = full size); boxes are mapped "
+            "back. Haar keeps min_face at least 24 px (its window) whatever this says",
             "min": 0,
         },
     )
     min_face: int = field(
-        default=40, metadata={"doc": "ignore faces smaller than this many pixels (frame size)", "min": 1}
+        default=48,
+        metadata={"doc": "ignore faces smaller than this many frame pixels (the classifier sees 48x48)", "min": 1},
     )
     max_faces: int = field(
         default=4, metadata={"doc": "classify at most this many faces per frame (largest first)", "min": 1}

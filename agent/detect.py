@@ -1,9 +1,10 @@
 """Detect stage: face boxes in frame pixels from Haar, BlazeFace or YuNet.
 
-All three detect on a frame downscaled to ``detector.detect_width`` (faces
-the classifier can use are large anyway) and map boxes back to full-frame
-pixels; the common filter then applies ``min_face`` and ``max_faces``
-(largest first).
+Haar and YuNet detect on a frame downscaled to ``detector.detect_width``
+(faces the classifier can use are large anyway), BlazeFace on its own
+letterboxed 128x128 or 192x192 input; boxes are mapped back to full-frame
+pixels and the common filter applies ``min_face`` and ``max_faces`` (largest
+first).
 
 BlazeFace is MediaPipe's face detector; its TFLite models come from the
 bundle (roles ``blazeface_short``/``blazeface_full``) and run through the
@@ -67,6 +68,9 @@ class Detector:
 # --------------------------------------------------------------------------- Haar
 
 
+HAAR_WINDOW = 24  # haarcascade_frontalface_default.xml's detection window
+
+
 def haar_cascade_path() -> Path:
     return Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
 
@@ -89,14 +93,15 @@ class HaarDetector(Detector):
 
     def detect(self, frame: np.ndarray, grey: np.ndarray) -> list[Detection]:
         h, w = grey.shape[:2]
-        s = self._scale(w)
+        # Never shrink a min_face face below the cascade's 24x24 window: it could not be found at all.
+        s = min(1.0, max(self._scale(w), HAAR_WINDOW / self.cfg.min_face))
         img = grey
         if s != 1.0:
             size = (int(round(w * s)), int(round(h * s)))
             if self._small is None or self._small.shape[::-1] != size:
                 self._small = np.empty(size[::-1], dtype=np.uint8)
             img = cv2.resize(grey, size, dst=self._small, interpolation=cv2.INTER_AREA)
-        min_side = max(8, int(self.cfg.min_face * s))
+        min_side = max(HAAR_WINDOW, int(self.cfg.min_face * s))
         rects = self.cascade.detectMultiScale(
             img,
             scaleFactor=self.cfg.haar_scale_factor,

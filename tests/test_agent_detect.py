@@ -114,3 +114,14 @@ def test_blazeface_needs_its_model_in_the_bundle(manifest, tmp_path):
 def test_yunet_needs_a_model_path():
     with pytest.raises(FerError, match="detector.yunet_model"):
         create_detector(DetectorConfig(type="yunet"), None)
+
+
+def test_haar_finds_faces_down_to_min_face_despite_downscaling():
+    """A ~40 px face: at detect_width 320 it would be 20 px, below Haar's 24 px window; min_face keeps it findable."""
+    from agent.demo import face_patch, paste
+
+    frame = background()
+    paste(frame, face_patch(70), 300, 200)
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    assert len(HaarDetector(DetectorConfig(min_face=24, detect_width=320)).detect(frame, grey)) == 1
+    assert HaarDetector(DetectorConfig(min_face=48)).detect(frame, grey) == []  # below min_face: filtered
