@@ -33,6 +33,7 @@ class Row:
     label: str
     confidence: float
     probabilities: dict[str, float]
+    truth: str = ""  # true label when make-raw's index.csv knows it
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -97,23 +98,48 @@ def decode(output_dir: Path, input_list: Path, manifest: Manifest, output_name: 
     return rows
 
 
+def attach_truth(rows: list[Row], index_csv: Path) -> int:
+    """Fill ``Row.truth`` from make-raw's ``index.csv`` (raw path -> label); returns how many matched."""
+    try:
+        with open(index_csv, newline="") as fh:
+            truth = {r["raw"]: r["label"] for r in csv.DictReader(fh) if r.get("label")}
+    except (OSError, KeyError, csv.Error) as exc:
+        raise FerError(f"{index_csv}: cannot read the truth table: {exc}") from None
+    matched = 0
+    for r in rows:
+        label = truth.get(r.file) or truth.get(Path(r.file).name)
+        if label:
+            r.truth = label
+            matched += 1
+    return matched
+
+
 def render(rows: list[Row], fmt: str, labels: list[str]) -> str:
+    with_truth = any(r.truth for r in rows)
     if fmt == "json":
         return json.dumps([{"index": r.index, "file": r.file, "label": r.label, "confidence": round(r.confidence, 6),
+                            **({"truth": r.truth} if with_truth else {}),
                             "probabilities": {k: round(v, 6) for k, v in r.probabilities.items()}} for r in rows], indent=2)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["index", "file", "label", "confidence", *labels])
+        w.writerow(["index", "file", "label", "confidence", *(["truth"] if with_truth else []), *labels])
         for r in rows:
-            w.writerow([r.index, r.file, r.label, f"{r.confidence:.6f}", *(f"{r.probabilities[k]:.6f}" for k in labels)])
+            w.writerow([r.index, r.file, r.label, f"{r.confidence:.6f}", *([r.truth] if with_truth else []),
+                        *(f"{r.probabilities[k]:.6f}" for k in labels)])
         return buf.getvalue().rstrip("\n")
     width = max([len(Path(r.file).name) for r in rows] + [4])
-    head = f"{'file':<{width}}  {'label':<8} {'conf':>6}  " + " ".join(f"{k[:8]:>8}" for k in labels)
+    truth_head = f"{'truth':<8} " if with_truth else ""
+    head = f"{'file':<{width}}  {'label':<8} {'conf':>6}  {truth_head}" + " ".join(f"{k[:8]:>8}" for k in labels)
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{Path(r.file).name:<{width}}  {r.label:<8} {r.confidence:6.3f}  "
+        truth = f"{(r.truth or '?'):<8} " if with_truth else ""
+        lines.append(f"{Path(r.file).name:<{width}}  {r.label:<8} {r.confidence:6.3f}  {truth}"
                      + " ".join(f"{r.probabilities[k]:8.3f}" for k in labels))
+    known = [r for r in rows if r.truth]
+    if known:
+        right = sum(r.truth == r.label for r in known)
+        lines.append(f"accuracy: {right}/{len(known)} = {right / len(known):.3f} (true labels from index.csv)")
     return "\n".join(lines)
 
 
@@ -127,6 +153,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--softmax", choices=("auto", "yes", "no"), default="auto",
                    help="auto = apply when the manifest says the output is logits")
+    p.add_argument("--truth", default="auto", metavar="INDEX_CSV",
+                   help="true labels: make-raw's index.csv (auto = index.csv beside the input list, if any; none = off)")
     p.set_defaults(func=run)
 
 
@@ -136,5 +164,11 @@ def run(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.bundle or default_bundle(), verify=False)
     rows = decode(args.output_dir, args.input_list, manifest, args.output_name,
                   None if args.softmax == "auto" else args.softmax == "yes")
+    if args.truth != "none":
+        index = args.input_list.parent / "index.csv" if args.truth == "auto" else Path(args.truth)
+        if index.exists():
+            attach_truth(rows, index)
+        elif args.truth != "auto":
+            raise FerError(f"{index}: truth table does not exist")
     sys.stdout.write(render(rows, args.format, list(manifest.labels)) + "\n")
     return 0

@@ -305,8 +305,14 @@ def test_show_results_table_and_csv(net_run_output, capsys):
     bundle, lst, out = net_run_output
     assert fer_host(["show-results", str(out), "--input-list", str(lst), "--bundle", str(bundle)]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:3] == ["file", "label", "conf"] and len(table) == 2 + 5
-    assert fer_host(["show-results", str(out), "--input-list", str(lst), "--bundle", str(bundle), "--format", "csv"]) == 0
+    assert table[0].split()[:4] == ["file", "label", "conf", "truth"] and len(table) == 2 + 5 + 1
+    truths = [r["label"] for r in csv.DictReader(open(lst.parent / "index.csv"))]
+    predicted = [line.split()[1] for line in table[2:7]]
+    right = sum(t == p for t, p in zip(truths, predicted))
+    assert [line.split()[3] for line in table[2:7]] == truths
+    assert table[-1].startswith(f"accuracy: {right}/5 = ")
+    assert fer_host(["show-results", str(out), "--input-list", str(lst), "--bundle", str(bundle), "--format", "csv",
+                     "--truth", "none"]) == 0
     rows = list(csv.reader(capsys.readouterr().out.splitlines()))
     assert rows[0] == ["index", "file", "label", "confidence", *LABELS] and len(rows) == 6
 
