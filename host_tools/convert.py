@@ -171,6 +171,8 @@ def convert(bundle: Path, source: str = "tensorflow", model: Path | None = None,
         sdk = None
     tool = sdk.tool if sdk is not None else (lambda name: name)
     q = pick_quantizer(sdk, quantizer)
+    if sdk is not None and sdk.root is not None and "stand-in" in _read(sdk.root / "sdk.yaml"):
+        echo(f"# WARNING: {sdk.root} is the test stand-in SDK: its DLCs are JSON placeholders; never ship them to a board")
 
     calib_info: dict[str, Any] | None = None
     temp: Path | None = None
@@ -220,6 +222,13 @@ def convert(bundle: Path, source: str = "tensorflow", model: Path | None = None,
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
     return record(manifest, bundle, done, sdk, plan, source)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def record(manifest: Manifest, bundle: Path, steps: list[Step], sdk: Sdk | None, plan: Plan, source: str) -> Manifest:
