@@ -393,3 +393,14 @@ def test_detector_dlc_runs_through_snpe_net_run(env, bundle, sdk, tmp_path):
         want = {d["name"]: it.get_tensor(d["index"])[0] for d in it.get_output_details()}
         np.testing.assert_allclose(out[k]["regressors"], want["regressors"], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(out[k]["classificators"], want["classificators"], rtol=1e-5, atol=1e-5)
+
+
+def test_cli_dry_run_wiring(env, bundle, sdk, tmp_path, capsys):
+    calib = tmp_path / "cal.txt"
+    assert fer_host(["convert", str(bundle), "--calibration-list", str(calib), "--quantizer", "snpe-dlc-quantize",
+                     "--quantizer-arg=--use_enhanced_quantizer", "--htp-socs", "qcs6490", "--dry-run"]) == 0
+    out = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    assert [line.split()[0] for line in out] == [str(tool_path(sdk, t)) for t in
+                                                ("snpe-tensorflow-to-dlc", "snpe-dlc-quantize", "snpe-dlc-graph-prepare")]
+    assert out[1].endswith("--use_enhanced_quantizer") and out[2].endswith("--htp_socs qcs6490")
+    assert not (bundle / "model.dlc").exists() and read_log(env) == []
