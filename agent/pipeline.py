@@ -410,16 +410,17 @@ def run_agent(cfg: AgentConfig, publisher_factory=create_publisher) -> RunSummar
     manifest = load_bundle(cfg.bundle_path(), verify=cfg.model.verify)
     log.info("model bundle: %s %s (%s)", manifest.model_name, manifest.model_version, manifest.root)
     with contextlib.ExitStack() as stack:
+        # Cheapest and most likely to be misconfigured first: the error comes before anything starts.
+        detector = create_detector(cfg.detector, manifest, cfg.backend.tflite)
+        backend = create_backend(cfg.backend, manifest)
+        source = open_source(cfg.source)
+        stack.callback(source.close)  # if a later stage fails to start; closing twice is harmless
         if not cfg.mqtt.host:
             from agent.mqtt.broker import EmbeddedBroker
 
             host, port = stack.enter_context(EmbeddedBroker())
             log.info("no mqtt.host configured: embedded broker on %s:%d (emulation)", host, port)
             cfg = replace(cfg, mqtt=replace(cfg.mqtt, host=host, port=port))
-        backend = create_backend(cfg.backend, manifest)
-        detector = create_detector(cfg.detector, manifest, cfg.backend.tflite)
-        source = open_source(cfg.source)
-        stack.callback(source.close)  # if a later stage fails to start; closing twice is harmless
         publisher = publisher_factory(cfg, publish_context(cfg, manifest, backend))
         notifier = Notifier()
         health = HealthReporter(
