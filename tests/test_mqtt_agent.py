@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jsonschema
@@ -26,13 +27,14 @@ def _validator(name: str):
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
-def _agent(tmp_path: Path, broker, device_id: str, *, loop: bool) -> subprocess.Popen:
+def _agent(tmp_path: Path, broker, device_id: str, *, loop: bool, update_s: float = 10.0) -> subprocess.Popen:
     clip = tmp_path / "clip.mp4"
     if not clip.exists():
         demo.write_clip(clip, seconds=4.0)
     cfg = {
         "source": {"uri": str(clip), "realtime": True, "loop": loop},
         "backend": {"type": "tflite"},
+        "tracking": {"update_interval_s": update_s},
         "publish": {"stats_interval_s": 1.0, "state_interval_s": 1.0},
         "mqtt": {"host": broker.host, "port": broker.port, "device_id": device_id,
                  "reconnect": {"min_delay_s": 0.2, "max_delay_s": 1.0}},
@@ -94,3 +96,44 @@ def test_real_agent_run_to_the_end_publishes_a_valid_stream_and_offline(mosquitt
     ha = [m for m in sub.on("homeassistant/sensor/fer_agent-end/dominant_emotion/config")]
     assert ha and ha[0].json()["availability_topic"] == "fer/agent-end/status"
     assert "Client fer-agent-end disconnected." in mosquitto.log_text()  # clean shutdown, not the will
+
+
+@pytest.mark.slow
+def test_real_agent_through_a_ten_second_broker_outage_loses_nothing(mosquitto, mqtt_collector,
+                                                                      tmp_path: Path) -> None:
+    topic = "fer/agent-outage/events"
+    sub = mqtt_collector(mosquitto.host, mosquitto.port, topic, client_id="dash-agent-outage", persistent=True)
+    proc = _agent(tmp_path, mosquitto, "agent-outage", loop=True, update_s=0.5)  # a steady flow of 'update's
+    try:
+        sub.wait_count(topic, 3, timeout=90)
+        mosquitto.stop()
+        down_at = time.time()
+        time.sleep(10)
+        up_at = time.time()
+        mosquitto.start()
+        before = len(sub.on(topic))
+        sub.wait_count(topic, before + 5, timeout=60)  # the backlog, then live events again
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    time.sleep(1.0)
+    first: dict[str, int] = {}
+    for m in sub.on(topic):
+        p = m.json()
+        first.setdefault(p["event_id"], p["seq"])
+    seqs = list(first.values())
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "every event once, in order, no gap"
+    assert len(seqs) > before, output
+    during = [m.json() for m in sub.on(topic)
+              if down_at + 0.5 < _epoch(m.json()["capture_time"]) < up_at - 0.5]
+    assert len(during) >= 3, "events captured while the broker was down must arrive afterwards"
+    assert "lost connection" in output and "connected to" in output
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
