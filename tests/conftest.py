@@ -67,6 +67,7 @@ class Mosquitto:
     extra_ports: list[int] = field(default_factory=list)
     allow_anonymous: bool = True
     password_file: Path | None = None
+    extra_config: list[str] = field(default_factory=list)  # global options, e.g. "max_inflight_messages 10"
     host: str = LOOPBACK
     proc: subprocess.Popen | None = None
     starts: int = 0
@@ -100,6 +101,7 @@ class Mosquitto:
             lines.append("user root")
         if self.password_file is not None:
             lines.append(f"password_file {self.password_file}")
+        lines += self.extra_config
         lines += ["", f"listener {self.port} {LOOPBACK}"]
         for block in self.extra_listeners:
             lines += ["", block]
@@ -143,13 +145,15 @@ class MosquittoFactory:
         self.brokers: list[Mosquitto] = []
 
     def start(self, *, allow_anonymous: bool = True, users: dict[str, str] | None = None,
-              tls: TlsMaterial | None = None, require_client_cert: bool = False) -> Mosquitto:
+              tls: TlsMaterial | None = None, require_client_cert: bool = False,
+              extra_config: list[str] | None = None) -> Mosquitto:
         """A broker with a plain listener on ``.port`` and, with ``tls``, a TLS listener on ``.tls_port``.
 
         ``users``: name -> password, written with ``mosquitto_passwd`` (so the broker really checks them).
         """
         workdir = self._tmp.mktemp("mosquitto")
-        broker = Mosquitto(workdir=workdir, port=free_port(), allow_anonymous=allow_anonymous)
+        broker = Mosquitto(workdir=workdir, port=free_port(), allow_anonymous=allow_anonymous,
+                           extra_config=list(extra_config or []))
         if users:
             if MOSQUITTO_PASSWD is None:
                 pytest.skip("mosquitto_passwd not found (Debian package mosquitto)")

@@ -225,3 +225,36 @@ def test_memory_queue_overflow_drops_oldest_and_counts(make_publisher) -> None:
         pub.publish_event(synthetic_event(i))
     assert pub.dropped == 50 and pub.outbox_depth == 100
     assert [e.frame_number for _, e in list(pub._queue)[:1]] == [50]  # the oldest went
+
+
+def test_mqtt5_burst_respects_the_brokers_receive_maximum(mosquitto_factory, make_publisher, mqtt_collector) -> None:
+    broker = mosquitto_factory.start(extra_config=["max_inflight_messages 10"])  # CONNACK Receive Maximum = 10
+    sub = mqtt_collector(broker.host, broker.port, "fer/v5burst/events")
+    pub = make_publisher(broker.host, broker.port, device_id="v5burst", protocol="5")
+    wait_until(lambda: pub.connected, what="MQTT 5 connection")
+    assert pub._window == 10 - 4, "outbox window sized from CONNACK Receive Maximum (room for status/discovery)"
+    for i in range(300):
+        pub.publish_event(synthetic_event(i))
+    events = sub.wait_count("fer/v5burst/events", 300, timeout=30)
+    assert [m.json()["frame"] for m in events] == list(range(300))
+    assert broker.log_text().count("New client connected from 127.0.0.1") == 2, "no forced reconnects"
+
+
+def test_an_error_in_a_callback_does_not_stop_publishing(mosquitto, make_publisher, mqtt_collector, monkeypatch,
+                                                         caplog) -> None:
+    import agent.mqtt.publisher as publisher_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("discovery exploded")
+
+    monkeypatch.setattr(publisher_module, "discovery_messages", broken)
+    sub = mqtt_collector(mosquitto.host, mosquitto.port, "fer/cb/#")
+    pub = make_publisher(mosquitto.host, mosquitto.port, device_id="cb")
+    pub.publish_event(synthetic_event(1))
+    assert sub.wait_count("fer/cb/events", 1)[0].json()["frame"] == 1
+    assert sub.on("fer/cb/status")[0].text == "online"
+    assert "discovery exploded" in caplog.text
+    mosquitto.stop()
+    wait_until(lambda: not pub.connected, what="outage noticed")
+    mosquitto.start()  # paho's network thread survived the exception: it reconnects
+    wait_until(lambda: pub.connected, timeout=15, what="reconnect after the callback error")

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import logging
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,19 @@ _INGEST_BATCH = 2000
 _TICK_S = 0.02  # outbox thread period while busy: batches work at high event rates
 _IDLE_TICK_S = 1.0  # ... while idle (the frame loop's first message wakes it at once)
 _RESYNC_TIMEOUT_S = 30.0  # after a reconnect, wait this long for paho's re-sends before re-sending from disk
+
+
+def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
+    """An exception escaping a paho callback would end paho's network thread (no more reconnects): log it."""
+
+    @functools.wraps(callback)
+    def wrapper(self: MqttPublisher, *args: Any) -> None:
+        try:
+            callback(self, *args)
+        except Exception as exc:
+            self._report_error(exc)
+
+    return wrapper
 
 
 class MqttPublisher:
@@ -83,6 +97,7 @@ class MqttPublisher:
         self._next_error_log = 0.0
         self._closed = False
         self._idle = False  # set by the outbox thread when it may sleep until woken
+        self._window = cfg.outbox.inflight  # QoS 1/2 outbox messages handed to paho and not yet acknowledged
         self._pending_stats: Mapping[str, Any] | None = None
         self._started = time.monotonic()
         self._broker = f"{cfg.host}:{cfg.port}"
@@ -205,22 +220,29 @@ class MqttPublisher:
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
 
+    @_guarded
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        detail = getattr(properties, "ReasonString", None)  # MQTT 5 brokers may explain a refusal
         if reason.is_failure:
-            self._refused = str(reason)
+            self._refused = f"{reason} ({detail})" if detail else str(reason)
             return
         self._refused = None
+        receive_max = getattr(properties, "ReceiveMaximum", None)  # MQTT 5: the broker's in-flight limit
+        # paho does not apply it by itself and exceeding it makes the broker drop the connection; keep
+        # room for status and discovery (3 QoS 1 messages) published here.
+        self._window = min(self.cfg.outbox.inflight, max(1, int(receive_max) - 4)) if receive_max \
+            else self.cfg.outbox.inflight
         self._backoff.reset()
         client.reconnect_delay_set(self._backoff.min_delay, self._backoff.min_delay)
-        client.publish(self.topics.status, STATUS_ONLINE, qos=1, retain=True)
-        self._publish_discovery(client)
-        if self.cfg.discovery.enabled:
-            client.subscribe(self.topics.ha_birth, qos=0)
         if self._mid_rows:
             self._resync_since = time.monotonic()
         self._connected = True
         log.info("MQTT: connected to %s", self._broker)
         self._wake.set()
+        client.publish(self.topics.status, STATUS_ONLINE, qos=1, retain=True)
+        if self.cfg.discovery.enabled:
+            client.subscribe(self.topics.ha_birth, qos=0)
+            self._publish_discovery(client)  # last: a problem here must not keep events from flowing
 
     def _publish_discovery(self, client: mqtt.Client) -> None:
         if not self.cfg.discovery.enabled:
@@ -233,6 +255,7 @@ class MqttPublisher:
         client.reconnect_delay_set(delay, delay)
         return delay
 
+    @_guarded
     def _on_connect_fail(self, client: FerMqttClient, userdata: Any) -> None:
         if self._closing:
             return
@@ -240,6 +263,7 @@ class MqttPublisher:
         log.warning("MQTT: cannot connect to %s: %s; retrying in %.1f s (attempt %d)",
                     self._broker, describe_error(client.last_error), delay, self._backoff.attempt)
 
+    @_guarded
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         was_connected = self._connected
         self._connected = False
@@ -258,9 +282,11 @@ class MqttPublisher:
             log.warning("MQTT: connection to %s closed before it was accepted (%s%s); retrying in %.1f s (attempt %d)",
                         self._broker, reason, hint, delay, self._backoff.attempt)
 
+    @_guarded
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         self._acks.append((mid, bool(getattr(reason, "is_failure", False))))  # handled on the next tick
 
+    @_guarded
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self.topics.ha_birth and msg.payload == b"online":
             log.info("MQTT: Home Assistant came online; publishing discovery again")
@@ -308,7 +334,7 @@ class MqttPublisher:
         now = time.monotonic()
         if now >= self._next_error_log:
             self._next_error_log = now + 60.0
-            log.error("MQTT: outbox thread error (%d so far): %s", self._errors, exc, exc_info=exc)
+            log.error("MQTT: internal error (%d so far): %s", self._errors, exc, exc_info=exc)
 
     def _ingest(self, final: bool = False) -> None:
         """Move what the frame loop queued into the disk outbox (one transaction per batch)."""
@@ -373,7 +399,7 @@ class MqttPublisher:
             self._mid_rows.clear()
             self._sent_upto = 0
             self._resync_since = None
-        room = self.cfg.outbox.inflight - len(self._mid_rows)
+        room = self._window - len(self._mid_rows)
         if room <= 0:
             return
         sent_qos0: list[int] = []
