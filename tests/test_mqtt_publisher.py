@@ -87,6 +87,7 @@ def test_events_during_an_outage_are_queued_on_disk_and_delivered_in_order(mosqu
     for i in range(20):
         pub.publish_event(synthetic_event(i))
     sub.wait_count(t.events, 20)
+    wait_until(lambda: pub.outbox_depth == 0, what="first 20 acknowledged")
 
     mosquitto.stop()
     wait_until(lambda: not pub.connected, what="publisher notices the outage")
