@@ -135,6 +135,7 @@ else
     cp "$HERE/install.sh" "$HERE/rollback.sh" "$HERE/uninstall.sh" "$HERE/lib.sh" "$REL/deploy/"
     cp "$PAYLOAD/fer-agent.service" "$REL/deploy/fer-agent.service"
     cp -R "$PAYLOAD/config" "$REL/deploy/config"
+    if [[ -f "$PAYLOAD/deploy.md" ]]; then cp "$PAYLOAD/deploy.md" "$REL/deploy/deploy.md"; fi
     printf '%s\n' "$FINGERPRINT" >"$REL/.complete"
     chmod -R u+rwX,go+rX,go-w "$REL"
     changed "release $RELEASE installed"
@@ -251,7 +252,12 @@ if ((STARTED)) && ((HEALTH_TIMEOUT > 0)); then
         fi
         exit 3
     else
-        log "release $RELEASE is unhealthy and there is no previous release to roll back to: $LAST_HEALTH"
+        if ((SWITCHED)); then
+            why="there is no previous release to roll back to"
+        else
+            why="this run changed config or unit, not the release, so there is nothing to roll back (old config: agent.yaml.bak)"
+        fi
+        log "release $RELEASE is unhealthy and $why: $LAST_HEALTH"
         log "check the config (${CONFDIR}/agent.yaml) and: journalctl -u ${UNIT%.service} -n 50"
         exit 4
     fi

@@ -190,6 +190,7 @@ cp "$REPO/systemd/fer-agent.service" "$STAGE/fer-agent.service"
 cp -R "$REPO/deploy/config" "$STAGE/config"
 [[ -z "$CONFIG" ]] || cp "$CONFIG" "$STAGE/config/agent.yaml"
 for s in install.sh rollback.sh uninstall.sh lib.sh; do cp "$REPO/deploy/$s" "$STAGE/$s"; done
+if [[ -f "$REPO/docs/deploy.md" ]]; then cp "$REPO/docs/deploy.md" "$STAGE/deploy.md"; fi
 
 # Release id: package version + content hash, so the same build is the same
 # release (install.sh then changes nothing) and any change makes a new one.

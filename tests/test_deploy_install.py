@@ -44,6 +44,7 @@ def test_install_twice_changes_nothing_the_second_time(tmp_path: Path) -> None:
     assert (opt / "releases/1.0/.complete").is_file()
     assert (opt / "releases/1.0/bundle/manifest.json").is_file()
     assert (opt / "releases/1.0/deploy/rollback.sh").is_file()
+    assert (opt / "releases/1.0/deploy/deploy.md").is_file()  # the unit's Documentation=
     cli = sb.path("/usr/local/bin/fer-agent")
     assert os.readlink(cli) == "/opt/fer-agent/current/venv/bin/fer-agent"
     out = subprocess.run([str(opt / "current/venv/bin/fer-agent"), "--version"], capture_output=True, text=True)

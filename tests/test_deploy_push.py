@@ -89,7 +89,7 @@ def test_stage_only_with_given_wheel(tmp_path: Path) -> None:
     assert sorted(p.name for p in (out / "wheels").iterdir()) == ["fer_agent-1.2-py3-none-any.whl", "numpy-1.0-py3-none-any.whl"]
     assert (out / "config/agent.yaml").read_text() == cfg.read_text()
     assert (out / "fer-agent.service").read_text() == (REPO / "systemd/fer-agent.service").read_text()
-    for s in ("install.sh", "rollback.sh", "uninstall.sh", "lib.sh"):
+    for s in ("install.sh", "rollback.sh", "uninstall.sh", "lib.sh", "deploy.md"):
         assert (out / s).is_file()
     version = (out / "VERSION").read_text().strip()
     assert version.startswith("1.2-")

@@ -96,6 +96,7 @@ def make_payload(tmp: Path, version: str, healthy: bool = True, config_comment: 
             fh.write(f"# {config_comment}\n")
     for s in ("install.sh", "rollback.sh", "uninstall.sh", "lib.sh"):
         shutil.copy2(DEPLOY / s, p / s)
+    shutil.copy(REPO / "docs" / "deploy.md", p / "deploy.md")
     (p / "VERSION").write_text(version + "\n")
     return p
 
