@@ -12,6 +12,7 @@ one CPU core, the issue's target condition.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -78,7 +79,13 @@ def _write_bench_clip(path: Path, n_faces: int, frames: int) -> Path:
 
 
 def bench_pipeline(
-    detector: str, n_faces: int, frames: int, bundle: Path | None, tmp: Path, model: str = "int8"
+    detector: str,
+    n_faces: int,
+    frames: int,
+    bundle: Path | None,
+    tmp: Path,
+    model: str = "int8",
+    full_frame_every: int = 1,
 ) -> dict[str, Any]:
     from agent.backends.tflite import TFLiteBackend, TFLiteConfig
     from agent.capture import open_source
@@ -86,10 +93,16 @@ def bench_pipeline(
     from agent.detect import create_detector
     from agent.pipeline import NullPublisher, Pipeline, load_bundle
 
-    clip = _write_bench_clip(tmp / f"bench_{n_faces}.mp4", n_faces, frames)
+    clip = tmp / f"bench_{n_faces}.mp4"
+    if not clip.exists():
+        _write_bench_clip(clip, n_faces, frames)
     cfg = AgentConfig()
     cfg.source.uri = str(clip)
-    cfg.detector.type = detector  # type: ignore[assignment]
+    kind, _, variant = detector.partition("-")
+    cfg.detector.type = kind  # type: ignore[assignment]
+    if variant:
+        cfg.detector.blazeface_model = variant  # type: ignore[assignment]
+    cfg.detector.full_frame_every = full_frame_every
     cfg.publish = replace(cfg.publish, stats_interval_s=1e9)
     manifest = load_bundle(bundle or cfg.bundle_path())
     backend = TFLiteBackend(manifest, TFLiteConfig(model=model, threads=1))  # type: ignore[arg-type]
@@ -102,13 +115,14 @@ def bench_pipeline(
     elapsed = time.perf_counter() - t0
     faces_seen = pipeline.times.summary()
     return {
-        "detector": detector if detector != "blazeface" else f"blazeface-{cfg.detector.blazeface_model}",
+        "detector": f"blazeface-{cfg.detector.blazeface_model}" if kind == "blazeface" else kind,
         "faces": n_faces,
+        "full_frame_every": full_frame_every,
         "frames": summary.frames,
         "fps": round(summary.frames / elapsed, 1),
         "stages": faces_seen,
         "events": len(publisher.events),
-        "faces_detected_last_frame": pipeline.faces_now,
+        "faces_per_frame": round(pipeline.faces_total / max(1, summary.frames), 2),
     }
 
 
@@ -158,8 +172,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"End to end on a generated 640x480 MP4 of real faces (decode -> detect -> preprocess -> infer -> "
         f"track -> publish to a null publisher), {result['frames']} frames, classifier int8, 1 thread:",
         "",
-        "| detector | faces | frames/s | capture | detect | preprocess | infer | interpret | publish | total (p95) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| detector | faces | found/frame | frames/s | capture | detect | preprocess | infer | interpret | publish "
+        "| total (p95) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["pipeline"]:
         s = r["stages"]
@@ -167,8 +182,10 @@ def to_markdown(result: dict[str, Any]) -> str:
         def ms(k: str, s: dict = s) -> str:
             return f"{s[k]['mean_ms']:.2f}" if k in s else "-"
 
+        name = _label(r)
         lines.append(
-            f"| {r['detector']} | {r['faces']} | {r['fps']:.1f} | {ms('capture')} | {ms('detect')} | "
+            f"| {name} | {r['faces']} | {r['faces_per_frame']:.2f} | {r['fps']:.1f} | {ms('capture')} | "
+            f"{ms('detect')} | "
             f"{ms('preprocess')} | {ms('infer')} | {ms('interpret')} | {ms('publish')} | "
             f"{ms('total')} ({s['total']['p95_ms']:.2f}) |"
         )
@@ -193,8 +210,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", help="model bundle (default: the one inside the package)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"output directory (default {DEFAULT_OUT})")
     parser.add_argument("--all-cores", action="store_true", help="do not pin the process to one CPU core")
-    parser.add_argument("--detectors", default="haar,blazeface", help="comma-separated (default haar,blazeface)")
+    parser.add_argument(
+        "--detectors",
+        default="haar,blazeface-short,blazeface-full",
+        help="comma-separated: haar, blazeface-short, blazeface-full, yunet (default: the first three)",
+    )
+    parser.add_argument(
+        "--full-frame-every",
+        default="1,3",
+        help="haar: comma-separated detector.full_frame_every values to compare (default 1,3; 3 is the config default)",
+    )
     parser.add_argument("--faces", default="1,4", help="comma-separated face counts (default 1,4)")
+
+
+def _label(r: dict[str, Any]) -> str:
+    every = r.get("full_frame_every", 1)
+    if r["detector"] != "haar":
+        return r["detector"]
+    return "haar, whole frame every frame" if every == 1 else f"haar, whole frame every {every}"
+
+
+def _items(text: str, kind: type = str) -> list:
+    return [kind(x.strip()) for x in text.split(",") if x.strip()]
 
 
 def bench_command(args: argparse.Namespace) -> int:
@@ -222,18 +259,25 @@ def bench_command(args: argparse.Namespace) -> int:
     man = load_bundle(bundle or default_bundle_path())
     result["bundle"] = f"{man.model_name} {man.model_version}"
     with tempfile.TemporaryDirectory(prefix="fer-bench-") as tmp:
-        for det in [d.strip() for d in args.detectors.split(",") if d.strip()]:
-            for n in [int(x) for x in args.faces.split(",") if x.strip()]:
-                r = bench_pipeline(det, n, args.frames, bundle, Path(tmp))
-                result["pipeline"].append(r)
-                print(
-                    f"{r['detector']:>16} {n} face(s): {r['fps']:7.1f} frames/s  "
-                    f"total {r['stages']['total']['mean_ms']:.2f} ms (p95 {r['stages']['total']['p95_ms']:.2f})",
-                    flush=True,
-                )
+        scenarios = [
+            (det, n, every if det == "haar" else 1)
+            for det, n, every in itertools.product(
+                _items(args.detectors), _items(args.faces, int), _items(args.full_frame_every, int)
+            )
+        ]
+        for det, n, every in dict.fromkeys(scenarios):  # full_frame_every only means something for haar
+            r = bench_pipeline(det, n, args.frames, bundle, Path(tmp), full_frame_every=every)
+            result["pipeline"].append(r)
+            label = _label(r)
+            print(
+                f"{label:>30} {n} face(s): {r['fps']:7.1f} frames/s  "
+                f"total {r['stages']['total']['mean_ms']:.2f} ms (p95 {r['stages']['total']['p95_ms']:.2f})",
+                flush=True,
+            )
     result["classifier"] = bench_classifier(bundle, args.iterations)
     for r in result["classifier"]:
-        print(f"{'classifier ' + r['model']:>16}: {r['mean_ms']:.3f} ms/face (p95 {r['p95_ms']:.3f})", flush=True)
+        name = "classifier " + r["model"]
+        print(f"{name:>30}: {r['mean_ms']:.3f} ms/face (p95 {r['p95_ms']:.3f})", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{RESULT_NAME}.json").write_text(json.dumps(result, indent=2) + "\n")

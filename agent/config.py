@@ -125,6 +125,14 @@ class DetectorConfig:
     )
     haar_scale_factor: float = field(default=1.15, metadata={"doc": "haar: image pyramid step", "min": 1.01})
     haar_min_neighbors: int = field(default=5, metadata={"doc": "haar: detections needed to keep a box", "min": 0})
+    full_frame_every: int = field(
+        default=3,
+        metadata={
+            "doc": "haar: search the whole frame every n-th frame and in between only around the faces found "
+            "last (1 = whole frame every time; more is cheaper, and a new face is found up to n-1 frames later)",
+            "min": 1,
+        },
+    )
 
 
 @dataclass

@@ -125,3 +125,30 @@ def test_haar_finds_faces_down_to_min_face_despite_downscaling():
     grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
     assert len(HaarDetector(DetectorConfig(min_face=24, detect_width=320)).detect(frame, grey)) == 1
     assert HaarDetector(DetectorConfig(min_face=48)).detect(frame, grey) == []  # below min_face: filtered
+
+
+def test_haar_window_search_follows_faces_and_finds_new_ones_at_the_next_full_search():
+    from agent.demo import face_patch, paste
+
+    det = HaarDetector(DetectorConfig(full_frame_every=3))
+    full = []
+    search_frame = det._search_frame
+    det._search_frame = lambda grey: full.append(len(full)) or search_frame(grey)
+
+    def frame(x, second=False):
+        f = background()
+        paste(f, face_patch(200), x, 140)
+        if second:
+            paste(f, face_patch(160, flip=True), 460, 300)
+        return f
+
+    results = [
+        run(det, frame(x, second)) for x, second in [(100, False), (110, False), (120, True), (130, True), (140, True)]
+    ]
+    assert len(full) == 2  # frames 1 and 4 searched whole; 2, 3 and 5 only around the faces
+    assert [len(r) for r in results] == [1, 1, 1, 2, 2]  # the second face joins at the next whole search
+    xs = [r[0].box.x for r in results[:3]]
+    assert xs[0] < xs[1] < xs[2]  # the box follows the moving face inside its window
+    whole = run(HaarDetector(DetectorConfig()), frame(140, True))
+    assert [(d.box.w > 0) for d in results[-1]] == [True, True]
+    assert matches(results[-1], [(d.box.x, d.box.y, d.box.w, d.box.h) for d in whole])
