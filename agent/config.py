@@ -261,7 +261,8 @@ def _convert(value: Any, tp: Any, key: str, meta: Any) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {_fmt(value)}")
         (item_tp, *_) = typing.get_args(tp) or (Any,)
-        return [_convert(v, item_tp, f"{key}[{i}]", {}) for i, v in enumerate(value)]
+        items = [_convert(v, item_tp, f"{key}[{i}]", {}) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {_fmt(value)}")
@@ -330,6 +331,11 @@ def _qualify(msg: str, prefix: str, names: set[str]) -> str:
     if first in names:
         return f"{prefix}.{msg}" if prefix else msg
     return f"{prefix or 'top level'}: {msg}"
+
+
+def parse_section(cls: type, data: Any, key: str = "") -> Any:
+    """Any config dataclass from plain data (YAML); errors name ``key`` plus the dotted path."""
+    return _build(cls, data, key)
 
 
 def parse_config(data: Any, where: str = "config") -> AgentConfig:

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, Optional
 
 import pytest
 import yaml
 
-from agent.config import AgentConfig, apply_overrides, load_config, parse_broker, parse_config, redacted, render_config
+from agent.config import (
+    AgentConfig,
+    apply_overrides,
+    load_config,
+    parse_broker,
+    parse_config,
+    parse_section,
+    redacted,
+    render_config,
+)
 from agent.errors import ConfigError
 
 
@@ -153,3 +164,42 @@ def test_parse_broker_rejects_bad_port():
 def test_parse_config_where_prefix():
     with pytest.raises(ConfigError, match=r"^cli: source.loop"):
         parse_config({"source": {"loop": 3}}, where="cli")
+
+
+@dataclass
+class Inner:
+    level: Literal[0, 1, 2] = 0
+
+
+@dataclass
+class Section:
+    """A section as another module would define it: the loader needs no code for it."""
+
+    names: list[str] = field(default_factory=list)
+    sizes: tuple[int, ...] = ()
+    limits: dict[str, float] = field(default_factory=dict)
+    ratio: Optional[float] = None
+    inner: Inner = field(default_factory=Inner)
+
+    def __post_init__(self):
+        if self.ratio is not None and self.ratio > 1 and self.limits:
+            raise ValueError("ratio: must be <= 1 when limits are set")
+
+
+def test_generic_parsing_of_any_section_by_type_hints():
+    s = parse_section(
+        Section, {"names": ["a", 1], "sizes": [1, 2], "limits": {"x": 2}, "ratio": 1, "inner": {"level": 2}}
+    )
+    assert s == Section(["a", "1"], (1, 2), {"x": 2.0}, 1.0, Inner(2))
+    assert parse_section(Section, None) == Section()
+    for data, message in [
+        ({"sizes": [1, "b"]}, "sec.sizes[1]: expected an integer, got 'b'"),
+        ({"limits": {"x": "y"}}, "sec.limits.x: expected a number, got 'y'"),
+        ({"inner": {"level": 5}}, "sec.inner.level: 5 is not one of 0, 1, 2"),
+        ({"inner": {"level": True}}, "sec.inner.level: True is not one of 0, 1, 2"),
+        ({"names": "a"}, "sec.names: expected a list, got 'a'"),
+        ({"ratio": 2, "limits": {"x": 1}}, "sec.ratio: must be <= 1 when limits are set"),
+    ]:
+        with pytest.raises(ConfigError) as exc:
+            parse_section(Section, data, "sec")
+        assert str(exc.value) == message
