@@ -12,6 +12,7 @@ all three look at the same real face.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -216,8 +217,6 @@ def demo_command(args: argparse.Namespace) -> int:
         cfg.mqtt.device_id = cfg.mqtt.device_id or "demo"
         cfg.service.health_file = str(Path(tmp) / "health.json")
         cfg.service.state_dir = str(Path(tmp) / "state")
-        import contextlib
-
         with contextlib.ExitStack() as stack:
             if args.broker:
                 host, port = parse_broker(args.broker)
