@@ -267,10 +267,14 @@ fi
 keep_cur=$(release_id_of "$P/current")
 keep_prev=$(release_id_of "$P/previous")
 # newest first (by mtime of the release directory)
-mapfile -t releases < <(find "$P/releases" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %f\n' | sort -rn | cut -d' ' -f2-)
+mapfile -t releases < <(for d in "$P"/releases/*/; do stat -c '%Y %n' "${d%/}"; done | sort -rn | sed 's|^[0-9]* .*/||')
+# current and previous always stay; newer others fill up to --keep
 kept=0
+[[ -z "$keep_cur" ]] || kept=$((kept + 1))
+[[ -z "$keep_prev" || "$keep_prev" == "$keep_cur" ]] || kept=$((kept + 1))
 for r in "${releases[@]}"; do
-    if [[ "$r" == "$keep_cur" || "$r" == "$keep_prev" ]] || ((kept < KEEP)); then
+    [[ "$r" != "$keep_cur" && "$r" != "$keep_prev" ]] || continue
+    if ((kept < KEEP)); then
         kept=$((kept + 1))
         continue
     fi

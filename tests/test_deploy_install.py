@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,19 @@ def test_every_script_is_strict_and_executable() -> None:
             assert text.startswith("#!/usr/bin/env bash\n"), p
             assert "set -euo pipefail" in text, p
             assert os.access(p, os.X_OK), f"{p} is not executable"
+
+
+@pytest.mark.slow
+def test_old_releases_are_pruned_but_current_and_previous_kept(tmp_path: Path) -> None:
+    sb = make_sandbox(tmp_path)
+    rels = sb.path("/opt/fer-agent/releases")
+    for age, name in enumerate(["0.3", "0.2", "0.1"], start=1):  # 0.1 oldest
+        (rels / name).mkdir(parents=True)
+        (rels / name / ".complete").write_text("x\n")
+        t = time.time() - 3600 * age
+        os.utime(rels / name, (t, t))
+    os.symlink("releases/0.1", sb.path("/opt/fer-agent/current"))  # the oldest one is running
+    r = sb.run(make_payload(tmp_path, "1.0") / "install.sh", "--keep", "2", "--health-timeout", "5")
+    assert sorted(p.name for p in rels.iterdir()) == ["0.1", "1.0"]  # current + previous, nothing else
+    assert os.readlink(sb.path("/opt/fer-agent/previous")) == "releases/0.1"
+    assert "removed old release 0.2" in r.stderr and "removed old release 0.3" in r.stderr
