@@ -188,3 +188,25 @@ def test_push_waits_for_retained_status_online(tmp_path: Path, mosquitto: int) -
                  check=False, SSH=str(sb.bin / "ssh"), PYTHON=sys.executable)
     assert bad.returncode == 6
     assert "status is 'offline'" in bad.stderr and "no status=online from board8" in bad.stderr
+
+
+def test_dependency_wheels_are_asked_for_the_boards_platform(tmp_path: Path) -> None:
+    """pip download gets the board's Python/ABI and every manylinux tag its glibc can load (no network here)."""
+    sb = make_sandbox(tmp_path)
+    record = tmp_path / "pip-args"
+    wrapper = tmp_path / "python-wrapper"
+    wrapper.write_text(f"""#!/usr/bin/env bash
+if [[ "$1 $2 $3" == "-m pip download" ]]; then printf '%s\\n' "$@" > {record}; exit 0; fi
+exec {sys.executable} "$@"
+""")
+    wrapper.chmod(0o755)
+    wheel = build_fake_wheel(tmp_path / "w", "1.0", healthy=True)
+    sb.run(PUSH, "--stage-only", str(tmp_path / "p"), "--bundle", str(_bundle(tmp_path)), "--wheel", str(wheel),
+           "--python-version", "3.10", "--arch", "aarch64", "--glibc", "2.35", PYTHON=str(wrapper))
+    args = record.read_text().splitlines()
+    platforms = [args[i + 1] for i, a in enumerate(args) if a == "--platform"]
+    assert platforms[0] == "manylinux_2_35_aarch64" and platforms[-2:] == ["manylinux_2_17_aarch64", "manylinux2014_aarch64"]
+    assert len(platforms) == 35 - 17 + 2
+    assert args[args.index("--python-version") + 1] == "3.10"
+    assert "cp310" in args and "--only-binary=:all:" in args
+    assert args[-1].endswith("fer_agent-1.0-py3-none-any.whl")
