@@ -268,6 +268,7 @@ class MqttPublisher:
         if self._refused:
             log.error("MQTT: broker %s refused the connection: %s; retrying in %.1f s (attempt %d)",
                       self._broker, self._refused, delay, self._backoff.attempt)
+            self._refused = None  # the next attempt reports its own outcome
         elif was_connected:
             log.warning("MQTT: lost connection to %s (%s); queueing to disk, retrying in %.1f s",
                         self._broker, reason, delay)
