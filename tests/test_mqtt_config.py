@@ -117,3 +117,15 @@ def test_password_never_appears_in_repr_or_print_config() -> None:
     config = pytest.importorskip("agent.config")
     full = config.parse_config({"mqtt": {"host": "b", "auth": {"username": "u", "password": secret}}})
     assert secret not in config.render_config(full)
+
+
+def test_protocol_accepts_yaml_integer_five() -> None:
+    config = pytest.importorskip("agent.config")
+    import yaml
+
+    cfg = config.parse_config(yaml.safe_load("mqtt:\n  protocol: 5\n"), where="agent.yaml")
+    assert cfg.mqtt.protocol == "5"
+    cfg = config.parse_config(yaml.safe_load("mqtt:\n  protocol: 3.1.1\n"), where="agent.yaml")
+    assert cfg.mqtt.protocol == "3.1.1"
+    with pytest.raises(ConfigError, match=r"agent\.yaml: mqtt\.protocol: '4' is not one of 3\.1\.1, 5"):
+        config.parse_config(yaml.safe_load("mqtt:\n  protocol: 4\n"), where="agent.yaml")

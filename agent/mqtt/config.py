@@ -13,7 +13,6 @@ import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from agent.errors import ConfigError
 
@@ -127,7 +126,8 @@ class MqttConfig:
     device_id: str | None = field(default=None, metadata={
         "doc": "device id in topics and Home Assistant (letters, digits, _ - .); empty = hostname"})
     client_id: str | None = field(default=None, metadata={"doc": "MQTT client id; empty = fer-<device_id>"})
-    protocol: Literal["3.1.1", "5"] = field(default="3.1.1", metadata={"doc": "MQTT protocol version"})
+    # str, not Literal: YAML reads `protocol: 5` as an integer, which the loader turns into "5" for a str field.
+    protocol: str = field(default="3.1.1", metadata={"doc": "MQTT protocol version: 3.1.1 or 5"})
     qos_events: int = field(default=1, metadata={"doc": "QoS for events (0, 1 or 2)", "min": 0, "max": 2})
     qos_state: int = field(default=1, metadata={"doc": "QoS for retained state (0, 1 or 2)", "min": 0, "max": 2})
     qos_stats: int = field(default=0, metadata={"doc": "QoS for stats (0, 1 or 2)", "min": 0, "max": 2})
@@ -145,6 +145,8 @@ class MqttConfig:
             raise ValueError(f"device_id: {self.device_id!r} may only use letters, digits, '_', '-' and '.'")
         if not self.prefix or not _PREFIX_OK.match(self.prefix) or self.prefix.startswith("/") or self.prefix.endswith("/"):
             raise ValueError(f"prefix: {self.prefix!r} must be a topic without wildcards, spaces or a leading/trailing '/'")
+        if self.protocol not in ("3.1.1", "5"):
+            raise ValueError(f"protocol: {self.protocol!r} is not one of 3.1.1, 5")
         for key in ("qos_events", "qos_state", "qos_stats"):
             if getattr(self, key) not in (0, 1, 2):
                 raise ValueError(f"{key}: must be 0, 1 or 2")
