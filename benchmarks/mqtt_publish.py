@@ -152,6 +152,8 @@ def main() -> int:
     broker = start_mosquitto(tmp, port)
     results: dict = {"rate": args.rate, "seconds": args.seconds, "work_ms": args.work_ms,
                      "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+                     "cpus": os.cpu_count(), "load_avg_1m_before": round(os.getloadavg()[0], 2),
+                     "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                      "python": sys.version.split()[0]}
     try:
         results["baseline"] = frame_loop(args.rate, args.seconds, work)

@@ -65,6 +65,7 @@ class Mosquitto:
     port: int
     extra_listeners: list[str] = field(default_factory=list)  # raw config blocks
     extra_ports: list[int] = field(default_factory=list)
+    tls_port: int | None = None  # the TLS listener, when started with tls=
     allow_anonymous: bool = True
     password_file: Path | None = None
     extra_config: list[str] = field(default_factory=list)  # global options, e.g. "max_inflight_messages 10"
@@ -170,7 +171,7 @@ class MosquittoFactory:
                 block += ["require_certificate true"]
             broker.extra_listeners.append("\n".join(block))
             broker.extra_ports.append(tls_port)
-            broker.tls_port = tls_port  # type: ignore[attr-defined]
+            broker.tls_port = tls_port
         broker.start()
         self.brokers.append(broker)
         return broker
