@@ -29,9 +29,10 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from agent.errors import ConfigError, FerError
 from agent.rawtensor import default_work_dir
@@ -412,7 +413,7 @@ def _evaluate(path: Path, max_age_s: float, broker_grace_s: float | None,
     try:
         data = json.loads(text)
         if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
+            raise TypeError("not a JSON object")
         written = float(data["written"])
         frames = int(data["frames"])
         connected = bool(data["broker_connected"])
@@ -478,7 +479,7 @@ def load_service_config(path: str | os.PathLike[str]) -> ServiceConfig:
     """
     path = Path(path)
     try:
-        from agent import config as agent_config  # noqa: PLC0415 - optional, owned by the pipeline
+        from agent import config as agent_config
         loader = getattr(agent_config, "load_config", None)
     except ImportError:
         loader = None
@@ -487,7 +488,7 @@ def load_service_config(path: str | os.PathLike[str]) -> ServiceConfig:
         service = getattr(cfg, "service", None)
         if isinstance(service, ServiceConfig):
             return service
-    import yaml  # noqa: PLC0415 - only needed here
+    import yaml
 
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}

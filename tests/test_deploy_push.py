@@ -14,7 +14,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from test_deploy_support import DEPLOY, REPO, build_fake_wheel, make_sandbox
 
 PUSH = DEPLOY / "push.sh"
@@ -173,7 +172,7 @@ def mosquitto(tmp_path: Path):
 @pytest.mark.slow
 def test_push_waits_for_retained_status_online(tmp_path: Path, mosquitto: int) -> None:
     import paho.mqtt.client as mqtt
-    import paho.mqtt.publish as publish
+    from paho.mqtt import publish
 
     publish.single("fer/board7/status", "online", qos=1, retain=True, hostname="127.0.0.1", port=mosquitto,
                    protocol=mqtt.MQTTv311)

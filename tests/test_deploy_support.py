@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import grp
 import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -85,7 +86,7 @@ def make_payload(tmp: Path, version: str, healthy: bool = True, config_comment: 
     p = tmp / f"payload-{version}"
     (p / "bundle").mkdir(parents=True)
     build_fake_wheel(p / "wheels", version, healthy)
-    (p / "bundle" / "manifest.json").write_text('{"model_name": "fake", "model_version": "%s"}\n' % version)
+    (p / "bundle" / "manifest.json").write_text(json.dumps({"model_name": "fake", "model_version": version}) + "\n")
     (p / "bundle" / "model.tflite").write_bytes(b"\0" * 64)
     shutil.copy(UNIT, p / "fer-agent.service")
     shutil.copytree(DEPLOY / "config", p / "config")
@@ -182,7 +183,7 @@ class Sandbox:
 
     def run(self, script: str | Path, *args: str, check: bool = True, **extra_env: str) -> subprocess.CompletedProcess:
         env = dict(self.env, **extra_env)
-        proc = subprocess.run(["bash", str(script), *args], env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(["bash", str(script), *args], env=env, check=False, capture_output=True, text=True, timeout=300)
         if check and proc.returncode != 0:
             raise AssertionError(f"{script} {args} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
         return proc

@@ -37,7 +37,7 @@ def _drain(sock: socket.socket, until: float, stop) -> list[str]:
         sock.settimeout(max(0.05, until - time.monotonic()))
         try:
             got.append(sock.recv(4096).decode())
-        except socket.timeout:
+        except TimeoutError:
             break
         if stop(got):
             break
@@ -71,7 +71,7 @@ service: {{state_dir: {json.dumps(str(tmp_path / "state"))}, health_file: {json.
         deadline = time.monotonic() + 20
         while True:
             r = subprocess.run([sys.executable, "-m", "agent.cli", "health", "--health-file", str(health_file), "--json"],
-                               capture_output=True, text=True, timeout=60)
+                               check=False, capture_output=True, text=True, timeout=60)
             if r.returncode == 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)

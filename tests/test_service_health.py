@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from agent import service
-from agent.errors import ConfigError
 from agent.service import HealthReporter, Notifier, ServiceConfig, check_health
 
 
@@ -311,9 +310,9 @@ def test_fer_agent_health_cli_end_to_end(tmp_path: Path) -> None:
     if not exe.exists():
         pytest.skip("fer-agent console script not installed (pip install -e .)")
     p = tmp_path / "health.json"
-    r = subprocess.run([str(exe), "health", "--health-file", str(p)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([str(exe), "health", "--health-file", str(p)], check=False, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stdout.strip() == f"unhealthy: agent not running or health file missing: {p}"
     HealthReporter(p).update(time.time(), 42, True, 0, "tflite", "running")
-    r = subprocess.run([str(exe), "health", "--health-file", str(p), "--json"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([str(exe), "health", "--health-file", str(p), "--json"], check=False, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["health"]["frames"] == 42

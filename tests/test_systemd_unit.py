@@ -25,7 +25,7 @@ needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze not 
 
 
 def _systemd_version() -> int:
-    out = subprocess.run([ANALYZE, "--version"], capture_output=True, text=True).stdout
+    out = subprocess.run([ANALYZE, "--version"], check=False, capture_output=True, text=True).stdout
     m = re.search(r"systemd (\d+)", out)
     return int(m.group(1)) if m else 0
 
@@ -67,7 +67,7 @@ def _verify_root(tmp: Path, unit_text: str) -> Path:
 
 def _verify(root: Path) -> subprocess.CompletedProcess:
     return subprocess.run([ANALYZE, "verify", f"--root={root}", "fer-agent.service"],
-                          capture_output=True, text=True, timeout=60)
+                          check=False, capture_output=True, text=True, timeout=60)
 
 
 @needs_analyze
@@ -93,7 +93,7 @@ def test_verify_would_catch_a_broken_unit(tmp_path: Path) -> None:
 def test_exposure_at_most_2(tmp_path: Path) -> None:
     if _systemd_version() < 252:
         pytest.skip("systemd-analyze security --offline=true needs systemd >= 252")
-    r = subprocess.run([ANALYZE, "security", "--offline=true", str(UNIT)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([ANALYZE, "security", "--offline=true", str(UNIT)], check=False, capture_output=True, text=True, timeout=60)
     m = re.search(r"Overall exposure level for fer-agent\.service: (\d+\.\d+)", r.stdout)
     assert m, r.stdout[-2000:] + r.stderr
     exposure = float(m.group(1))
