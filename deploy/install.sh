@@ -175,6 +175,24 @@ install_conffile() {
     ensure_owner_mode "$dest" "$mode" "$owner"
 }
 
+# The config this release will run with: the one install_conffile leaves in place.
+effective_config() {
+    local dest="$C/agent.yaml" sum="$C/.agent.yaml.installed-sha256"
+    if [[ ! -e "$dest" || "$REPLACE_CONFIG" == 1 ]]; then
+        printf '%s' "$CONFIG_SRC"
+    elif [[ -f "$sum" && "$(sha256_of "$dest")" == "$(cat "$sum")" ]]; then
+        printf '%s' "$CONFIG_SRC"
+    else
+        printf '%s' "$dest"
+    fi
+}
+# Refuse before anything switches, rather than restart into a config the new
+# release cannot parse (and find out from the health check two minutes later).
+CHECK_CFG=$(effective_config)
+if ! check_out=$("$REL/venv/bin/fer-agent" check-config "$CHECK_CFG" 2>&1); then
+    die "release $RELEASE rejects the config it would run with (${CHECK_CFG#"$DESTDIR"}): $(tail -n 1 <<<"$check_out"); fix the file and run install.sh again (nothing was switched)"
+fi
+
 install_conffile "$CONFIG_SRC" "$C/agent.yaml" 640 "${OWNER_ROOT%%:*}:$SERVICE_GROUP"
 install_conffile "$PAYLOAD/config/snpe.env" "$C/snpe.env" 644 "$OWNER_ROOT"
 # Secrets are never replaced, only created; systemd reads the file as root.

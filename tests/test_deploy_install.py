@@ -74,12 +74,23 @@ def test_upgrade_rollback_and_uninstall(tmp_path: Path) -> None:
     etc = sb.path("/etc/fer-agent")
     opt = sb.path("/opt/fer-agent")
 
-    # a person edits agent.yaml and tightens nothing else
-    (etc / "agent.yaml").write_text((etc / "agent.yaml").read_text().replace("localhost", "broker.lan"))
+    # a config the new release rejects: refused before anything switches
+    original = (etc / "agent.yaml").read_text()
+    (etc / "agent.yaml").write_text(original + "bogus_key: 1\n")
+    sb.clear_calls()
+    refused = sb.run(make_payload(tmp_path, "1.1", config_comment="new in 1.1") / "install.sh", check=False)
+    assert refused.returncode == 1
+    assert "release 1.1 rejects the config it would run with (/etc/fer-agent/agent.yaml)" in refused.stderr
+    assert "bogus_key: unknown key" in refused.stderr
+    assert os.readlink(opt / "current") == "releases/1.0"
+    assert not any(c.startswith("systemctl") for c in sb.calls())
+
+    # a person edits agent.yaml properly
+    (etc / "agent.yaml").write_text(original.replace("localhost", "broker.lan"))
 
     # healthy upgrade whose default config changed: edited file kept, untouched file follows
     sb.clear_calls()
-    up = sb.run(make_payload(tmp_path, "1.1", config_comment="new in 1.1") / "install.sh", "--health-timeout", "5")
+    up = sb.run(tmp_path / "payload-1.1" / "install.sh", "--health-timeout", "5")
     assert os.readlink(opt / "current") == "releases/1.1"
     assert os.readlink(opt / "previous") == "releases/1.0"
     assert "broker.lan" in (etc / "agent.yaml").read_text()

@@ -60,6 +60,12 @@ def build_fake_wheel(out_dir: Path, version: str, healthy: bool) -> Path:
                     return 0
                 print("unhealthy: fake " + VERSION + " no frames for 45 s")
                 return 1
+            if args[:1] == ["check-config"]:
+                if "bogus_key" in open(args[1]).read():
+                    print("error: " + args[1] + ": bogus_key: unknown key", file=sys.stderr)
+                    return 2
+                print(args[1] + ": ok")
+                return 0
             if args[:1] == ["--version"]:
                 print(VERSION)
                 return 0
