@@ -140,6 +140,7 @@ class Pipeline:
         self.failed_inferences = 0
         self.events_published = 0
         self.faces_now = 0
+        self.faces_total = 0  # detections over all frames (benchmarks report faces per frame)
         self.status = "starting"
         self._stop = threading.Event()
         spec = manifest.input
@@ -210,6 +211,7 @@ class Pipeline:
         self.times.add("detect", t1 - t0)
 
         n = len(detections)
+        self.faces_total += n
         spec, margin = self.manifest.input, self.cfg.detector.margin
         for i, det in enumerate(detections):
             face_tensor(image, det.box, spec, margin, out=self._batch[i], grey_frame=grey)
