@@ -41,10 +41,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "stand_ins"))
 
-from fake_sdk import make_fake_sdk  # noqa: E402
+from fake_sdk import make_fake_sdk
 
-from agent.backends.snpe import SnpeBackend, SnpeConfig, dlc_tensor_names  # noqa: E402
-from agent.manifest import load_manifest  # noqa: E402
+from agent.backends.snpe import SnpeBackend, SnpeConfig, dlc_tensor_names
+from agent.manifest import load_manifest
 
 
 def median_ms(fn, repeat: int) -> float:
@@ -99,7 +99,7 @@ def main() -> int:
             bundle, sdk = prepare(args.bundle, tmp)
         manifest = load_manifest(bundle, verify=False)
         run_cfg = {"snpe_net_run": str(args.tool)} if args.tool else {"sdk_root": str(sdk)}
-        rows: list[tuple[str, int, float]] = [("spawn /bin/true", 0, median_ms(lambda: subprocess.run(["/bin/true"]), args.repeat))]
+        rows: list[tuple[str, int, float]] = [("spawn /bin/true", 0, median_ms(lambda: subprocess.run(["/bin/true"], check=True), args.repeat))]
         from ai_edge_litert.interpreter import Interpreter
 
         interp = Interpreter(model_path=str(manifest.path_of("tflite")))
@@ -109,20 +109,21 @@ def main() -> int:
             x = np.random.default_rng(n).normal(size=(n, *manifest.input.shape[1:])).astype(np.float32)
             out_name = dlc_tensor_names(manifest, "dlc")[1]
             tool = canned_tool(tmp, n, out_name, len(manifest.labels))
-            io_only = SnpeBackend(manifest, SnpeConfig(runtime="cpu", snpe_net_run=str(tool)))  # default work dir: tmpfs, as on the board
             canned = tmp / "canned"
-            io_only.runner._call = lambda cmd, r=io_only.runner: shutil.copytree(canned, r.output_dir)  # no process
-            rows.append(("backend file work only", n, median_ms(lambda: io_only.infer(x), args.repeat)))
+            # Default work dir (tmpfs), as on the board.
+            io_only = SnpeBackend(manifest, SnpeConfig(runtime="cpu", snpe_net_run=str(tool)))
+            io_only.runner._call = lambda cmd, r=io_only.runner, c=canned: shutil.copytree(c, r.output_dir)  # no process
+            rows.append(("backend file work only", n, median_ms(lambda b=io_only, x=x: b.infer(x), args.repeat)))
             io_only.close()
-            shell = SnpeBackend(manifest, SnpeConfig(runtime="cpu", snpe_net_run=str(tool)))  # default work dir: tmpfs, as on the board
-            rows.append(("canned shell tool (sh + cp)", n, median_ms(lambda: shell.infer(x), args.repeat)))
+            shell = SnpeBackend(manifest, SnpeConfig(runtime="cpu", snpe_net_run=str(tool)))
+            rows.append(("canned shell tool (sh + cp)", n, median_ms(lambda b=shell, x=x: b.infer(x), args.repeat)))
             shell.close()
-            real = SnpeBackend(manifest, SnpeConfig(runtime=args.runtime, **run_cfg))  # default work dir: tmpfs, as on the board
+            real = SnpeBackend(manifest, SnpeConfig(runtime=args.runtime, **run_cfg))
             label = f"snpe-net-run call ({args.runtime})" if args.tool else "stand-in snpe-net-run call"
-            rows.append((label, n, median_ms(lambda: real.infer(x), args.repeat)))
+            rows.append((label, n, median_ms(lambda b=real, x=x: b.infer(x), args.repeat)))
             real.close()
 
-            def litert() -> None:
+            def litert(x: np.ndarray = x) -> None:
                 for face in x:
                     interp.set_tensor(i_det["index"], face[None])
                     interp.invoke()

@@ -235,7 +235,7 @@ def record(manifest: Manifest, bundle: Path, steps: list[Step], sdk: Sdk | None,
     """New manifest: the DLC entries (sha256, tensor names) and the ``snpe`` block with the exact commands."""
     files = dict(manifest.files)
     made = {s.role for s in steps}
-    for role, name in DLC_FILES.items():
+    for role in DLC_FILES:
         if role not in made and role in files:  # a DLC from an earlier conversion no longer matches model.dlc
             (bundle / files[role].path).unlink(missing_ok=True)
             del files[role]

@@ -85,7 +85,7 @@ def sdk_version(root: Path | None, tool: Path | None = None) -> str | None:
             return m.group(1)
     if tool is not None:
         try:
-            out = subprocess.run([str(tool), "--version"], capture_output=True, text=True, timeout=30)
+            out = subprocess.run([str(tool), "--version"], capture_output=True, text=True, timeout=30, check=False)
             m = _VERSION_RE.search(out.stdout + out.stderr)
             if m:
                 return m.group(1)
@@ -98,7 +98,7 @@ def run_tool(cmd: list[str], timeout_s: float | None = None, cwd: Path | None = 
     """Run one SDK command; any failure raises :class:`ToolFailed` with the command and stderr tail."""
     shown = shlex.join(cmd)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=cwd)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=cwd, check=False)
     except FileNotFoundError:
         raise SdkError(f"cannot run {cmd[0]}: no such file\n  command: {shown}") from None
     except OSError as exc:

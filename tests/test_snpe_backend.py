@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
-from snpe_testing import HOST_ARCH, add_dlcs, copy_bundle, litert_predict, make_fake_sdk, read_log, tool_path  # noqa: E402
+from snpe_testing import HOST_ARCH, add_dlcs, copy_bundle, litert_predict, make_fake_sdk, read_log, tool_path
 
-from agent.backends import snpe as snpe_mod  # noqa: E402
-from agent.backends.base import BackendError  # noqa: E402
-from agent.backends.snpe import SnpeBackend, SnpeConfig, SnpeNetRun, find_tool, is_available  # noqa: E402
-from agent.errors import ConfigError  # noqa: E402
-from agent.manifest import load_manifest  # noqa: E402
+from agent.backends import snpe as snpe_mod
+from agent.backends.base import BackendError
+from agent.backends.snpe import SnpeBackend, SnpeConfig, SnpeNetRun, find_tool, is_available
+from agent.errors import ConfigError
+from agent.manifest import load_manifest
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,19 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
-from snpe_testing import add_dlcs, copy_bundle, litert_predict, make_fake_sdk  # noqa: E402
+from snpe_testing import (
+    TINY_BUNDLE,
+    add_dlcs,
+    copy_bundle,
+    litert_predict,
+    make_fake_sdk,
+)
 
-from agent.backends.base import Backend, BackendError  # noqa: E402
-from agent.backends.fallback import FallbackBackend, maybe_wrap  # noqa: E402
-from agent.backends.snpe import SnpeBackend, SnpeConfig  # noqa: E402
-from agent.errors import FerError  # noqa: E402
-from agent.manifest import load_manifest  # noqa: E402
-from snpe_testing import TINY_BUNDLE  # noqa: E402
+from agent.backends.base import Backend, BackendError
+from agent.backends.fallback import FallbackBackend, maybe_wrap
+from agent.backends.snpe import SnpeBackend, SnpeConfig
+from agent.errors import FerError
+from agent.manifest import load_manifest
 
 
 class Scripted(Backend):

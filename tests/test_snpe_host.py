@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
-from snpe_testing import TINY_BUNDLE, copy_bundle, litert_predict, make_fake_sdk, read_log, tool_path  # noqa: E402
+from snpe_testing import TINY_BUNDLE, copy_bundle, litert_predict, make_fake_sdk, read_log, tool_path
 
-from agent.errors import FerError  # noqa: E402
-from agent.labels import LABELS  # noqa: E402
-from agent.manifest import load_manifest  # noqa: E402
-from agent.preprocess import image_tensor  # noqa: E402
-from agent.rawtensor import read_raw  # noqa: E402
-from host_tools import calibration, convert, show_results  # noqa: E402
-from host_tools.cli import main as fer_host  # noqa: E402
-from host_tools.snpe_sdk import SdkError, ToolFailed, find_sdk, sdk_version  # noqa: E402
+from agent.errors import FerError
+from agent.labels import LABELS
+from agent.manifest import load_manifest
+from agent.preprocess import image_tensor
+from agent.rawtensor import read_raw
+from host_tools import calibration, convert, show_results
+from host_tools.cli import main as fer_host
+from host_tools.snpe_sdk import SdkError, ToolFailed, find_sdk, sdk_version
 
 ENV_VARS = ("SNPE_ROOT", "QAIRT_SDK_ROOT", "SNPE_NET_RUN", "SNPE_STAND_IN_EXIT", "SNPE_STAND_IN_SKIP", "SNPE_STAND_IN_SHORT",
             "SNPE_STAND_IN_SLEEP", "SNPE_STAND_IN_FAIL_FILE", "SNPE_STAND_IN_UNSUPPORTED_OP")
@@ -77,11 +77,11 @@ def test_tensorflow_converter_command_uses_manifest_names(env, bundle, sdk, tmp_
     cmds = dry_run(bundle, calibration_list=calib, htp_socs="sm8550,qcs6490")
     b = str(bundle)
     assert cmds == [
-        f"{tool_path(sdk, 'snpe-tensorflow-to-dlc')} --input_network {b}/model.pb --input_dim input 1,48,48,1 "
-        f"--out_node probabilities --output_path {b}/model.dlc",
+        (f"{tool_path(sdk, 'snpe-tensorflow-to-dlc')} --input_network {b}/model.pb --input_dim input 1,48,48,1 "
+         f"--out_node probabilities --output_path {b}/model.dlc"),
         f"{tool_path(sdk, 'snpe-dlc-quant')} --input_dlc {b}/model.dlc --input_list {calib} --output_dlc {b}/model_quantized.dlc",
-        f"{tool_path(sdk, 'snpe-dlc-graph-prepare')} --input_dlc {b}/model_quantized.dlc --output_dlc {b}/model_htp.dlc "
-        "--htp_socs sm8550,qcs6490",
+        (f"{tool_path(sdk, 'snpe-dlc-graph-prepare')} --input_dlc {b}/model_quantized.dlc --output_dlc {b}/model_htp.dlc "
+         "--htp_socs sm8550,qcs6490"),
     ]
 
 
@@ -249,7 +249,8 @@ def test_make_raw_csv_rows_limit_and_prefix(env, tmp_path):
     lines = (out / "input_list.txt").read_text().splitlines()
     assert lines == [f"/data/fer/PublicTest_0000{i}_{LABELS[i]}.raw" for i in range(4)]
     assert all((out / Path(p).name).stat().st_size == 9216 for p in lines)
-    rows = list(csv.DictReader(open(out / "index.csv")))
+    with open(out / "index.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     assert [r["label"] for r in rows] == list(LABELS[:4])
 
 
@@ -306,7 +307,8 @@ def test_show_results_table_and_csv(net_run_output, capsys):
     assert fer_host(["show-results", str(out), "--input-list", str(lst), "--bundle", str(bundle)]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:4] == ["file", "label", "conf", "truth"] and len(table) == 2 + 5 + 1
-    truths = [r["label"] for r in csv.DictReader(open(lst.parent / "index.csv"))]
+    with open(lst.parent / "index.csv", newline="") as fh:
+        truths = [r["label"] for r in csv.DictReader(fh)]
     predicted = [line.split()[1] for line in table[2:7]]
     right = sum(t == p for t, p in zip(truths, predicted))
     assert [line.split()[3] for line in table[2:7]] == truths

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
-from snpe_testing import litert_predict, make_fake_sdk  # noqa: E402
+from snpe_testing import litert_predict, make_fake_sdk
 
-from agent.backends.snpe import SnpeBackend, SnpeConfig  # noqa: E402
-from agent.labels import LABELS  # noqa: E402
-from agent.manifest import load_manifest  # noqa: E402
-from agent.preprocess import image_tensor  # noqa: E402
+from agent.backends.snpe import SnpeBackend, SnpeConfig
+from agent.labels import LABELS
+from agent.manifest import load_manifest
+from agent.preprocess import image_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CSV = ROOT.parent / "shared/datasets/fer2013/fer2013_train_publictest.csv.gz"

@@ -13,7 +13,8 @@ would hide that.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,7 @@ class FallbackBackend(Backend):
         self.name = fallback.name
         try:
             self.primary.close()
-        except Exception as exc:  # closing a broken runtime must not stop the switch
+        except Exception as exc:  # noqa: BLE001 - closing a broken runtime must not stop the switch
             log.warning("closing the %s backend failed: %s", self.primary.name, exc)
         if self.on_switch is not None:
             self.on_switch(self.switch_reason)

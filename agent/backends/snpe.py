@@ -32,7 +32,7 @@ import typing
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 
@@ -69,13 +69,13 @@ class SnpeConfig:
     output_header: OutputHeader = field(default="none", metadata={"doc": "first input-list line: none = the tool saves every network output; layer = '#<output>'; tensor = '%<output>' (SNPE 2)"})
     timeout_s: float = field(default=5.0, metadata={"doc": "per snpe-net-run call; a call that takes longer is killed and the frame counts as failed", "min": 0.001})
     dlc_role: DlcRole = field(default="auto", metadata={"doc": "bundle DLC to run; auto = dsp: dlc_htp if present else dlc_quantized, aip: dlc_quantized, cpu/gpu: dlc"})
-    snpe_net_run: Optional[str] = field(default=None, metadata={"doc": "path to snpe-net-run; empty = $SNPE_NET_RUN, then sdk_root/$SNPE_ROOT/$QAIRT_SDK_ROOT bin/<arch>/, then PATH"})
-    sdk_root: Optional[str] = field(default=None, metadata={"doc": "SDK root (as $SNPE_ROOT); its lib/<arch> dir is added to LD_LIBRARY_PATH automatically"})
+    snpe_net_run: str | None = field(default=None, metadata={"doc": "path to snpe-net-run; empty = $SNPE_NET_RUN, then sdk_root/$SNPE_ROOT/$QAIRT_SDK_ROOT bin/<arch>/, then PATH"})
+    sdk_root: str | None = field(default=None, metadata={"doc": "SDK root (as $SNPE_ROOT); its lib/<arch> dir is added to LD_LIBRARY_PATH automatically"})
     ld_library_path: list[str] = field(default_factory=list, metadata={"doc": "dirs prepended to LD_LIBRARY_PATH for snpe-net-run (SDK lib/<arch>, vendor libs)"})
     adsp_library_path: list[str] = field(default_factory=list, metadata={"doc": "dirs prepended to ADSP_LIBRARY_PATH (';'-separated): DSP skel libs, e.g. <sdk>/lib/hexagon-v73/unsigned, /usr/lib/rfsa/adsp, /dsp"})
     env: dict[str, str] = field(default_factory=dict, metadata={"doc": "extra environment variables for snpe-net-run"})
     extra_args: list[str] = field(default_factory=list, metadata={"doc": "extra snpe-net-run arguments, appended as given (e.g. --enable_cpu_fallback)"})
-    work_dir: Optional[str] = field(default=None, metadata={"doc": "tmpfs dir for per-frame raw files; empty = $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR or /dev/shm"})
+    work_dir: str | None = field(default=None, metadata={"doc": "tmpfs dir for per-frame raw files; empty = $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR or /dev/shm"})
     keep_files: bool = field(default=False, metadata={"doc": "keep the last frame's inputs/outputs in work_dir (debugging)"})
     fallback: Literal["tflite", "none"] = field(default="tflite", metadata={"doc": "backend to switch to after fallback_after consecutive failed frames; none = keep failing frames"})
     fallback_after: int = field(default=5, metadata={"doc": "consecutive failed frames before switching to the fallback backend", "min": 1})

@@ -197,7 +197,7 @@ def _read_input_list(path: Path, dlc: dict) -> list[dict[str, str]]:
         line = raw.strip()
         if not line:
             continue
-        if line.startswith("#") or line.startswith("%"):
+        if line.startswith(("#", "%")):
             if entries:
                 raise ToolError(f"{path}:{lineno}: output-name line must come first")
             for out in line[1:].split():
@@ -234,7 +234,7 @@ def _read_input_list(path: Path, dlc: dict) -> list[dict[str, str]]:
 def output_names_of(path: Path) -> list[str] | None:
     for raw in path.read_text().splitlines():
         line = raw.strip()
-        if line.startswith("#") or line.startswith("%"):
+        if line.startswith(("#", "%")):
             return line[1:].split()
         if line:
             return None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _standin import TOOLS, VERSION  # noqa: E402
+from _standin import TOOLS, VERSION
 
 HOST_ARCH = "x86_64-linux-clang"
 

@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-
 from fake_sdk import HOST_ARCH, make_fake_sdk, tool_path  # noqa: F401  (re-exported)
 
 HERE = Path(__file__).resolve().parent
@@ -28,7 +27,7 @@ def add_dlcs(bundle: Path, sdk: Path, htp: bool = True) -> Path:
 
     Runs the stand-in tools directly, so backend tests do not depend on ``fer-host convert``.
     """
-    run = lambda tool, *args: subprocess.run([str(tool_path(sdk, tool)), *args], check=True, capture_output=True)  # noqa: E731
+    run = lambda tool, *args: subprocess.run([str(tool_path(sdk, tool)), *args], check=True, capture_output=True)
     run("snpe-tensorflow-to-dlc", "--input_network", str(bundle / "model.pb"), "--input_dim", "input", "1,48,48,1",
         "--out_node", "probabilities", "--output_path", str(bundle / "model.dlc"))
     calib = bundle.parent / f"{bundle.name}-calib"
