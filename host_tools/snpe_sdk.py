@@ -15,10 +15,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.backends.snpe import SDK_ENV_VARS, find_tool, sdk_root_of, sdk_roots
+from agent.backends.snpe import SDK_ENV_VARS, VERSION_RE, find_tool, sdk_root_of, sdk_roots, sdk_version_in
 from agent.errors import FerError
 
-_VERSION_RE = re.compile(r"(\d+\.\d+\.\d+(?:\.\d+)?)")
 # Phrases the converters print when the graph has an op they cannot map.
 _UNSUPPORTED_RE = re.compile(r"(not supported|unsupported|no translation registered|unknown op)", re.IGNORECASE)
 
@@ -72,26 +71,16 @@ def find_sdk(sdk_root: str | None = None, probe_tool: str = "snpe-net-run") -> S
 
 
 def sdk_version(root: Path | None, tool: Path | None = None) -> str | None:
-    """From ``<root>/sdk.yaml`` (QAIRT), else the root's directory name (``snpe-1.68.0.3932``, ``qairt/2.26.0.240828``), else ``<tool> --version``."""
-    if root is not None:
-        meta = root / "sdk.yaml"
-        if meta.exists():
-            for line in meta.read_text(errors="replace").splitlines():
-                key, _, val = line.partition(":")
-                if key.strip() == "version" and val.strip():
-                    return val.strip().strip("'\"")
-        m = _VERSION_RE.search(root.name)
-        if m:
-            return m.group(1)
-    if tool is not None:
-        try:
-            out = subprocess.run([str(tool), "--version"], capture_output=True, text=True, timeout=30, check=False)
-            m = _VERSION_RE.search(out.stdout + out.stderr)
-            if m:
-                return m.group(1)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    return None
+    """``agent.backends.snpe.sdk_version_in`` (sdk.yaml, directory name), else ``<tool> --version``."""
+    version = sdk_version_in(root)
+    if version or tool is None:
+        return version
+    try:
+        out = subprocess.run([str(tool), "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = VERSION_RE.search(out.stdout + out.stderr)
+    return m.group(1) if m else None
 
 
 def run_tool(cmd: list[str], timeout_s: float | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:

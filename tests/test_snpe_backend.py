@@ -65,6 +65,14 @@ def test_runtime_maps_to_snpe_net_run_flag(env, bundle, tmp_path, runtime, flags
         b.close()
 
 
+def test_describe_names_runtime_dlc_and_sdk_version(env, bundle, tmp_path):
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="dsp", perf_profile="burst"))
+    try:
+        assert b.describe().startswith("snpe (dsp, perf burst, model_htp.dlc, SDK 2.26.0.240828, ")
+    finally:
+        b.close()
+
+
 def test_empty_perf_profile_and_extra_args(env, bundle, tmp_path):
     b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu", perf_profile="", extra_args=["--enable_cpu_fallback"]))
     try:

@@ -185,6 +185,26 @@ def sdk_root_of(tool_path: Path) -> Path | None:
     return None
 
 
+VERSION_RE = re.compile(r"(\d+\.\d+\.\d+(?:\.\d+)?)")
+
+
+def sdk_version_in(root: Path | None) -> str | None:
+    """SDK version from ``<root>/sdk.yaml`` (QAIRT), else from the root's name (``snpe-1.68.0.3932``, ``2.26.0.240828``)."""
+    if root is None:
+        return None
+    meta = root / "sdk.yaml"
+    try:
+        text = meta.read_text(errors="replace") if meta.exists() else ""
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, val = line.partition(":")
+        if key.strip() == "version" and val.strip():
+            return val.strip().strip("'\"")
+    m = VERSION_RE.search(root.name)
+    return m.group(1) if m else None
+
+
 def _executable(p: Path) -> bool:
     return p.is_file() and os.access(p, os.X_OK)
 
@@ -437,7 +457,9 @@ class SnpeBackend(Backend):
         c = self.config
         extra = f", perf {c.perf_profile}" if c.perf_profile else ""
         extra += f", userbuffer {c.userbuffer}" if c.userbuffer else ""
-        return f"snpe ({c.runtime}{extra}, {self.manifest.files[self.role].path}, {self.runner.tool})"
+        version = sdk_version_in(Path(c.sdk_root) if c.sdk_root else sdk_root_of(self.runner.tool))
+        sdk = f", SDK {version}" if version else ""
+        return f"snpe ({c.runtime}{extra}, {self.manifest.files[self.role].path}{sdk}, {self.runner.tool})"
 
     def close(self) -> None:
         self.runner.close()
