@@ -4,11 +4,13 @@
   (48*48*1*4 = 9216 bytes for the default model), no header.
 * An input list is a text file, one line per inference. A line is either a
   path, or ``name:=path`` pairs separated by spaces for multi-input models. An
-  optional first line ``#<out1> <out2> ...`` names the output tensors to save.
+  optional first line names the outputs to save: ``#<layer> ...`` (output
+  layer names) or, on SNPE 2.x, ``%<tensor> ...`` (output tensor names).
+  Without it snpe-net-run saves every output.
 * snpe-net-run writes ``<output_dir>/Result_<n>/<output-name>.raw`` for the n-th
   line (counting lines that are not the ``#`` header), in float32 LE.
 
-See ``docs/raw-tensors.md``.
+See ``docs/bundle.md``.
 """
 
 from __future__ import annotations
@@ -57,16 +59,27 @@ class InputList:
         return [next(iter(e.values())) for e in self.entries]
 
 
-def write_input_list(path: str | Path, files: list[str | Path], output_names: list[str] | None = None,
-                     input_name: str | None = None) -> Path:
-    """Write an input list; ``input_name`` selects the ``name:=path`` form."""
-    lines = []
-    if output_names:
-        lines.append("#" + " ".join(output_names))
-    for f in files:
-        lines.append(f"{input_name}:={f}" if input_name else str(f))
+def format_input_list(entries: list[str | Path | dict[str, str | Path]], output_names: list[str] | None = None,
+                      mark: str = "#", input_name: str | None = None) -> str:
+    """Text of an input list: a path, or a ``{input_name: path}`` dict per inference.
+
+    ``mark`` is ``#`` (output layer names) or ``%`` (output tensor names, SNPE 2.x);
+    no ``output_names`` means no header line, so the tool saves every output.
+    """
+    lines = [mark + " ".join(output_names)] if output_names else []
+    for e in entries:
+        if isinstance(e, dict):
+            lines.append(" ".join(f"{name}:={p}" for name, p in e.items()))
+        else:
+            lines.append(f"{input_name}:={e}" if input_name else str(e))
+    return "\n".join(lines) + "\n"
+
+
+def write_input_list(path: str | Path, files: list[str | Path | dict[str, str | Path]],
+                     output_names: list[str] | None = None, input_name: str | None = None, mark: str = "#") -> Path:
+    """Write an input list; ``input_name`` selects the ``name:=path`` form for single-input models."""
     path = Path(path)
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(format_input_list(files, output_names, mark, input_name))
     return path
 
 
@@ -81,9 +94,9 @@ def parse_input_list(path: str | Path) -> InputList:
         line = line.strip()
         if not line:
             continue
-        if line.startswith("#"):
+        if line.startswith(("#", "%")):
             if result.entries or result.output_names:
-                raise FerError(f"{path}:{lineno}: '#' output-name line must be the first line")
+                raise FerError(f"{path}:{lineno}: '{line[0]}' output-name line must be the first line")
             result.output_names = line[1:].split()
             continue
         entry: dict[str, str] = {}

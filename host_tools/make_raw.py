@@ -104,9 +104,8 @@ def _image_item(path: Path, spec, out_dir: Path, used: set[str]) -> Item:
 def write_outputs(items: list[Item], out_dir: Path, list_name: str, header: str | None,
                   input_name: str | None, prefix: str | None) -> Path:
     paths = [f"{prefix.rstrip('/')}/{it.raw.name}" if prefix else str(it.raw) for it in items]
-    lst = write_input_list(out_dir / list_name, paths, input_name=input_name)
-    if header:  # '#<layer>' or '%<tensor>' (write_input_list only knows the '#' form)
-        lst.write_text(header + "\n" + lst.read_text())
+    lst = write_input_list(out_dir / list_name, paths, input_name=input_name,
+                           output_names=[header[1:]] if header else None, mark=header[:1] if header else "#")
     with open(out_dir / "index.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["raw", "source", "label"])

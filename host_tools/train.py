@@ -43,6 +43,7 @@ class TrainConfig:
     limit: int = 0  # use at most this many rows per split (0 = all); for smoke runs
     skip_bad_rows: bool = False
     resume: bool = False
+    init_from: str | None = None  # start from these weights with a fresh optimizer/schedule (warm restart)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -123,6 +124,10 @@ def train(cfg: TrainConfig) -> dict:
         print(f"resuming from {last_ckpt} after epoch {initial_epoch} (best PublicTest {best_acc})")
     else:
         model = build_model(cfg.widths, cfg.dropout)
+        if cfg.init_from:
+            # SGDR-style warm restart: same architecture, trained weights, a new LR cycle.
+            model.set_weights(keras.models.load_model(cfg.init_from).get_weights())
+            print(f"initialised weights from {cfg.init_from}")
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=cfg.lr / 20, decay_steps=max(total_steps - warmup, 1), alpha=0.01,
             warmup_target=cfg.lr if warmup else None, warmup_steps=warmup,
@@ -223,6 +228,7 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, default=0, help="use at most N rows per split (smoke runs)")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip and count bad rows instead of stopping")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.keras")
+    p.add_argument("--init-from", help="start from this .keras checkpoint's weights with a fresh schedule (warm restart)")
     p.add_argument("--no-flip", action="store_true")
     p.add_argument("--rotation", type=float, default=a.rotation_deg, help="max rotation, degrees")
     p.add_argument("--scale", type=float, default=a.scale, help="max zoom in/out fraction")
@@ -244,7 +250,7 @@ def _run(args) -> int:
         data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
         dropout=args.dropout, widths=widths, seed=args.seed, limit=args.limit, skip_bad_rows=args.skip_bad_rows,
-        resume=args.resume,
+        resume=args.resume, init_from=args.init_from,
         augment=AugmentConfig(flip=not args.no_flip, rotation_deg=args.rotation, scale=args.scale,
                               shift_px=args.shift, erase_prob=args.erase_prob),
     )

@@ -96,6 +96,9 @@ def test_raw_tensor_is_bare_float32_le_nhwc(tmp_path):
 def test_input_list_round_trip_and_multi_input(tmp_path):
     lst = write_input_list(tmp_path / "in.txt", ["/w/a.raw", "/w/b.raw"], output_names=["probabilities"])
     assert lst.read_text() == "#probabilities\n/w/a.raw\n/w/b.raw\n"
+    pct = write_input_list(tmp_path / "pct.txt", [{"input": "/w/a.raw", "mask": "/w/m.raw"}], ["probabilities"], mark="%")
+    assert pct.read_text() == "%probabilities\ninput:=/w/a.raw mask:=/w/m.raw\n"
+    assert parse_input_list(pct).entries == [{"input": "/w/a.raw", "mask": "/w/m.raw"}]
     parsed = parse_input_list(lst)
     assert parsed.output_names == ["probabilities"] and parsed.paths() == ["/w/a.raw", "/w/b.raw"]
     (tmp_path / "multi.txt").write_text("#out1 out2\ninput:=/w/a.raw mask:=/w/m.raw\n\ninput:=/w/b.raw mask:=/w/n.raw\n")

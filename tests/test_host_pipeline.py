@@ -147,3 +147,20 @@ def test_cli_help_for_every_command():
         assert res.returncode == 0 and "usage: fer-host" in res.stdout
     res = _cli("train", "--data", "x.csv", "--widths", "a,b")
     assert res.returncode == 2 and "--widths must be comma-separated integers" in res.stderr
+
+
+def test_init_from_starts_with_the_trained_weights(trained, tmp_path):
+    import keras
+
+    from host_tools.train import TrainConfig, train
+
+    _, data, cfg, summary = trained
+    source = Path(cfg.out) / "best.keras"
+    out = tmp_path / "restart"
+    train(TrainConfig(data=str(data), out=str(out), epochs=1, batch_size=64, widths=cfg.widths, lr=1e-9,
+                      warmup_epochs=0, seed=4, init_from=str(source), augment=cfg.augment))
+    # With a negligible learning rate the restarted model keeps the source's trainable weights
+    # (batch-norm moving statistics still move, so they are not compared).
+    a = [w.numpy() for w in keras.models.load_model(source).trainable_weights]
+    b = [w.numpy() for w in keras.models.load_model(out / "last.keras").trainable_weights]
+    assert len(a) == len(b) and max(float(np.abs(x - y).max()) for x, y in zip(a, b)) < 1e-4

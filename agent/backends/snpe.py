@@ -39,7 +39,7 @@ import numpy as np
 from agent.backends.base import Backend, BackendError
 from agent.errors import ConfigError, FerError
 from agent.manifest import Manifest
-from agent.rawtensor import RAW_DTYPE, default_work_dir, result_path, write_raw
+from agent.rawtensor import RAW_DTYPE, default_work_dir, format_input_list, result_path, write_raw
 
 log = logging.getLogger(__name__)
 
@@ -341,18 +341,16 @@ class SnpeNetRun:
         self._clear_outputs()
         indir = self.work / "in"
         indir.mkdir(parents=True, exist_ok=True)
-        lines: list[str] = []
+        lines: list[str | dict[str, str]] = []
         for i, inputs in enumerate(batch):
-            parts = []
+            paths: dict[str, str] = {}
             for name in self.input_names:
                 if name not in inputs:
                     raise BackendError(f"inference {i}: input {name!r} missing (have {', '.join(inputs)})")
-                path = write_raw(indir / f"{i}_{_safe(name)}.raw", inputs[name])
-                parts.append(f"{name}:={path}" if len(self.input_names) > 1 else str(path))
-            lines.append(" ".join(parts))
+                paths[name] = str(write_raw(indir / f"{i}_{_safe(name)}.raw", inputs[name]))
+            lines.append(paths if len(self.input_names) > 1 else next(iter(paths.values())))
         mark = HEADER_MARKS[self.cfg.output_header]
-        header = [mark + " ".join(self.output_names)] if mark else []
-        self.input_list.write_text("\n".join(header + lines) + "\n")
+        self.input_list.write_text(format_input_list(lines, self.output_names if mark else None, mark or "#"))
 
     def _call(self, cmd: list[str]) -> None:
         log.debug("running %s", shlex.join(cmd))
