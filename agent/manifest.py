@@ -20,8 +20,6 @@ from agent.labels import LABELS
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 NORMALIZATION_FORMULA = "x = (pixel/255 - mean) / std"
-# File roles a bundle may carry; readers ignore roles they do not know.
-FILE_ROLES = ("tflite", "tflite_int8", "frozen_graph", "saved_model", "dlc", "dlc_quantized")
 
 
 @dataclass(frozen=True)
