@@ -8,7 +8,8 @@ how late frames start compared with the pace, and whether every event arrived.
 
     nice -n 19 .venv/bin/python benchmarks/mqtt_publish.py --rate 1000 --seconds 10
 
-Needs the ``mosquitto`` binary. Writes benchmarks/results/mqtt_publish.json and prints a markdown table.
+Needs the ``mosquitto`` binary. Writes benchmarks/results/mqtt_publish.json (``--out``) and prints a markdown
+table.
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--work-ms", type=float, default=0.2, help="simulated per-frame work")
+    ap.add_argument("--out", type=Path, default=RESULTS / "mqtt_publish.json", help="JSON results file")
     args = ap.parse_args()
     work = args.work_ms / 1000
     tmp = Path(tempfile.mkdtemp(prefix="fer-mqtt-bench-"))
@@ -187,8 +189,8 @@ def main() -> int:
         broker.terminate()
         broker.wait(10)
 
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "mqtt_publish.json").write_text(json.dumps(results, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
     rows = [("baseline (no publishing)", results["baseline"]), ("broker up", results["broker_up"]),
             ("broker down (outbox)", results["broker_down"])]
     print(f"\n{args.rate:.0f} frames/s for {args.seconds:.0f} s, {args.work_ms} ms simulated work per frame\n")
