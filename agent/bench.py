@@ -250,7 +250,7 @@ def bench_command(args: argparse.Namespace) -> int:
         "machine": machine_description(),
         "pinned": pinned,
         "frames": args.frames,
-        "command": "fer-agent bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+        "command": " ".join(["fer-agent bench", *(shlex.quote(a) for a in sys.argv[2:])]),
         "pipeline": [],
     }
     from agent.config import default_bundle_path
