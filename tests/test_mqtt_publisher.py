@@ -37,7 +37,7 @@ def test_late_subscriber_sees_retained_status_state_and_discovery(mosquitto, mak
     late = mqtt_collector(mosquitto.host, mosquitto.port, "#")
     late.wait_for(lambda c: all(c.on(x) for x in (t.status, t.state, *t.discovery_all)), what="retained messages")
     assert [m.text for m in late.on(t.status)] == ["online"]
-    assert all(m.retain for m in late.on(t.status) + late.on(t.state))
+    assert all(m.retain for m in late.on(t.status) + late.on(t.state)), [(m.topic, m.retain, m.text[:60]) for m in late.on(t.status) + late.on(t.state)]
     state = late.on(t.state)[-1].json()
     _validator("state").validate(state)
     assert state["frame"] == 2  # the newest snapshot is the retained one

@@ -78,6 +78,7 @@ class MqttPublisher:
         self._outbox = Outbox(path, max_messages=cfg.outbox.max_messages, max_bytes=cfg.outbox.max_bytes,
                               max_age_s=cfg.outbox.max_age_s)
         self._queue: collections.deque[tuple[str, Any]] = collections.deque()
+        self._ingesting = 0  # taken off the queue, not yet in the outbox (see outbox_depth)
         self._acks: collections.deque[tuple[int, bool]] = collections.deque()
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
@@ -110,8 +111,14 @@ class MqttPublisher:
 
     @property
     def outbox_depth(self) -> int:
-        """Messages not yet acknowledged by the broker (memory + disk)."""
-        return self._outbox.depth + len(self._queue)
+        """Messages not yet acknowledged by the broker (memory + disk).
+
+        Read from the upstream end (queue, batch being ingested, outbox): a
+        message moving downstream meanwhile may be counted twice, never missed.
+        """
+        queued = len(self._queue)
+        ingesting = self._ingesting
+        return queued + ingesting + self._outbox.depth
 
     @property
     def dropped(self) -> int:
@@ -336,6 +343,7 @@ class MqttPublisher:
             items: list[tuple[str, Any]] = []
             q = self._queue
             while q and len(items) < _INGEST_BATCH:
+                self._ingesting += 1  # counted before it leaves the queue
                 items.append(q.popleft())
             last_state = max((i for i, (kind, _) in enumerate(items) if kind == "state"), default=-1)
             now = time.time()
@@ -360,6 +368,8 @@ class MqttPublisher:
             except sqlite3.Error:
                 self._failed_dropped += len(messages)  # disk full or broken: counted, reported by the caller
                 raise
+            finally:
+                self._ingesting = 0  # after the outbox counts them
             if not final:
                 break  # one batch per turn, so acks and sending keep up under a flood
 
