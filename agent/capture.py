@@ -164,7 +164,8 @@ class VideoFileSource(FrameSource):
                 return None
         self._pos += 1
         if self.cfg.realtime and self.nominal_fps > 0:
-            wait = self._t0 + self._pos / self.nominal_fps - time.monotonic()
+            # Hand the frame over at its own media time (index pos-1), as a camera would.
+            wait = self._t0 + (self._pos - 1) / self.nominal_fps - time.monotonic()
             if wait > 0:
                 self._sleep(wait)
         self._pace()

@@ -247,3 +247,23 @@ def test_directory_loop(tmp_path):
         cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((10, 10, 3), i, np.uint8))
     src = open_source(SourceConfig(uri=str(tmp_path), loop=True))
     assert [int(f.image[0, 0, 0]) for f in read_all(src, limit=5)] == [0, 1, 0, 1, 0]
+
+
+def test_realtime_file_hands_each_frame_over_at_its_own_time(tmp_path, monkeypatch):
+    """Frame k is delivered at t0 + k/fps, not one frame late (that added 1/fps to every event's latency)."""
+    import agent.capture as capture
+
+    clock = {"t": 1000.0}
+    monkeypatch.setattr(capture.time, "monotonic", lambda: clock["t"])
+    src = open_source(SourceConfig(uri=str(make_video(tmp_path / "v.mp4", 5, fps=10.0)), realtime=True))
+    slept: list[float] = []
+
+    def fake_sleep(seconds: float) -> None:
+        slept.append(round(seconds, 6))
+        clock["t"] += seconds
+
+    monkeypatch.setattr(src, "_sleep", fake_sleep)
+    frames = [src.read() for _ in range(3)]
+    assert all(f is not None for f in frames)
+    assert slept == [0.1, 0.1]  # frame 0 at once, then one period per frame (decoding takes no fake time)
+    assert frames[1].capture_time - frames[0].capture_time == pytest.approx(0.1)

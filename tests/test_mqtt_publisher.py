@@ -259,3 +259,16 @@ def test_an_error_in_a_callback_does_not_stop_publishing(mosquitto, make_publish
     wait_until(lambda: not pub.connected, what="outage noticed")
     mosquitto.start()  # paho's network thread survived the exception: it reconnects
     wait_until(lambda: pub.connected, timeout=15, what="reconnect after the callback error")
+
+
+def test_an_event_wakes_an_idle_outbox_thread_but_state_does_not(make_publisher) -> None:
+    """Sparse events must not wait out the idle poll; busy periods keep batching without wake-ups."""
+    pub = make_publisher("127.0.0.1", 1, device_id="wake", start=False)
+    pub._idle = True
+    pub.publish_state(synthetic_state(1))
+    assert not pub._wake.is_set()
+    pub.publish_event(synthetic_event(1))
+    assert pub._wake.is_set() and not pub._idle
+    pub._wake.clear()
+    pub.publish_event(synthetic_event(2))  # not idle (busy): no hand-over per event
+    assert not pub._wake.is_set()
