@@ -91,7 +91,8 @@ def bench_pipeline(
     from agent.capture import open_source
     from agent.config import AgentConfig
     from agent.detect import create_detector
-    from agent.pipeline import NullPublisher, Pipeline, load_bundle
+    from agent.manifest import load_manifest
+    from agent.pipeline import NullPublisher, Pipeline
 
     clip = tmp / f"bench_{n_faces}.mp4"
     if not clip.exists():
@@ -104,7 +105,7 @@ def bench_pipeline(
         cfg.detector.blazeface_model = variant  # type: ignore[assignment]
     cfg.detector.full_frame_every = full_frame_every
     cfg.publish = replace(cfg.publish, stats_interval_s=1e9)
-    manifest = load_bundle(bundle or cfg.bundle_path())
+    manifest = load_manifest(bundle or cfg.bundle_path())
     backend = TFLiteBackend(manifest, TFLiteConfig(model=model, threads=1))  # type: ignore[arg-type]
     det = create_detector(cfg.detector, manifest, cfg.backend.tflite)
     source = open_source(cfg.source)
@@ -130,10 +131,10 @@ def bench_classifier(bundle: Path | None, iterations: int) -> list[dict[str, Any
     from agent.backends.tflite import TFLiteBackend, TFLiteConfig
     from agent.config import default_bundle_path
     from agent.demo import grid_frame
-    from agent.pipeline import load_bundle
+    from agent.manifest import load_manifest
     from agent.preprocess import Box, face_tensor
 
-    manifest = load_bundle(bundle or default_bundle_path())
+    manifest = load_manifest(bundle or default_bundle_path())
     frame = grid_frame(1)
     face = face_tensor(frame, Box(260, 180, 120, 120), manifest.input)[None]
     rows = []
@@ -254,9 +255,9 @@ def bench_command(args: argparse.Namespace) -> int:
         "pipeline": [],
     }
     from agent.config import default_bundle_path
-    from agent.pipeline import load_bundle
+    from agent.manifest import load_manifest
 
-    man = load_bundle(bundle or default_bundle_path())
+    man = load_manifest(bundle or default_bundle_path())
     result["bundle"] = f"{man.model_name} {man.model_version}"
     with tempfile.TemporaryDirectory(prefix="fer-bench-") as tmp:
         scenarios = [

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent.errors import ManifestError
 from agent.labels import LABELS
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -89,9 +92,21 @@ class Manifest:
     def has(self, role: str) -> bool:
         return role in self.files and self.path_of(role).exists()
 
+    def missing(self) -> list[str]:
+        """Roles whose file is not in the bundle directory."""
+        return sorted(role for role in self.files if not self.path_of(role).exists())
+
     def verify(self, roles: list[str] | None = None) -> None:
-        """Check sha256 of the listed files (all by default); raise naming the file."""
-        for role in roles if roles is not None else list(self.files):
+        """Check the sha256 of the named files, which must exist, or of every file present.
+
+        A board bundle may omit files it never uses (frozen graph, SavedModel, the
+        other detector): the stage that needs one fails naming it. A present file
+        with the wrong hash always fails.
+        """
+        if roles is None:
+            absent = set(self.missing())
+            roles = [role for role in self.files if role not in absent]
+        for role in roles:
             entry = self.files[role]
             path = self.path_of(role)
             if not path.exists():
@@ -166,6 +181,9 @@ def load_manifest(bundle: str | Path, verify: bool = True) -> Manifest:
         raise ManifestError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
     manifest = parse_manifest(raw, where=str(path), root=path.parent)
     if verify:
+        missing = manifest.missing()
+        if missing:
+            log.info("bundle %s: not present (fine unless configured): %s", manifest.root, ", ".join(missing))
         manifest.verify()
     return manifest
 

@@ -344,23 +344,6 @@ def _log_errors(what: str):
         log.exception("error while %s", what)
 
 
-def load_bundle(path, verify: bool = True) -> Manifest:
-    """The manifest, with the sha256 of every file that is present checked.
-
-    A board bundle may leave out files it never uses (the frozen graph, a
-    SavedModel, the other detector); the stage that needs a missing file fails
-    with an error naming it. A present file with the wrong hash always fails.
-    """
-    manifest = load_manifest(path, verify=False)
-    if verify:
-        present = [role for role in manifest.files if manifest.path_of(role).exists()]
-        missing = sorted(set(manifest.files) - set(present))
-        if missing:
-            log.info("bundle %s: not present (fine unless configured): %s", manifest.root, ", ".join(missing))
-        manifest.verify(present)
-    return manifest
-
-
 def publish_context(cfg: AgentConfig, manifest: Manifest, backend: Backend) -> PublishContext:
     extra = {"backend_detail": backend.describe()}
     reason = getattr(backend, "selection_reason", None)
@@ -409,7 +392,7 @@ def run_agent(cfg: AgentConfig, publisher_factory=create_publisher) -> RunSummar
     from agent.service import HealthReporter, Notifier, resolve_health_file
 
     cv2.setNumThreads(1)  # one core per frame; threads only add contention at this size
-    manifest = load_bundle(cfg.bundle_path(), verify=cfg.model.verify)
+    manifest = load_manifest(cfg.bundle_path(), verify=cfg.model.verify)
     log.info("model bundle: %s %s (%s)", manifest.model_name, manifest.model_version, manifest.root)
     with contextlib.ExitStack() as stack:
         # Cheapest and most likely to be misconfigured first: the error comes before anything starts.

@@ -137,19 +137,19 @@ def test_bundle_may_omit_unused_files_but_not_carry_tampered_ones(manifest, tmp_
     import shutil
 
     from agent.errors import ManifestError
-    from agent.pipeline import load_bundle
+    from agent.manifest import load_manifest
 
     bundle = tmp_path / "bundle"
     shutil.copytree(manifest.root, bundle)
     (bundle / manifest.files["frozen_graph"].path).unlink()
     (bundle / manifest.files["blazeface_full"].path).unlink()
-    loaded = load_bundle(bundle)
+    loaded = load_manifest(bundle)
     assert not loaded.has("frozen_graph") and loaded.has("tflite_int8")
     with open(bundle / manifest.files["tflite_int8"].path, "ab") as fh:
         fh.write(b"\0")
     with pytest.raises(ManifestError, match="sha256 mismatch for files.tflite_int8"):
-        load_bundle(bundle)
-    assert load_bundle(bundle, verify=False).model_name == manifest.model_name
+        load_manifest(bundle)
+    assert load_manifest(bundle, verify=False).model_name == manifest.model_name
 
 
 @pytest.mark.parametrize("name", ["preview.mp4", "frames"])

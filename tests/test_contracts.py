@@ -44,9 +44,11 @@ def test_tampered_file_fails_sha256(tmp_path):
     (bundle / "model.tflite").write_bytes(bytes(data))
     with pytest.raises(ManifestError, match=r"model\.tflite: sha256 mismatch for files\.tflite"):
         load_manifest(bundle)
-    (bundle / "model.tflite").unlink()
+    (bundle / "model.tflite").unlink()  # absent files are not checked at load, only when named
+    m = load_manifest(bundle)
+    assert m.missing() == ["tflite"]
     with pytest.raises(ManifestError, match=r"files\.tflite: .*does not exist"):
-        load_manifest(bundle)
+        m.verify(["tflite"])
 
 
 @pytest.mark.parametrize(
