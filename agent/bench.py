@@ -26,21 +26,14 @@ import cv2
 import numpy as np
 
 from agent import __version__
+from agent.sysinfo import cpu_model
 
 DEFAULT_OUT = Path("benchmarks") / "results"
 RESULT_NAME = "agent_bench"
 
 
 def machine_description() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         from agent.backends.tflite import runtime_name
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shutil
 import socket
@@ -35,6 +34,7 @@ import paho.mqtt.client as mqtt
 import yaml
 
 from agent.demo import write_clip
+from agent.sysinfo import machine_line
 
 
 def _free_port() -> int:
@@ -52,16 +52,6 @@ def _wait_port(port: int, timeout: float = 10.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"mosquitto did not listen on 127.0.0.1:{port} within {timeout} s")
-
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{platform.machine()}, {os.cpu_count()} cores"
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -102,7 +92,8 @@ def measure(seconds: float, tmp: Path) -> dict:
         (tmp / "agent.yaml").write_text(yaml.safe_dump(cfg))
         time.sleep(0.3)  # the subscription is in place before the first event
         run = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--config", str(tmp / "agent.yaml"),
-                              "--log-level", "warning"], capture_output=True, text=True, timeout=seconds + 60)
+                              "--log-level", "warning"], capture_output=True, text=True, timeout=seconds + 60,
+                             check=False)
         if run.returncode != 0:
             raise SystemExit(f"fer-agent run exited {run.returncode}: {run.stderr[-2000:]}")
         time.sleep(1.0)
@@ -134,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="fer-latency-") as tmp:
         result = measure(args.seconds, Path(tmp))
-    result["machine"] = f"{_cpu()}, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    result["machine"] = f"{machine_line()}, Python {platform.python_version()}"
     result["when"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     result["command"] = "python benchmarks/event_latency.py " + " ".join(argv or sys.argv[1:])
     args.out.mkdir(parents=True, exist_ok=True)

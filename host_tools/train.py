@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,7 @@ import numpy as np
 from agent.labels import NUM_CLASSES
 from agent.manifest import Normalization
 from agent.preprocess import normalize
+from agent.sysinfo import machine_line
 from host_tools import data as fer_data
 from host_tools import metrics, plots
 from host_tools.augment import AugmentConfig
@@ -45,19 +45,6 @@ class TrainConfig:
     resume: bool = False
     init_from: str | None = None  # start from these weights with a fresh optimizer/schedule (warm restart)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-
-def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}"
 
 
 def _limit(split: fer_data.Split, n: int, seed: int) -> fer_data.Split:
@@ -179,7 +166,7 @@ def train(cfg: TrainConfig) -> dict:
         "epochs": cfg.epochs,
         "best_epoch": _best_epoch(out / "log.csv"),
         "train_rows": len(y_train),
-        "machine": machine_description(),
+        "machine": machine_line(),
         "tensorflow": tf.__version__,
         "normalization": asdict(norm),
         "config": _jsonable(cfg),
