@@ -154,7 +154,8 @@ def train(cfg: TrainConfig) -> dict:
     t_start = time.time()
     if initial_epoch < cfg.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
-                  callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+                  callbacks=callbacks, shuffle=False,  # tf.data already reshuffles each epoch
+                  verbose=1 if sys.stdout.isatty() else 2)
     train_seconds = elapsed_before + time.time() - t_start
 
     best = keras.models.load_model(best_ckpt)
