@@ -11,7 +11,7 @@ import logging
 import sys
 
 from agent import __version__
-from agent.errors import FerError
+from agent.errors import run_command
 
 
 def _add_run_overrides(p: argparse.ArgumentParser) -> None:
@@ -141,14 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except FerError as exc:
-        print(f"fer-agent {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"fer-agent {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_command("fer-agent", args)
 
 
 if __name__ == "__main__":

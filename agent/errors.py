@@ -15,3 +15,21 @@ class ManifestError(FerError):
 
 class ConfigError(FerError):
     """The agent configuration has an unknown key or a bad value."""
+
+
+def run_command(prog: str, args) -> int:
+    """Run an argparse subcommand's ``func`` with the CLIs' error contract.
+
+    A :class:`FerError` prints ``<prog> <command>: error: <message>`` on one
+    line and exits 2; Ctrl-C exits 130; anything else is a bug and keeps its traceback.
+    """
+    import sys
+
+    try:
+        return int(args.func(args) or 0)
+    except FerError as exc:
+        print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog} {args.command}: interrupted", file=sys.stderr)
+        return 130

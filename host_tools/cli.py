@@ -15,7 +15,7 @@ import sys
 # TensorFlow's C++ start-up chatter buries the one line a user needs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from agent.errors import FerError
+from agent.errors import run_command
 
 COMMANDS = [
     "host_tools.train",
@@ -37,14 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except FerError as exc:
-        print(f"fer-host {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"fer-host {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_command("fer-host", args)
 
 
 if __name__ == "__main__":
