@@ -66,6 +66,8 @@ def train(cfg: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "state.json"
     keras.utils.set_random_seed(cfg.seed)
+    # Same seed, same weights: without this, multi-threaded CPU kernels sum in varying order.
+    tf.config.experimental.enable_op_determinism()
 
     dataset = fer_data.load(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
     if dataset.skipped:

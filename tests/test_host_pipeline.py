@@ -164,3 +164,18 @@ def test_init_from_starts_with_the_trained_weights(trained, tmp_path):
     a = [w.numpy() for w in keras.models.load_model(source).trainable_weights]
     b = [w.numpy() for w in keras.models.load_model(out / "last.keras").trainable_weights]
     assert len(a) == len(b) and max(float(np.abs(x - y).max()) for x, y in zip(a, b)) < 1e-4
+
+
+def test_same_seed_same_weights(trained, tmp_path):
+    """--seed makes a run repeatable bit for bit (op determinism on multi-threaded CPU kernels)."""
+    import keras
+
+    from host_tools.train import TrainConfig, train
+
+    data = trained[1]
+    weights = []
+    for run in ("a", "b"):
+        train(TrainConfig(data=str(data), out=str(tmp_path / run), epochs=1, batch_size=64, widths=(8, 16, 16, 32),
+                          seed=7))
+        weights.append([w.numpy() for w in keras.models.load_model(tmp_path / run / "last.keras").trainable_weights])
+    assert all(np.array_equal(a, b) for a, b in zip(*weights))
