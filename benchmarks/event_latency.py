@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,26 +30,10 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import yaml
+from mqtt_publish import free_port, start_mosquitto  # same folder: one way to start a test broker
 
 from agent.demo import write_clip
 from agent.sysinfo import machine_line
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"mosquitto did not listen on 127.0.0.1:{port} within {timeout} s")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -59,13 +41,8 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def measure(seconds: float, tmp: Path) -> dict:
-    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(mosquitto).exists():
-        raise SystemExit("mosquitto not found (apt-get install mosquitto)")
-    port = _free_port()
-    (tmp / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    broker = subprocess.Popen([mosquitto, "-c", str(tmp / "mosquitto.conf")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
+    broker = start_mosquitto(tmp, port)  # waits until it listens
     arrivals: list[tuple[float, dict]] = []
     lock = threading.Lock()
 
@@ -77,7 +54,6 @@ def measure(seconds: float, tmp: Path) -> dict:
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="latency-bench")
     sub.on_message = on_message
     try:
-        _wait_port(port)
         sub.connect("127.0.0.1", port)
         sub.subscribe("fer/latency/events", qos=1)
         sub.loop_start()

@@ -5,11 +5,7 @@ loopback for the status=online wait."""
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -139,48 +135,18 @@ def test_usage_errors(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- status=online over real MQTT
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def mosquitto(tmp_path: Path):
-    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
-    if exe is None:
-        pytest.skip("mosquitto not installed (apt install mosquitto)")
-    port = _free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("mosquitto did not start")
-    yield port
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
 @pytest.mark.slow
-def test_push_waits_for_retained_status_online(tmp_path: Path, mosquitto: int) -> None:
+def test_push_waits_for_retained_status_online(tmp_path: Path, mosquitto) -> None:  # shared conftest broker
     import paho.mqtt.client as mqtt
     from paho.mqtt import publish
 
-    publish.single("fer/board7/status", "online", qos=1, retain=True, hostname="127.0.0.1", port=mosquitto,
+    publish.single("fer/board7/status", "online", qos=1, retain=True, hostname="127.0.0.1", port=mosquitto.port,
                    protocol=mqtt.MQTTv311)
-    publish.single("fer/board8/status", "offline", qos=1, retain=True, hostname="127.0.0.1", port=mosquitto,
+    publish.single("fer/board8/status", "offline", qos=1, retain=True, hostname="127.0.0.1", port=mosquitto.port,
                    protocol=mqtt.MQTTv311)
     sb = make_sandbox(tmp_path)
     wheel = build_fake_wheel(tmp_path / "w", "1.0", healthy=True)
-    args = _push_args(tmp_path, sb, wheel, "--broker", f"127.0.0.1:{mosquitto}")
+    args = _push_args(tmp_path, sb, wheel, "--broker", f"127.0.0.1:{mosquitto.port}")
     ok = sb.run(PUSH, "--ssh", "board7", *args, "--device-id", "board7", SSH=str(sb.bin / "ssh"), PYTHON=sys.executable)
     assert "status online" in ok.stderr
     bad = sb.run(PUSH, "--ssh", "board8", *args, "--device-id", "board8", "--online-timeout", "1",
