@@ -37,6 +37,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_epochs: float = 2.0
     label_smoothing: float = 0.1
+    ema: float = 0.0  # momentum of the weight moving average used for evaluation and best.keras (0 = off)
     dropout: float = 0.4
     widths: tuple[int, ...] = (24, 48, 96, 192)
     seed: int = 1
@@ -121,7 +122,10 @@ def train(cfg: TrainConfig) -> dict:
             initial_learning_rate=cfg.lr / 20, decay_steps=max(total_steps - warmup, 1), alpha=0.01,
             warmup_target=cfg.lr if warmup else None, warmup_steps=warmup,
         )
-        opt = keras.optimizers.AdamW(learning_rate=schedule if warmup else cfg.lr, weight_decay=cfg.weight_decay)
+        opt = keras.optimizers.AdamW(
+            learning_rate=schedule if warmup else cfg.lr, weight_decay=cfg.weight_decay,
+            use_ema=cfg.ema > 0, ema_momentum=cfg.ema or 0.99,
+        )
         opt.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
         model.compile(
             optimizer=opt,
@@ -146,11 +150,14 @@ def train(cfg: TrainConfig) -> dict:
                 "normalization": asdict(norm), "config": _jsonable(cfg),
             }, indent=2))
 
+    # Order matters: last.keras keeps the raw weights (so --resume continues the same run); with --ema
+    # the swap callback then puts the averaged weights in place for validation and for best.keras.
     callbacks = [
-        keras.callbacks.ModelCheckpoint(best_ckpt, monitor="val_accuracy", mode="max", save_best_only=True,
-                                        initial_value_threshold=best_acc),
         keras.callbacks.ModelCheckpoint(last_ckpt),
         keras.callbacks.CSVLogger(out / "log.csv", append=initial_epoch > 0),
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema > 0 else []),
+        keras.callbacks.ModelCheckpoint(best_ckpt, monitor="val_accuracy", mode="max", save_best_only=True,
+                                        initial_value_threshold=best_acc),
         _State(),
     ]
     t_start = time.time()
@@ -213,6 +220,8 @@ def register(sub) -> None:
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--ema", type=float, default=d.ema,
+                   help="weight moving-average momentum for validation and best.keras, e.g. 0.998 (0 = off)")
     p.add_argument("--widths", default=",".join(map(str, d.widths)), help="conv widths per stage")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--limit", type=int, default=0, help="use at most N rows per split (smoke runs)")
@@ -236,10 +245,12 @@ def _run(args) -> int:
         raise FerError(f"--widths must be comma-separated integers, got {args.widths!r}") from None
     if args.epochs < 1 or args.batch_size < 1:
         raise FerError("--epochs and --batch-size must be >= 1")
+    if not 0.0 <= args.ema < 1.0:
+        raise FerError(f"--ema must be in [0, 1), got {args.ema}")
     cfg = TrainConfig(
         data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
-        dropout=args.dropout, widths=widths, seed=args.seed, limit=args.limit, skip_bad_rows=args.skip_bad_rows,
+        dropout=args.dropout, ema=args.ema, widths=widths, seed=args.seed, limit=args.limit, skip_bad_rows=args.skip_bad_rows,
         resume=args.resume, init_from=args.init_from,
         augment=AugmentConfig(flip=not args.no_flip, rotation_deg=args.rotation, scale=args.scale,
                               shift_px=args.shift, erase_prob=args.erase_prob),
