@@ -186,6 +186,15 @@ def _require_mosquitto() -> None:
         pytest.skip("mosquitto binary not found: install the Debian package 'mosquitto' (apt-get install mosquitto)")
 
 
+@pytest.fixture(scope="session")
+def manifest():
+    """The committed default bundle's manifest (the agent's fallback model; missing it is a defect, not a skip)."""
+    from agent.config import default_bundle_path
+    from agent.manifest import load_manifest
+
+    return load_manifest(default_bundle_path())
+
+
 @pytest.fixture
 def mosquitto_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoFactory]:
     _require_mosquitto()

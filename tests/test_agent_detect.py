@@ -6,21 +6,13 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.config import DetectorConfig, default_bundle_path
+from agent.config import DetectorConfig
 from agent.demo import astronaut_bgr, background, grid_faces, grid_frame
 from agent.detect import BLAZEFACE_OPTIONS, HaarDetector, create_detector, iou_matrix, ssd_anchors, weighted_nms
 from agent.errors import FerError
-from agent.manifest import load_manifest
 from agent.track import box_iou
 
 DETECTORS = [("haar", "short"), ("blazeface", "short"), ("blazeface", "full")]
-
-
-@pytest.fixture(scope="module")
-def manifest():
-    if not (default_bundle_path() / "manifest.json").exists():
-        pytest.skip("default bundle not exported yet (fer-host export)")
-    return load_manifest(default_bundle_path())
 
 
 def run(det, frame):

@@ -15,7 +15,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from agent.config import AgentConfig, apply_overrides, default_bundle_path
+from agent.config import AgentConfig, apply_overrides
 from agent.demo import write_clip
 from agent.mqtt.payloads import load_schema
 from agent.pipeline import run_agent
@@ -25,8 +25,6 @@ DEVICE = "e2e-test"
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    if not (default_bundle_path() / "manifest.json").exists():
-        pytest.skip("default bundle not exported yet (fer-host export)")
     return write_clip(tmp_path_factory.mktemp("clip") / "astronaut.mp4", seconds=6.0)
 
 

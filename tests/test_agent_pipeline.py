@@ -10,19 +10,11 @@ import pytest
 from agent.backends import BackendError
 from agent.backends.base import Backend
 from agent.capture import ArraySource
-from agent.config import AgentConfig, SourceConfig, default_bundle_path
+from agent.config import AgentConfig, SourceConfig
 from agent.demo import grid_frame
 from agent.detect import HaarDetector
-from agent.manifest import load_manifest
 from agent.pipeline import NullPublisher, Pipeline
 from agent.timing import STAGES
-
-
-@pytest.fixture(scope="module")
-def manifest():
-    if not (default_bundle_path() / "manifest.json").exists():
-        pytest.skip("default bundle not exported yet (fer-host export)")
-    return load_manifest(default_bundle_path())
 
 
 class HappyBackend(Backend):

@@ -10,17 +10,9 @@ import pytest
 
 from agent.backends import BackendError, create_backend
 from agent.backends.tflite import TFLiteBackend, TFLiteConfig
-from agent.config import BackendConfig, default_bundle_path
+from agent.config import BackendConfig
 from agent.demo import astronaut_bgr, face_patch
-from agent.manifest import load_manifest
 from agent.preprocess import image_tensor
-
-
-@pytest.fixture(scope="module")
-def manifest():
-    if not (default_bundle_path() / "manifest.json").exists():
-        pytest.skip("default bundle not exported yet (fer-host export)")
-    return load_manifest(default_bundle_path())
 
 
 @pytest.fixture(scope="module")

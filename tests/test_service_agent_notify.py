@@ -19,13 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import default_bundle_path
 
 
 @pytest.fixture
 def clip(tmp_path: Path) -> Path:
-    if not (default_bundle_path() / "manifest.json").exists():
-        pytest.skip("default bundle not exported yet (fer-host export)")
     from agent.demo import write_clip
 
     return write_clip(tmp_path / "clip.mp4", seconds=3.0)
