@@ -49,10 +49,11 @@ bench: setup-agent
 
 # The default recipe (about an hour on 2 CPU cores) and the export of the default bundle.
 DATA ?= ../shared/datasets/fer2013/fer2013_train_publictest.csv.gz
+VERSION ?= 1.1.0
 train: setup-dev
 	$(BIN)/fer-host train --data $(DATA) --out runs/default
 export: setup-dev
-	$(BIN)/fer-host export runs/default --out agent/models/default --data $(DATA) --no-saved-model
+	$(BIN)/fer-host export runs/default --out agent/models/default --data $(DATA) --no-saved-model --version $(VERSION)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

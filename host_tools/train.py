@@ -31,7 +31,7 @@ from host_tools.augment import AugmentConfig
 class TrainConfig:
     data: str
     out: str = "runs/default"
-    epochs: int = 40
+    epochs: int = 60
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 0.01
