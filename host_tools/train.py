@@ -25,6 +25,7 @@ from agent.sysinfo import machine_line
 from host_tools import data as fer_data
 from host_tools import metrics, plots
 from host_tools.augment import AugmentConfig
+from host_tools.model import DEFAULT_WIDTHS
 
 
 @dataclass
@@ -39,7 +40,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     ema: float = 0.0  # momentum of the weight moving average used for evaluation and best.keras (0 = off)
     dropout: float = 0.4
-    widths: tuple[int, ...] = (24, 48, 96, 192)
+    widths: tuple[int, ...] = DEFAULT_WIDTHS
     seed: int = 1
     limit: int = 0  # use at most this many rows per split (0 = all); for smoke runs
     skip_bad_rows: bool = False
