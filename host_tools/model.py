@@ -1,7 +1,8 @@
 """The classifier, defined in one place.
 
 A plain VGG-style stack (3x3 conv -> batch norm -> ReLU, two per stage, max
-pool between stages, global average pool, dense softmax). Every op is in the
+pool between stages, global average pool, dense softmax; `convs` sets the
+convs per stage for experiments). Every op is in the
 SNPE TensorFlow/TFLite converters' supported lists and quantises cleanly to
 int8 (batch norm folds into the conv; no exotic activations). Widths
 24/48/96/192 were chosen by measurement on the 2-core host: ~60 s/epoch to
@@ -20,16 +21,20 @@ if TYPE_CHECKING:
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
 DEFAULT_WIDTHS = (24, 48, 96, 192)
+DEFAULT_CONVS = (2, 2, 2, 2)  # 3x3 convs per stage
 
 
-def build_model(widths: tuple[int, ...] = DEFAULT_WIDTHS, dropout: float = 0.4, side: int = 48) -> keras.Model:
+def build_model(widths: tuple[int, ...] = DEFAULT_WIDTHS, dropout: float = 0.4, side: int = 48,
+                convs: tuple[int, ...] = DEFAULT_CONVS) -> keras.Model:
+    if len(convs) != len(widths) or min(convs, default=1) < 1:
+        raise ValueError(f"convs {convs} must give one count >= 1 per stage of widths {widths}")
     import keras  # imported here so `fer-host --help` does not pay TensorFlow's start-up
     from keras import layers
 
     inp = keras.Input((side, side, 1), name=INPUT_NAME)
     x = inp
-    for stage, width in enumerate(widths):
-        for j in range(2):
+    for stage, (width, n_conv) in enumerate(zip(widths, convs)):
+        for j in range(n_conv):
             x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"s{stage}_conv{j}")(x)
             x = layers.BatchNormalization(name=f"s{stage}_bn{j}")(x)
             x = layers.ReLU(name=f"s{stage}_relu{j}")(x)

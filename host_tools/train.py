@@ -25,7 +25,7 @@ from agent.sysinfo import machine_line
 from host_tools import data as fer_data
 from host_tools import metrics, plots
 from host_tools.augment import AugmentConfig
-from host_tools.model import DEFAULT_WIDTHS
+from host_tools.model import DEFAULT_CONVS, DEFAULT_WIDTHS
 
 
 @dataclass
@@ -41,6 +41,7 @@ class TrainConfig:
     ema: float = 0.0  # momentum of the weight moving average used for evaluation and best.keras (0 = off)
     dropout: float = 0.4
     widths: tuple[int, ...] = DEFAULT_WIDTHS
+    convs: tuple[int, ...] = DEFAULT_CONVS
     seed: int = 1
     limit: int = 0  # use at most this many rows per split (0 = all); for smoke runs
     skip_bad_rows: bool = False
@@ -114,7 +115,7 @@ def train(cfg: TrainConfig) -> dict:
         model = keras.models.load_model(last_ckpt)
         print(f"resuming from {last_ckpt} after epoch {initial_epoch} (best PublicTest {best_acc})")
     else:
-        model = build_model(cfg.widths, cfg.dropout)
+        model = build_model(cfg.widths, cfg.dropout, convs=cfg.convs)
         if cfg.init_from:
             # SGDR-style warm restart: same architecture, trained weights, a new LR cycle.
             model.set_weights(keras.models.load_model(cfg.init_from).get_weights())
@@ -204,6 +205,7 @@ def _best_epoch(log_csv: Path) -> int:
 def _jsonable(cfg: TrainConfig) -> dict:
     d = asdict(cfg)
     d["widths"] = list(cfg.widths)
+    d["convs"] = list(cfg.convs)
     return d
 
 
@@ -224,6 +226,7 @@ def register(sub) -> None:
     p.add_argument("--ema", type=float, default=d.ema,
                    help="weight moving-average momentum for validation and best.keras, e.g. 0.998 (0 = off)")
     p.add_argument("--widths", default=",".join(map(str, d.widths)), help="conv widths per stage")
+    p.add_argument("--convs", default=",".join(map(str, d.convs)), help="3x3 convs per stage (one count per width)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--limit", type=int, default=0, help="use at most N rows per split (smoke runs)")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip and count bad rows instead of stopping")
@@ -237,13 +240,21 @@ def register(sub) -> None:
     p.set_defaults(func=_run)
 
 
-def _run(args) -> int:
+def _int_list(flag: str, text: str) -> tuple[int, ...]:
     from agent.errors import FerError
 
     try:
-        widths = tuple(int(w) for w in args.widths.split(","))
+        return tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise FerError(f"--widths must be comma-separated integers, got {args.widths!r}") from None
+        raise FerError(f"{flag} must be comma-separated integers, got {text!r}") from None
+
+
+def _run(args) -> int:
+    from agent.errors import FerError
+
+    widths, convs = _int_list("--widths", args.widths), _int_list("--convs", args.convs)
+    if len(convs) != len(widths) or min(convs) < 1:
+        raise FerError(f"--convs needs one count >= 1 per stage of --widths ({len(widths)} stages), got {args.convs!r}")
     if args.epochs < 1 or args.batch_size < 1:
         raise FerError("--epochs and --batch-size must be >= 1")
     if not 0.0 <= args.ema < 1.0:
@@ -251,7 +262,7 @@ def _run(args) -> int:
     cfg = TrainConfig(
         data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
-        dropout=args.dropout, ema=args.ema, widths=widths, seed=args.seed, limit=args.limit, skip_bad_rows=args.skip_bad_rows,
+        dropout=args.dropout, ema=args.ema, widths=widths, convs=convs, seed=args.seed, limit=args.limit, skip_bad_rows=args.skip_bad_rows,
         resume=args.resume, init_from=args.init_from,
         augment=AugmentConfig(flip=not args.no_flip, rotation_deg=args.rotation, scale=args.scale,
                               shift_px=args.shift, erase_prob=args.erase_prob),

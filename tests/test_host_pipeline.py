@@ -32,8 +32,9 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("host")
     data = write_csv(root / "synth.csv.gz", {"Training": 700, "PublicTest": 140, "PrivateTest": 70})
     # Gentle augmentation: the bars are 6 px apart, so the recipe's 4 px shifts would blur the classes.
+    # A tiny net with two convs at full resolution: at these widths it learns the bars in 3 epochs.
     cfg = TrainConfig(data=str(data), out=str(root / "run"), epochs=3, batch_size=64, widths=(8, 16, 16, 32),
-                      warmup_epochs=0.5, lr=1e-2, seed=3,
+                      convs=(2, 2, 2, 2), warmup_epochs=0.5, lr=1e-2, seed=3,
                       augment=AugmentConfig(rotation_deg=2, scale=0.02, shift_px=1, erase_prob=0.2))
     summary = train(cfg)
     return root, data, cfg, summary
@@ -157,7 +158,7 @@ def test_init_from_starts_with_the_trained_weights(trained, tmp_path):
     _, data, cfg, summary = trained
     source = Path(cfg.out) / "best.keras"
     out = tmp_path / "restart"
-    train(TrainConfig(data=str(data), out=str(out), epochs=1, batch_size=64, widths=cfg.widths, lr=1e-9,
+    train(TrainConfig(data=str(data), out=str(out), epochs=1, batch_size=64, widths=cfg.widths, convs=cfg.convs, lr=1e-9,
                       warmup_epochs=0, seed=4, init_from=str(source), augment=cfg.augment))
     # With a negligible learning rate the restarted model keeps the source's trainable weights
     # (batch-norm moving statistics still move, so they are not compared).
@@ -208,3 +209,20 @@ def test_ema_weights_are_evaluated_and_kept_in_best_while_last_stays_raw(trained
 def test_ema_flag_is_validated():
     res = _cli("train", "--data", "x.csv", "--ema", "1.5")
     assert res.returncode == 2 and "--ema must be in [0, 1)" in res.stderr
+
+
+def test_convs_per_stage_shape_the_model():
+    from host_tools.model import build_model
+
+    model = build_model((8, 16, 16, 32), convs=(1, 2, 3, 1))
+    convs = [layer.name for layer in model.layers if "_conv" in layer.name]
+    assert convs == ["s0_conv0", "s1_conv0", "s1_conv1", "s2_conv0", "s2_conv1", "s2_conv2", "s3_conv0"]
+    with pytest.raises(ValueError, match="one count >= 1 per stage"):
+        build_model((8, 16), convs=(1, 2, 2))
+
+
+def test_convs_flag_is_validated():
+    res = _cli("train", "--data", "x.csv", "--convs", "1,2")
+    assert res.returncode == 2 and "--convs needs one count >= 1 per stage of --widths (4 stages)" in res.stderr
+    res = _cli("train", "--data", "x.csv", "--convs", "2,2,0,2")
+    assert res.returncode == 2 and "--convs needs one count" in res.stderr
