@@ -49,7 +49,7 @@ bench: setup-agent
 
 # The default recipe (about an hour on 2 CPU cores) and the export of the default bundle.
 DATA ?= ../shared/datasets/fer2013/fer2013_train_publictest.csv.gz
-VERSION ?= 1.1.0
+VERSION ?= 1.2.0
 train: setup-dev
 	$(BIN)/fer-host train --data $(DATA) --out runs/default
 export: setup-dev

@@ -1,12 +1,14 @@
 """The classifier, defined in one place.
 
-A plain VGG-style stack (3x3 conv -> batch norm -> ReLU, two per stage, max
-pool between stages, global average pool, dense softmax; `convs` sets the
-convs per stage for experiments). Every op is in the
-SNPE TensorFlow/TFLite converters' supported lists and quantises cleanly to
-int8 (batch norm folds into the conv; no exotic activations). Widths
-24/48/96/192 were chosen by measurement on the 2-core host: ~60 s/epoch to
-train and ~0.27 ms/face int8 on one core (see README, "Model card").
+A plain VGG-style stack (3x3 conv -> batch norm -> ReLU, max pool between
+stages, global average pool, dense softmax). Every op is in the SNPE
+TensorFlow/TFLite converters' supported lists and quantises cleanly to int8
+(batch norm folds into the conv; no exotic activations). The default shape was
+chosen by measurement on the 2-core host: one conv at full 48x48 resolution
+(a second one there costs a quarter of the training time) pays for wider
+middle stages, 32/64/128/192; that gained 0.5 points over 24/48/96/192 with two
+convs per stage for 10 % more training time and 0.21 -> ~0.25 ms/face int8 on
+one core (`benchmarks/train_speed.py`, `fer-agent bench`; README, "Model card").
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ if TYPE_CHECKING:
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
-DEFAULT_WIDTHS = (24, 48, 96, 192)
-DEFAULT_CONVS = (2, 2, 2, 2)  # 3x3 convs per stage
+DEFAULT_WIDTHS = (32, 64, 128, 192)
+DEFAULT_CONVS = (1, 2, 2, 2)  # 3x3 convs per stage
 
 
 def build_model(widths: tuple[int, ...] = DEFAULT_WIDTHS, dropout: float = 0.4, side: int = 48,
