@@ -26,10 +26,16 @@ DEFAULT_WIDTHS = (32, 64, 128, 192)
 DEFAULT_CONVS = (1, 2, 2, 2)  # 3x3 convs per stage
 
 
+def check_shape(widths: tuple[int, ...], convs: tuple[int, ...]) -> None:
+    """Raise ValueError unless there is one conv count >= 1 and one width >= 1 per stage."""
+    if not widths or len(convs) != len(widths) or min(convs) < 1 or min(widths) < 1:
+        raise ValueError(f"needs widths >= 1 and one conv count >= 1 per stage of widths {list(widths)} "
+                         f"({len(widths)} stages), got convs {list(convs)}")
+
+
 def build_model(widths: tuple[int, ...] = DEFAULT_WIDTHS, dropout: float = 0.4, side: int = 48,
                 convs: tuple[int, ...] = DEFAULT_CONVS) -> keras.Model:
-    if len(convs) != len(widths) or min(convs, default=1) < 1:
-        raise ValueError(f"convs {convs} must give one count >= 1 per stage of widths {widths}")
+    check_shape(widths, convs)
     import keras  # imported here so `fer-host --help` does not pay TensorFlow's start-up
     from keras import layers
 

@@ -25,7 +25,7 @@ from agent.sysinfo import machine_line
 from host_tools import data as fer_data
 from host_tools import metrics, plots
 from host_tools.augment import AugmentConfig
-from host_tools.model import DEFAULT_CONVS, DEFAULT_WIDTHS
+from host_tools.model import DEFAULT_CONVS, DEFAULT_WIDTHS, check_shape
 
 
 @dataclass
@@ -253,8 +253,10 @@ def _run(args) -> int:
     from agent.errors import FerError
 
     widths, convs = _int_list("--widths", args.widths), _int_list("--convs", args.convs)
-    if len(convs) != len(widths) or min(convs) < 1:
-        raise FerError(f"--convs needs one count >= 1 per stage of --widths ({len(widths)} stages), got {args.convs!r}")
+    try:
+        check_shape(widths, convs)
+    except ValueError as exc:
+        raise FerError(f"--widths/--convs: {exc}") from None
     if args.epochs < 1 or args.batch_size < 1:
         raise FerError("--epochs and --batch-size must be >= 1")
     if not 0.0 <= args.ema < 1.0:

@@ -217,12 +217,13 @@ def test_convs_per_stage_shape_the_model():
     model = build_model((8, 16, 16, 32), convs=(1, 2, 3, 1))
     convs = [layer.name for layer in model.layers if "_conv" in layer.name]
     assert convs == ["s0_conv0", "s1_conv0", "s1_conv1", "s2_conv0", "s2_conv1", "s2_conv2", "s3_conv0"]
-    with pytest.raises(ValueError, match="one count >= 1 per stage"):
+    with pytest.raises(ValueError, match="and one conv count >= 1 per stage"):
         build_model((8, 16), convs=(1, 2, 2))
 
 
 def test_convs_flag_is_validated():
     res = _cli("train", "--data", "x.csv", "--convs", "1,2")
-    assert res.returncode == 2 and "--convs needs one count >= 1 per stage of --widths (4 stages)" in res.stderr
+    assert res.returncode == 2 and "--widths/--convs: needs widths >= 1 and one conv count >= 1 per stage" in res.stderr
+    assert "(4 stages), got convs [1, 2]" in res.stderr and "Traceback" not in res.stderr
     res = _cli("train", "--data", "x.csv", "--convs", "2,2,0,2")
-    assert res.returncode == 2 and "--convs needs one count" in res.stderr
+    assert res.returncode == 2 and "got convs [2, 2, 0, 2]" in res.stderr
