@@ -25,11 +25,18 @@ TRAIN_ROWS = 28709
 
 
 def _shape(text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    from host_tools.model import check_shape  # cheap: TensorFlow is only imported to build
+
     try:
         widths, convs = text.split("/")
-        return tuple(map(int, widths.split(","))), tuple(map(int, convs.split(",")))
+        shape = tuple(map(int, widths.split(","))), tuple(map(int, convs.split(",")))
     except ValueError:
         raise argparse.ArgumentTypeError(f"shape must look like 24,48,96,192/2,2,2,2, got {text!r}") from None
+    try:
+        check_shape(*shape)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text}: {exc}") from None
+    return shape
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import tensorflow as tf
 
+    from agent.labels import NUM_CLASSES
     from agent.sysinfo import machine_line
     from host_tools.augment import AugmentConfig, augment_batch
     from host_tools.model import build_model
@@ -54,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     n = args.steps * args.batch_size
     rng = np.random.default_rng(1)
     x = rng.standard_normal((n, 48, 48, 1), dtype=np.float32)
-    y = rng.integers(0, 7, n)
+    y = rng.integers(0, NUM_CLASSES, n)
     aug = AugmentConfig()
     ds = (tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size)
-          .map(lambda a, b: (augment_batch(a, aug), tf.one_hot(b, 7)), num_parallel_calls=tf.data.AUTOTUNE)
+          .map(lambda a, b: (augment_batch(a, aug), tf.one_hot(b, NUM_CLASSES)), num_parallel_calls=tf.data.AUTOTUNE)
           .prefetch(tf.data.AUTOTUNE))
     models = []
     for widths, convs in args.shapes:

@@ -227,3 +227,15 @@ def test_convs_flag_is_validated():
     assert "(4 stages), got convs [1, 2]" in res.stderr and "Traceback" not in res.stderr
     res = _cli("train", "--data", "x.csv", "--convs", "2,2,0,2")
     assert res.returncode == 2 and "got convs [2, 2, 0, 2]" in res.stderr
+
+
+def test_train_speed_benchmark_runs_and_rejects_bad_shapes():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
+    ok = subprocess.run([sys.executable, str(script), "8,8,8,8/1,1,1,1", "--steps", "2", "--repeat", "2"],
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    row = [line for line in ok.stdout.splitlines() if line.startswith("8,8,8,8/1,1,1,1")]
+    assert len(row) == 1 and "fastest" in row[0] and row[0].count("(runs: ") == 1
+    bad = subprocess.run([sys.executable, str(script), "8,8/1"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "8,8/1: needs widths >= 1 and one conv count" in bad.stderr
+    assert "Traceback" not in bad.stderr
