@@ -3,7 +3,8 @@
 One projective transform per image combines flip, rotation, scale and shift
 with reflect fill - the shift is the same as a random crop from a
 reflect-padded image, done without materialising the padding. Random erasing
-follows (Zhong et al., 2017). Everything is vectorised over the batch: on a
+follows (Zhong et al., 2017), then optional mixup (Zhang et al., 2018), which
+blends pairs of faces and their one-hot labels. Everything is vectorised over the batch: on a
 2-core machine per-image Python or map() calls would cost more than the model.
 """
 
@@ -26,6 +27,8 @@ class AugmentConfig:
     erase_prob: float = 0.5
     erase_area: tuple[float, float] = (0.02, 0.2)
     erase_aspect: tuple[float, float] = (0.3, 3.3)
+    mixup_alpha: float = 0.0  # Beta(alpha, alpha) blend weight; 0 = off
+    mixup_prob: float = 1.0  # share of faces that get blended with a partner
 
 
 def augment_batch(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
@@ -81,3 +84,24 @@ def random_erase(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
     chosen = (tf.random.uniform([b]) < cfg.erase_prob)[:, None, None]
     mask = tf.cast(inside & chosen, images.dtype)[..., None]
     return images * (1.0 - mask)
+
+
+def mixup(images: tf.Tensor, labels: tf.Tensor, cfg: AugmentConfig) -> tuple[tf.Tensor, tf.Tensor]:
+    """Blend each chosen face and its one-hot label with its partner in the reversed (shuffled) batch.
+
+    The weight is per face, drawn from Beta(alpha, alpha) as the ratio of two gamma draws, so the
+    pipeline stays vectorised; faces not chosen keep weight 1 and stay as they were.
+    """
+    import tensorflow as tf
+
+    if cfg.mixup_alpha <= 0:
+        return images, labels
+    b = tf.shape(images)[0]
+    g1 = tf.random.gamma([b], cfg.mixup_alpha)
+    g2 = tf.random.gamma([b], cfg.mixup_alpha)
+    lam = g1 / tf.maximum(g1 + g2, 1e-12)
+    lam = tf.where(tf.random.uniform([b]) < cfg.mixup_prob, lam, tf.ones([b]))
+    labels = tf.cast(labels, images.dtype)
+    mixed_x = lam[:, None, None, None] * images + (1.0 - lam[:, None, None, None]) * tf.reverse(images, [0])
+    mixed_y = lam[:, None] * labels + (1.0 - lam[:, None]) * tf.reverse(labels, [0])
+    return mixed_x, mixed_y

@@ -62,7 +62,7 @@ def train(cfg: TrainConfig) -> dict:
     import keras
     import tensorflow as tf
 
-    from host_tools.augment import augment_batch
+    from host_tools.augment import augment_batch, mixup
     from host_tools.model import build_model
 
     out = Path(cfg.out)
@@ -94,7 +94,7 @@ def train(cfg: TrainConfig) -> dict:
     aug = cfg.augment
 
     def _train_map(x, y):
-        return augment_batch(x, aug), tf.one_hot(y, NUM_CLASSES)
+        return mixup(augment_batch(x, aug), tf.one_hot(y, NUM_CLASSES), aug)
 
     train_ds = (
         tf.data.Dataset.from_tensor_slices((x_train, y_train))
@@ -237,6 +237,9 @@ def register(sub) -> None:
     p.add_argument("--scale", type=float, default=a.scale, help="max zoom in/out fraction")
     p.add_argument("--shift", type=float, default=a.shift_px, help="max shift in pixels (= reflect-pad crop)")
     p.add_argument("--erase-prob", type=float, default=a.erase_prob, help="random-erasing probability")
+    p.add_argument("--mixup", type=float, default=a.mixup_alpha,
+                   help="mixup Beta(alpha, alpha) parameter, e.g. 0.2 (0 = off)")
+    p.add_argument("--mixup-prob", type=float, default=a.mixup_prob, help="share of faces mixed when --mixup > 0")
     p.set_defaults(func=_run)
 
 
@@ -261,13 +264,16 @@ def _run(args) -> int:
         raise FerError("--epochs and --batch-size must be >= 1")
     if not 0.0 <= args.ema < 1.0:
         raise FerError(f"--ema must be in [0, 1), got {args.ema}")
+    if args.mixup < 0 or not 0.0 <= args.mixup_prob <= 1.0:
+        raise FerError(f"--mixup must be >= 0 and --mixup-prob in [0, 1], got {args.mixup} and {args.mixup_prob}")
     cfg = TrainConfig(
         data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
         dropout=args.dropout, ema=args.ema, widths=widths, convs=convs, seed=args.seed, limit=args.limit, skip_bad_rows=args.skip_bad_rows,
         resume=args.resume, init_from=args.init_from,
         augment=AugmentConfig(flip=not args.no_flip, rotation_deg=args.rotation, scale=args.scale,
-                              shift_px=args.shift, erase_prob=args.erase_prob),
+                              shift_px=args.shift, erase_prob=args.erase_prob,
+                              mixup_alpha=args.mixup, mixup_prob=args.mixup_prob),
     )
     train(cfg)
     return 0

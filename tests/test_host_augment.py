@@ -51,3 +51,29 @@ def test_erasing_zeroes_one_rectangle():
         (r0, c0), (r1, c1) = zeros.min(0), zeros.max(0)
         assert (img[r0:r1 + 1, c0:c1 + 1] == 0).all()  # a solid rectangle
         assert 0.01 * 48 * 48 <= len(zeros) <= 0.25 * 48 * 48
+
+
+def test_mixup_blends_faces_and_labels_with_the_same_weight():
+    from host_tools.augment import mixup
+
+    tf.random.set_seed(3)
+    n = 64
+    x = np.stack([np.full((48, 48, 1), i, np.float32) for i in range(n)])  # face i is the constant i
+    y = np.eye(7, dtype=np.float32)[np.arange(n) % 7]
+    mx, my = (t.numpy() for t in mixup(tf.constant(x), tf.constant(y), AugmentConfig(mixup_alpha=1.0)))
+    assert mx.shape == x.shape and my.shape == y.shape
+    np.testing.assert_allclose(my.sum(1), 1.0, atol=1e-6)
+    partner = np.arange(n)[::-1]
+    lam = (mx[:, 0, 0, 0] - partner) / (np.arange(n) - partner)  # pixel = lam*i + (1-lam)*partner
+    np.testing.assert_allclose(my, lam[:, None] * y + (1 - lam[:, None]) * y[partner], atol=1e-5)
+    assert ((lam >= 0) & (lam <= 1)).all() and 0.2 < lam.mean() < 0.8  # Beta(1, 1) is uniform
+
+
+def test_mixup_off_or_never_chosen_leaves_the_batch_alone():
+    from host_tools.augment import mixup
+
+    x, y = tf.constant(_batch()), tf.one_hot(np.arange(16) % 7, 7)
+    for cfg in (AugmentConfig(), AugmentConfig(mixup_alpha=0.4, mixup_prob=0.0)):
+        mx, my = mixup(x, y, cfg)
+        np.testing.assert_array_equal(mx.numpy(), x.numpy())
+        np.testing.assert_array_equal(my.numpy(), y.numpy())

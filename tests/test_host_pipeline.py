@@ -239,3 +239,25 @@ def test_train_speed_benchmark_runs_and_rejects_bad_shapes():
     bad = subprocess.run([sys.executable, str(script), "8,8/1"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "8,8/1: needs widths >= 1 and one conv count" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_mixup_is_trained_with_and_recorded(trained, tmp_path):
+    """--mixup reaches the training batches (same seed, different weights) and the run's config."""
+    import keras
+
+    from host_tools.train import TrainConfig, train
+
+    base = dict(data=str(trained[1]), epochs=1, batch_size=64, widths=(8, 16, 16, 32), seed=5, limit=280)
+    train(TrainConfig(out=str(tmp_path / "plain"), **base))
+    train(TrainConfig(out=str(tmp_path / "mix"), augment=AugmentConfig(mixup_alpha=0.4), **base))
+    plain, mix = (keras.models.load_model(tmp_path / run / "last.keras").get_weights() for run in ("plain", "mix"))
+    assert max(float(np.abs(a - b).max()) for a, b in zip(plain, mix)) > 1e-4
+    cfg = json.loads((tmp_path / "mix/metrics.json").read_text())["config"]["augment"]
+    assert cfg["mixup_alpha"] == 0.4 and cfg["mixup_prob"] == 1.0
+
+
+def test_mixup_flags_are_validated():
+    for flags in (["--mixup", "-0.1"], ["--mixup", "0.2", "--mixup-prob", "1.5"]):
+        res = _cli("train", "--data", "x.csv", *flags)
+        assert res.returncode == 2 and "--mixup must be >= 0 and --mixup-prob in [0, 1]" in res.stderr, flags
+        assert "Traceback" not in res.stderr
