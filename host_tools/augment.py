@@ -4,8 +4,9 @@ One projective transform per image combines flip, rotation, scale and shift
 with reflect fill - the shift is the same as a random crop from a
 reflect-padded image, done without materialising the padding. Random erasing
 follows (Zhong et al., 2017), then optional mixup (Zhang et al., 2018), which
-blends pairs of faces and their one-hot labels. Everything is vectorised over the batch: on a
-2-core machine per-image Python or map() calls would cost more than the model.
+blends pairs of faces and their one-hot labels. Everything is vectorised over
+the batch: on a 2-core machine per-image Python or map() calls would cost more
+than the model.
 """
 
 from __future__ import annotations
