@@ -149,7 +149,7 @@ def train(cfg: TrainConfig) -> dict:
             state_path.write_text(json.dumps({
                 "epochs_done": epoch + 1, "best_val_accuracy": best_acc,
                 "train_seconds": elapsed_before + time.time() - self.t0,
-                "normalization": asdict(norm), "config": _jsonable(cfg),
+                "normalization": asdict(norm), "config": asdict(cfg),
             }, indent=2))
 
     # Order matters: last.keras keeps the raw weights (so --resume continues the same run); with --ema
@@ -181,7 +181,7 @@ def train(cfg: TrainConfig) -> dict:
         "machine": machine_line(),
         "tensorflow": tf.__version__,
         "normalization": asdict(norm),
-        "config": _jsonable(cfg),
+        "config": asdict(cfg),
     }
     if "PrivateTest" in dataset.splits and not cfg.limit:
         priv = dataset.split("PrivateTest")
@@ -200,13 +200,6 @@ def _best_epoch(log_csv: Path) -> int:
     with open(log_csv, newline="") as fh:
         rows = list(csv.DictReader(fh))
     return int(max(rows, key=lambda r: float(r["val_accuracy"]))["epoch"]) + 1 if rows else 0
-
-
-def _jsonable(cfg: TrainConfig) -> dict:
-    d = asdict(cfg)
-    d["widths"] = list(cfg.widths)
-    d["convs"] = list(cfg.convs)
-    return d
 
 
 def register(sub) -> None:
