@@ -261,3 +261,24 @@ def test_mixup_flags_are_validated():
         res = _cli("train", "--data", "x.csv", *flags)
         assert res.returncode == 2 and "--mixup must be >= 0 and --mixup-prob in [0, 1]" in res.stderr, flags
         assert "Traceback" not in res.stderr
+
+
+def test_sgd_optimizer_is_used_and_recorded(trained, tmp_path):
+    """--optimizer sgd trains with Nesterov SGD (kept in last.keras, so --resume continues with it)."""
+    import keras
+
+    from host_tools.train import TrainConfig, train
+
+    base = dict(data=str(trained[1]), epochs=1, batch_size=64, widths=(8, 16, 16, 32), seed=5, limit=280)
+    train(TrainConfig(out=str(tmp_path / "sgd"), optimizer="sgd", lr=0.05, weight_decay=5e-3, **base))
+    opt = keras.models.load_model(tmp_path / "sgd/last.keras").optimizer
+    assert isinstance(opt, keras.optimizers.SGD) and opt.nesterov and opt.momentum == pytest.approx(0.9)
+    assert opt.weight_decay == pytest.approx(5e-3)
+    assert json.loads((tmp_path / "sgd/metrics.json").read_text())["config"]["optimizer"] == "sgd"
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        train(TrainConfig(out=str(tmp_path / "bad"), optimizer="rmsprop", **base))
+
+
+def test_optimizer_flag_rejects_unknown_names():
+    res = _cli("train", "--data", "x.csv", "--optimizer", "rmsprop")
+    assert res.returncode == 2 and "invalid choice: 'rmsprop'" in res.stderr and "Traceback" not in res.stderr
