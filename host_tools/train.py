@@ -2,9 +2,9 @@
 
 Recipe (all flags in :class:`TrainConfig`): AdamW (or Nesterov SGD) with
 decoupled weight decay (not on batch-norm or bias), linear warm-up then cosine
-decay, label smoothing, flip/rotate/scale/shift augmentation plus random erasing, model
-selection on PublicTest. Checkpoints every epoch make ``--resume`` exact
-(optimizer state and schedule position included).
+decay, label smoothing, flip/rotate/scale/shift augmentation plus random
+erasing, model selection on PublicTest. Checkpoints every epoch make
+``--resume`` exact (optimizer state and schedule position included).
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ class TrainConfig:
     resume: bool = False
     init_from: str | None = None  # start from these weights with a fresh optimizer/schedule (warm restart)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        # Checked here, not in train(), so a typo fails before the data set is loaded.
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
 
 
 def _limit(split: fer_data.Split, n: int, seed: int) -> fer_data.Split:
@@ -132,10 +137,8 @@ def train(cfg: TrainConfig) -> dict:
                         use_ema=cfg.ema > 0, ema_momentum=cfg.ema or 0.99)
         if cfg.optimizer == "sgd":
             opt = keras.optimizers.SGD(momentum=0.9, nesterov=True, **opt_args)
-        elif cfg.optimizer == "adamw":
-            opt = keras.optimizers.AdamW(**opt_args)
         else:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
+            opt = keras.optimizers.AdamW(**opt_args)
         opt.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
         model.compile(
             optimizer=opt,
