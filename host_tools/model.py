@@ -49,5 +49,27 @@ def build_model(widths: tuple[int, ...] = DEFAULT_WIDTHS, dropout: float = 0.4, 
         x = layers.MaxPooling2D(name=f"s{stage}_pool")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
-    out = layers.Dense(NUM_CLASSES, activation="softmax", name=OUTPUT_NAME)(x)
+    # float32 whatever the global dtype policy: softmax and the loss stay exact under mixed precision.
+    out = layers.Dense(NUM_CLASSES, activation="softmax", name=OUTPUT_NAME, dtype="float32")(x)
     return keras.Model(inp, out, name="fer_vgg")
+
+
+def load_float32(path) -> keras.Model:
+    """Load a checkpoint for inference with every layer computing in float32.
+
+    A model trained under mixed_bfloat16 is saved with that policy on each layer; exported and
+    evaluated as is, it would run (and be converted) in bfloat16. Its variables are float32
+    either way, so a float32 clone with the same weights is the model that was trained.
+    """
+    import keras
+
+    model = keras.models.load_model(path, compile=False)
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+
+    def _float32(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    clone = keras.models.clone_model(model, clone_function=_float32)
+    clone.set_weights(model.get_weights())
+    return clone

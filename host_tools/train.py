@@ -29,6 +29,7 @@ from host_tools.model import DEFAULT_CONVS, DEFAULT_WIDTHS, check_shape
 
 
 OPTIMIZERS = ("adamw", "sgd")
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 @dataclass
@@ -42,6 +43,7 @@ class TrainConfig:
     warmup_epochs: float = 2.0
     label_smoothing: float = 0.1
     optimizer: str = "adamw"  # or "sgd": Nesterov momentum 0.9, same decoupled weight decay and schedule
+    precision: str = "float32"  # or "mixed_bfloat16": bf16 compute, float32 weights (CPUs with AVX512-BF16/AMX)
     ema: float = 0.0  # momentum of the weight moving average used for evaluation and best.keras (0 = off)
     dropout: float = 0.4
     widths: tuple[int, ...] = DEFAULT_WIDTHS
@@ -57,6 +59,8 @@ class TrainConfig:
         # Checked here, not in train(), so a typo fails before the data set is loaded.
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 def _limit(split: fer_data.Split, n: int, seed: int) -> fer_data.Split:
@@ -69,10 +73,21 @@ def _limit(split: fer_data.Split, n: int, seed: int) -> fer_data.Split:
 def train(cfg: TrainConfig) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(cfg.precision)
+    try:
+        return _train(cfg)
+    finally:  # the policy is process-global: do not leak it into later builds (tests, export)
+        keras.config.set_dtype_policy(previous)
+
+
+def _train(cfg: TrainConfig) -> dict:
+    import keras
     import tensorflow as tf
 
     from host_tools.augment import augment_batch, mixup
-    from host_tools.model import build_model
+    from host_tools.model import build_model, load_float32
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -180,7 +195,7 @@ def train(cfg: TrainConfig) -> dict:
                   verbose=1 if sys.stdout.isatty() else 2)
     train_seconds = elapsed_before + time.time() - t_start
 
-    best = keras.models.load_model(best_ckpt)
+    best = load_float32(best_ckpt)  # scored as it will be exported
     probs = best.predict(x_val, batch_size=512, verbose=0)
     rep = metrics.report(y_val, probs)
     summary = {
@@ -230,6 +245,9 @@ def register(sub) -> None:
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
                    help="adamw, or sgd with Nesterov momentum 0.9 (weight decay is decoupled in both: "
                         "keras scales it by the learning rate, so SGD needs ~10x the coupled-L2 value)")
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="mixed_bfloat16 computes in bfloat16 with float32 weights: ~30 %% faster epochs on "
+                        "CPUs with AVX512-BF16 or AMX, no gain elsewhere; export is float32 either way")
     p.add_argument("--ema", type=float, default=d.ema,
                    help="weight moving-average momentum for validation and best.keras, e.g. 0.998 (0 = off)")
     p.add_argument("--widths", default=",".join(map(str, d.widths)), help="conv widths per stage")
@@ -276,7 +294,8 @@ def _run(args) -> int:
     cfg = TrainConfig(
         data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
-        dropout=args.dropout, optimizer=args.optimizer, ema=args.ema, widths=widths, convs=convs, seed=args.seed, limit=args.limit, skip_bad_rows=args.skip_bad_rows,
+        dropout=args.dropout, optimizer=args.optimizer, precision=args.precision,
+        ema=args.ema, widths=widths, convs=convs, seed=args.seed, limit=args.limit, skip_bad_rows=args.skip_bad_rows,
         resume=args.resume, init_from=args.init_from,
         augment=AugmentConfig(flip=not args.no_flip, rotation_deg=args.rotation, scale=args.scale,
                               shift_px=args.shift, erase_prob=args.erase_prob,

@@ -282,3 +282,37 @@ def test_sgd_optimizer_is_used_and_recorded(trained, tmp_path):
 def test_optimizer_flag_rejects_unknown_names():
     res = _cli("train", "--data", "x.csv", "--optimizer", "rmsprop")
     assert res.returncode == 2 and "invalid choice: 'rmsprop'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_bfloat16_training_is_exported_in_float32(trained, tmp_path):
+    """--precision mixed_bfloat16 trains in bf16, but best.keras is scored and exported as a float32 model."""
+    import keras
+
+    from host_tools import tflite_eval
+    from host_tools.export import export_bundle
+    from host_tools.model import load_float32
+    from host_tools.train import TrainConfig, train
+
+    base = dict(data=str(trained[1]), epochs=1, batch_size=64, widths=(8, 16, 16, 32), seed=5, limit=280)
+    train(TrainConfig(out=str(tmp_path / "bf16"), precision="mixed_bfloat16", **base))
+    assert keras.config.dtype_policy().name == "float32"  # the process-global policy is put back
+    raw = keras.models.load_model(tmp_path / "bf16/best.keras")
+    assert raw.get_layer("s0_conv0").dtype_policy.name == "mixed_bfloat16"
+    assert raw.get_layer("probabilities").dtype_policy.name == "float32"  # softmax and loss stay float32
+    model = load_float32(tmp_path / "bf16/best.keras")
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    for a, b in zip(raw.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert json.loads((tmp_path / "bf16/metrics.json").read_text())["config"]["precision"] == "mixed_bfloat16"
+
+    m = export_bundle(tmp_path / "bf16", tmp_path / "bundle", str(trained[1]), calibration_rows=70, saved_model=False)
+    x = normalize(synth_images(50, seed=8)[0], m.input.normalization)[..., None]
+    float_out = tflite_eval.predict(m.path_of("tflite"), x)
+    assert np.abs(model.predict(x, verbose=0) - float_out).max() < 1e-4  # float32 maths, not bf16
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(data="never-read.csv", precision="float16")
+
+
+def test_precision_flag_rejects_unknown_names():
+    res = _cli("train", "--data", "x.csv", "--precision", "float16")
+    assert res.returncode == 2 and "invalid choice: 'float16'" in res.stderr and "Traceback" not in res.stderr
