@@ -50,6 +50,7 @@ def export_bundle(
     calibration_rows: int = 500,
     seed: int = 0,
     saved_model: bool = True,
+    flip_average: bool = False,
 ) -> Manifest:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
@@ -65,9 +66,17 @@ def export_bundle(
     model = load_float32(ckpt)
     out.mkdir(parents=True, exist_ok=True)
 
+    # Mirroring as a matmul with a reversed identity: Reshape/MatMul/Reshape are in every converter's
+    # supported list (SNPE included) and the 0/1 weights quantise exactly; a reverse op is not as portable.
+    mirror = tf.constant(np.eye(SIDE, dtype=np.float32)[::-1])
+
     @tf.function(input_signature=[tf.TensorSpec([1, SIDE, SIDE, 1], tf.float32, name=INPUT_NAME)])
     def serve(x):
-        return {OUTPUT_NAME: tf.identity(model(x, training=False), name=OUTPUT_NAME)}
+        probs = model(x, training=False)
+        if flip_average:  # the training flip augmentation, used once more at inference
+            mirrored = tf.reshape(tf.matmul(tf.reshape(x, [-1, SIDE]), mirror), [-1, SIDE, SIDE, 1])
+            probs = (probs + model(mirrored, training=False)) * 0.5
+        return {OUTPUT_NAME: tf.identity(probs, name=OUTPUT_NAME)}
 
     concrete = serve.get_concrete_function()
     # Freeze once: TFLite (float and int8) and the GraphDef all come from this graph.
@@ -140,7 +149,8 @@ def export_bundle(
         metrics=measured,
         extra={"model": {"created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                          "framework": f"tensorflow {tf.__version__}",
-                         "architecture": "VGG-style CNN, see host_tools/model.py"}},
+                         "architecture": "VGG-style CNN, see host_tools/model.py",
+                         "views": (["face", "mirrored face"] if flip_average else ["face"])}},
         root=out,
     )
     manifest.write(out)
@@ -187,12 +197,15 @@ def register(sub) -> None:
     p.add_argument("--version", default="1.0.0")
     p.add_argument("--calibration-rows", type=int, default=500, help="Training faces for int8 calibration, balanced")
     p.add_argument("--no-saved-model", action="store_true", help="skip the SavedModel (8 MB; regenerable)")
+    p.add_argument("--flip-average", action="store_true",
+                   help="put flip test-time averaging in the graph: the output is the mean of the probabilities "
+                        "for the face and its mirror image (two passes of the network per face)")
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
     m = export_bundle(args.run, args.out, args.data, args.name, args.version, args.calibration_rows,
-                      saved_model=not args.no_saved_model)
+                      saved_model=not args.no_saved_model, flip_average=args.flip_average)
     print(f"wrote {args.out}/manifest.json: {m.model_name} {m.model_version}, files: {', '.join(m.files)}")
     acc = m.metrics
     print(f"PublicTest accuracy: float {acc['accuracy_float'] * 100:.2f}%, int8 {acc['accuracy_int8'] * 100:.2f}%")

@@ -316,3 +316,29 @@ def test_bfloat16_training_is_exported_in_float32(trained, tmp_path):
 def test_precision_flag_rejects_unknown_names():
     res = _cli("train", "--data", "x.csv", "--precision", "float16")
     assert res.returncode == 2 and "invalid choice: 'float16'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_flip_average_export_averages_the_face_and_its_mirror(trained, tmp_path):
+    """--flip-average: every model form outputs mean(p(face), p(mirrored face)), so it is mirror-invariant."""
+    from host_tools import tflite_eval
+    from host_tools.export import export_bundle
+    from host_tools.model import load_float32
+
+    _, data, cfg, _ = trained
+    m = export_bundle(Path(cfg.out), tmp_path / "flip", str(data), calibration_rows=140, saved_model=False,
+                      flip_average=True)
+    assert load_manifest(tmp_path / "flip").to_dict()["model"]["views"] == ["face", "mirrored face"]
+    x = normalize(synth_images(200, seed=11)[0], m.input.normalization)[..., None]
+    keras_model = load_float32(Path(cfg.out) / "best.keras")
+    expected = (keras_model.predict(x, verbose=0) + keras_model.predict(x[:, :, ::-1], verbose=0)) / 2
+    float_out = tflite_eval.predict(m.path_of("tflite"), x)
+    assert np.abs(float_out - expected).max() < 1e-4
+    assert np.abs(tflite_eval.predict(m.path_of("tflite"), x[:, :, ::-1].copy()) - float_out).max() < 1e-4
+    assert (tflite_eval.predict(m.path_of("tflite_int8"), x).argmax(1) == expected.argmax(1)).mean() >= 0.97
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(m.path_of("frozen_graph").read_bytes())
+    ops = {n.op for n in graph_def.node}
+    assert "MatMul" in ops and not ops & {"ReverseV2", "Reverse"}  # mirrored by a matmul SNPE converts
+
+    plain = export_bundle(Path(cfg.out), tmp_path / "plain", str(data), calibration_rows=140, saved_model=False)
+    assert plain.to_dict()["model"]["views"] == ["face"]
