@@ -9,6 +9,7 @@ to ~80 s with nothing else running, whatever the network); the fastest run
 is the network's own cost, the median shows how often throttling hit.
 
     python benchmarks/train_speed.py 24,48,96,192/2,2,2,2 32,64,128,192/1,2,2,2
+    python benchmarks/train_speed.py 32,64,128,192/1,2,2,2 --precision float32 mixed_bfloat16
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=60, help="timed training steps per measurement")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=2, help="interleaved measurements per shape")
+    ap.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "mixed_bfloat16"],
+                    help="Keras dtype policies to time, each with every shape")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -67,12 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     ds = (tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size)
           .map(lambda a, b: (augment_batch(a, aug), tf.one_hot(b, NUM_CLASSES)), num_parallel_calls=tf.data.AUTOTUNE)
           .prefetch(tf.data.AUTOTUNE))
-    models = []
+    models, names = [], []
     for widths, convs in args.shapes:
-        m = build_model(widths, convs=convs)
-        m.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="categorical_crossentropy")
-        m.fit(ds.take(5), epochs=1, verbose=0, shuffle=False)  # build, trace and warm the kernels outside the timing
-        models.append(m)
+        for precision in args.precision:
+            keras.config.set_dtype_policy(precision)  # layers keep the policy they were built with
+            m = build_model(widths, convs=convs)
+            m.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="categorical_crossentropy")
+            m.fit(ds.take(5), epochs=1, verbose=0, shuffle=False)  # build, trace and warm kernels outside the timing
+            models.append(m)
+            names.append(f"{','.join(map(str, widths))}/{','.join(map(str, convs))}"
+                         + (f" {precision}" if len(args.precision) > 1 else ""))
+    keras.config.set_dtype_policy("float32")
     times: list[list[float]] = [[] for _ in models]
     for _ in range(args.repeat):
         for i, m in enumerate(models):
@@ -80,10 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             m.fit(ds, epochs=1, verbose=0, shuffle=False)
             times[i].append((time.perf_counter() - t0) / n * TRAIN_ROWS)
     print(f"# s per FER2013 training epoch (validation excluded), {args.repeat} interleaved runs; {machine_line()}")
-    for (widths, convs), m, ts in zip(args.shapes, models, times):
-        shape = f"{','.join(map(str, widths))}/{','.join(map(str, convs))}"
+    for shape, m, ts in zip(names, models, times):
         runs = " ".join(f"{t:.1f}" for t in ts)
-        print(f"{shape:<24} {m.count_params() / 1e6:5.2f} M params  fastest {min(ts):5.1f} s/epoch"
+        print(f"{shape:<38} {m.count_params() / 1e6:5.2f} M params  fastest {min(ts):5.1f} s/epoch"
               f"  median {statistics.median(ts):5.1f}  (runs: {runs})")
     return 0
 

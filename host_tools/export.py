@@ -53,7 +53,6 @@ def export_bundle(
     flip_average: bool = False,
 ) -> Manifest:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
     import tensorflow as tf
 
     ckpt, summary = load_run(run_dir)

@@ -29,7 +29,20 @@ from host_tools.model import DEFAULT_CONVS, DEFAULT_WIDTHS, check_shape
 
 
 OPTIMIZERS = ("adamw", "sgd")
-PRECISIONS = ("float32", "mixed_bfloat16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with native bfloat16 maths
+
+
+def resolve_precision(requested: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The Keras dtype policy for ``requested``: "auto" is mixed_bfloat16 where the CPU has bfloat16
+    instructions (~30 % faster epochs here) and float32 elsewhere, where bf16 is emulated and slower."""
+    if requested != "auto":
+        return requested
+    try:
+        flags = set(cpuinfo.read_text().split())
+    except OSError:
+        return "float32"
+    return "mixed_bfloat16" if flags.intersection(BF16_CPU_FLAGS) else "float32"
 
 
 @dataclass
@@ -43,7 +56,7 @@ class TrainConfig:
     warmup_epochs: float = 2.0
     label_smoothing: float = 0.1
     optimizer: str = "adamw"  # or "sgd": Nesterov momentum 0.9, same decoupled weight decay and schedule
-    precision: str = "float32"  # or "mixed_bfloat16": bf16 compute, float32 weights (CPUs with AVX512-BF16/AMX)
+    precision: str = "float32"  # or "mixed_bfloat16" (bf16 compute, float32 weights) or "auto"; see resolve_precision
     ema: float = 0.0  # momentum of the weight moving average used for evaluation and best.keras (0 = off)
     dropout: float = 0.4
     widths: tuple[int, ...] = DEFAULT_WIDTHS
@@ -75,7 +88,7 @@ def train(cfg: TrainConfig) -> dict:
     import keras
 
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(cfg.precision)
+    keras.config.set_dtype_policy(resolve_precision(cfg.precision))
     try:
         return _train(cfg)
     finally:  # the policy is process-global: do not leak it into later builds (tests, export)
@@ -206,6 +219,7 @@ def _train(cfg: TrainConfig) -> dict:
         "train_rows": len(y_train),
         "machine": machine_line(),
         "tensorflow": tf.__version__,
+        "precision": keras.config.dtype_policy().name,
         "normalization": asdict(norm),
         "config": asdict(cfg),
     }
@@ -216,7 +230,8 @@ def _train(cfg: TrainConfig) -> dict:
     plots.training_curves(out / "log.csv", out / "training_curves.png")
     plots.confusion(rep["confusion_matrix"], out / "confusion_matrix.png")
     print(metrics.format_table(rep, title=f"best checkpoint on PublicTest (epoch {summary['best_epoch']})"))
-    print(f"training wall time {train_seconds / 60:.1f} min on {summary['machine']}; outputs in {out}")
+    print(f"training wall time {train_seconds / 60:.1f} min ({summary['precision']}) on {summary['machine']}; "
+          f"outputs in {out}")
     return summary
 
 
@@ -246,8 +261,9 @@ def register(sub) -> None:
                    help="adamw, or sgd with Nesterov momentum 0.9 (weight decay is decoupled in both: "
                         "keras scales it by the learning rate, so SGD needs ~10x the coupled-L2 value)")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
-                   help="mixed_bfloat16 computes in bfloat16 with float32 weights: ~30 %% faster epochs on "
-                        "CPUs with AVX512-BF16 or AMX, no gain elsewhere; export is float32 either way")
+                   help="mixed_bfloat16 computes in bfloat16 with float32 weights (~30 %% faster epochs on CPUs with "
+                        "AVX512-BF16 or AMX); auto picks it on such CPUs and float32 elsewhere; "
+                        "export is float32 either way")
     p.add_argument("--ema", type=float, default=d.ema,
                    help="weight moving-average momentum for validation and best.keras, e.g. 0.998 (0 = off)")
     p.add_argument("--widths", default=",".join(map(str, d.widths)), help="conv widths per stage")

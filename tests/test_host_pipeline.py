@@ -34,7 +34,7 @@ def trained(tmp_path_factory):
     # Gentle augmentation: the bars are 6 px apart, so the recipe's 4 px shifts would blur the classes.
     # A tiny net with two convs at full resolution: at these widths it learns the bars in 3 epochs.
     cfg = TrainConfig(data=str(data), out=str(root / "run"), epochs=3, batch_size=64, widths=(8, 16, 16, 32),
-                      convs=(2, 2, 2, 2), warmup_epochs=0.5, lr=1e-2, seed=3,
+                      convs=(2, 2, 2, 2), precision="float32", warmup_epochs=0.5, lr=1e-2, seed=3,
                       augment=AugmentConfig(rotation_deg=2, scale=0.02, shift_px=1, erase_prob=0.2))
     summary = train(cfg)
     return root, data, cfg, summary
@@ -231,11 +231,12 @@ def test_convs_flag_is_validated():
 
 def test_train_speed_benchmark_runs_and_rejects_bad_shapes():
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
-    ok = subprocess.run([sys.executable, str(script), "8,8,8,8/1,1,1,1", "--steps", "2", "--repeat", "2"],
-                        capture_output=True, text=True, timeout=300)
+    ok = subprocess.run([sys.executable, str(script), "8,8,8,8/1,1,1,1", "--steps", "2", "--repeat", "2",
+                         "--precision", "float32", "mixed_bfloat16"], capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr[-2000:]
-    row = [line for line in ok.stdout.splitlines() if line.startswith("8,8,8,8/1,1,1,1")]
-    assert len(row) == 1 and "fastest" in row[0] and row[0].count("(runs: ") == 1
+    rows = [line for line in ok.stdout.splitlines() if line.startswith("8,8,8,8/1,1,1,1")]
+    assert [row.split()[1] for row in rows] == ["float32", "mixed_bfloat16"]
+    assert all("fastest" in row and row.count("(runs: ") == 1 for row in rows)
     bad = subprocess.run([sys.executable, str(script), "8,8/1"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "8,8/1: needs widths >= 1 and one conv count" in bad.stderr
     assert "Traceback" not in bad.stderr
@@ -342,3 +343,19 @@ def test_flip_average_export_averages_the_face_and_its_mirror(trained, tmp_path)
 
     plain = export_bundle(Path(cfg.out), tmp_path / "plain", str(data), calibration_rows=140, saved_model=False)
     assert plain.to_dict()["model"]["views"] == ["face"]
+
+
+def test_auto_precision_uses_bfloat16_only_where_the_cpu_has_it(tmp_path):
+    from host_tools.train import resolve_precision
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert resolve_precision("auto", cpuinfo) == "mixed_bfloat16"
+    cpuinfo.write_text("flags : fpu sse2 avx2 amx_tile amx_bf16\n")
+    assert resolve_precision("auto", cpuinfo) == "mixed_bfloat16"
+    cpuinfo.write_text("flags : fpu sse2 avx2 avx512f avx512_vnni\n")
+    assert resolve_precision("auto", cpuinfo) == "float32"
+    assert resolve_precision("auto", tmp_path / "absent") == "float32"  # not Linux: no guessing
+    assert resolve_precision("float32", cpuinfo.with_name("x")) == "float32"
+    cpuinfo.write_text("flags : avx512_bf16\n")
+    assert resolve_precision("float32", cpuinfo) == "float32"  # an explicit choice wins
