@@ -67,6 +67,14 @@ def test_resume_continues_from_last_epoch(trained, tmp_path):
     assert state["epochs_done"] == 2 and [int(r["epoch"]) for r in rows] == [0, 1]
 
 
+def _one_epoch(trained, out: Path, **overrides):
+    """One epoch of a tiny net on 280 of the fixture's rows: enough to tell training options apart."""
+    from host_tools.train import TrainConfig
+
+    return TrainConfig(data=str(trained[1]), out=str(out), epochs=1, batch_size=64, widths=(8, 16, 16, 32), seed=5,
+                       limit=280, **overrides)
+
+
 @pytest.fixture(scope="module")
 def bundle(trained):
     from host_tools.export import export_bundle
@@ -246,11 +254,10 @@ def test_mixup_is_trained_with_and_recorded(trained, tmp_path):
     """--mixup reaches the training batches (same seed, different weights) and the run's config."""
     import keras
 
-    from host_tools.train import TrainConfig, train
+    from host_tools.train import train
 
-    base = dict(data=str(trained[1]), epochs=1, batch_size=64, widths=(8, 16, 16, 32), seed=5, limit=280)
-    train(TrainConfig(out=str(tmp_path / "plain"), **base))
-    train(TrainConfig(out=str(tmp_path / "mix"), augment=AugmentConfig(mixup_alpha=0.4), **base))
+    train(_one_epoch(trained, tmp_path / "plain"))
+    train(_one_epoch(trained, tmp_path / "mix", augment=AugmentConfig(mixup_alpha=0.4)))
     plain, mix = (keras.models.load_model(tmp_path / run / "last.keras").get_weights() for run in ("plain", "mix"))
     assert max(float(np.abs(a - b).max()) for a, b in zip(plain, mix)) > 1e-4
     cfg = json.loads((tmp_path / "mix/metrics.json").read_text())["config"]["augment"]
@@ -270,8 +277,7 @@ def test_sgd_optimizer_is_used_and_recorded(trained, tmp_path):
 
     from host_tools.train import TrainConfig, train
 
-    base = dict(data=str(trained[1]), epochs=1, batch_size=64, widths=(8, 16, 16, 32), seed=5, limit=280)
-    train(TrainConfig(out=str(tmp_path / "sgd"), optimizer="sgd", lr=0.05, weight_decay=5e-3, **base))
+    train(_one_epoch(trained, tmp_path / "sgd", optimizer="sgd", lr=0.05, weight_decay=5e-3))
     opt = keras.models.load_model(tmp_path / "sgd/last.keras").optimizer
     assert isinstance(opt, keras.optimizers.SGD) and opt.nesterov and opt.momentum == pytest.approx(0.9)
     assert opt.weight_decay == pytest.approx(5e-3)
@@ -294,8 +300,7 @@ def test_bfloat16_training_is_exported_in_float32(trained, tmp_path):
     from host_tools.model import load_float32
     from host_tools.train import TrainConfig, train
 
-    base = dict(data=str(trained[1]), epochs=1, batch_size=64, widths=(8, 16, 16, 32), seed=5, limit=280)
-    train(TrainConfig(out=str(tmp_path / "bf16"), precision="mixed_bfloat16", **base))
+    train(_one_epoch(trained, tmp_path / "bf16", precision="mixed_bfloat16"))
     assert keras.config.dtype_policy().name == "float32"  # the process-global policy is put back
     raw = keras.models.load_model(tmp_path / "bf16/best.keras")
     assert raw.get_layer("s0_conv0").dtype_policy.name == "mixed_bfloat16"
