@@ -35,7 +35,7 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with
 
 def resolve_precision(requested: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The Keras dtype policy for ``requested``: "auto" is mixed_bfloat16 where the CPU has bfloat16
-    instructions (~30 % faster epochs here) and float32 elsewhere, where bf16 is emulated and slower."""
+    instructions (24 % faster epochs here, benchmarks/train_speed.py) and float32 elsewhere, where bf16 is emulated and slower."""
     if requested != "auto":
         return requested
     try:
@@ -261,8 +261,8 @@ def register(sub) -> None:
                    help="adamw, or sgd with Nesterov momentum 0.9 (weight decay is decoupled in both: "
                         "keras scales it by the learning rate, so SGD needs ~10x the coupled-L2 value)")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
-                   help="mixed_bfloat16 computes in bfloat16 with float32 weights (~30 %% faster epochs on CPUs with "
-                        "AVX512-BF16 or AMX); auto picks it on such CPUs and float32 elsewhere; "
+                   help="mixed_bfloat16 computes in bfloat16 with float32 weights (24 %% faster epochs on this "
+                        "AVX512-BF16 CPU); auto picks it on CPUs with AVX512-BF16 or AMX, float32 elsewhere; "
                         "export is float32 either way")
     p.add_argument("--ema", type=float, default=d.ema,
                    help="weight moving-average momentum for validation and best.keras, e.g. 0.998 (0 = off)")
