@@ -35,7 +35,8 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with
 
 def resolve_precision(requested: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The Keras dtype policy for ``requested``: "auto" is mixed_bfloat16 where the CPU has bfloat16
-    instructions (24 % faster epochs here, benchmarks/train_speed.py) and float32 elsewhere, where bf16 is emulated and slower."""
+    instructions (24 % faster epochs here, benchmarks/train_speed.py) and float32 elsewhere, where
+    bf16 is emulated and slower."""
     if requested != "auto":
         return requested
     try:
