@@ -67,6 +67,9 @@ class TrainConfig:
     skip_bad_rows: bool = False
     resume: bool = False
     init_from: str | None = None  # start from these weights with a fresh optimizer/schedule (warm restart)
+    teachers: tuple[str, ...] = ()  # bundles whose (flip-averaged) probabilities blend into the targets
+    distill_alpha: float = 0.5  # weight of the teachers' probabilities in the targets (rest: the label)
+    distill_temperature: float = 1.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -75,6 +78,9 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not 0.0 <= self.distill_alpha <= 1.0 or self.distill_temperature <= 0:
+            raise ValueError(f"--distill-alpha must be in [0, 1] and --distill-temperature > 0, "
+                             f"got {self.distill_alpha} and {self.distill_temperature}")
 
 
 def _limit(split: fer_data.Split, n: int, seed: int) -> fer_data.Split:
@@ -110,6 +116,10 @@ def _train(cfg: TrainConfig) -> dict:
     # Same seed, same weights: without this, multi-threaded CPU kernels sum in varying order.
     tf.config.experimental.enable_op_determinism()
 
+    if cfg.teachers:
+        from host_tools.distill import distillation_targets, load_teachers
+
+        teacher_bundles = load_teachers(cfg.teachers)
     dataset = fer_data.load(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
     if dataset.skipped:
         print(f"skipped {dataset.skipped} bad rows, e.g. {dataset.skipped_examples[0]}", file=sys.stderr)
@@ -125,6 +135,14 @@ def _train(cfg: TrainConfig) -> dict:
     x_val = normalize(val_split.x, norm)[..., None]
     y_train = train_split.y
     y_val = val_split.y
+    teachers: list = []
+    if cfg.teachers:
+        t_train, teachers = distillation_targets(teacher_bundles, train_split.x, y_train,
+                                                 cfg.distill_alpha, cfg.distill_temperature)
+        for t in teachers:
+            print(f"teacher {t.model} ({t.bundle}): {t.train_accuracy:.2%} on Training, face and mirror averaged")
+    else:
+        t_train = np.eye(NUM_CLASSES, dtype=np.float32)[y_train]
 
     steps_per_epoch = int(np.ceil(len(y_train) / cfg.batch_size))
     total_steps = steps_per_epoch * cfg.epochs
@@ -132,10 +150,10 @@ def _train(cfg: TrainConfig) -> dict:
     aug = cfg.augment
 
     def _train_map(x, y):
-        return mixup(augment_batch(x, aug), tf.one_hot(y, NUM_CLASSES), aug)
+        return mixup(augment_batch(x, aug), y, aug)
 
     train_ds = (
-        tf.data.Dataset.from_tensor_slices((x_train, y_train))
+        tf.data.Dataset.from_tensor_slices((x_train, t_train))
         .shuffle(len(y_train), seed=cfg.seed, reshuffle_each_iteration=True)
         .batch(cfg.batch_size)
         .map(_train_map, num_parallel_calls=tf.data.AUTOTUNE)
@@ -221,6 +239,7 @@ def _train(cfg: TrainConfig) -> dict:
         "machine": machine_line(),
         "tensorflow": tf.__version__,
         "precision": keras.config.dtype_policy().name,
+        "teachers": [asdict(t) for t in teachers],
         "normalization": asdict(norm),
         "config": asdict(cfg),
     }
@@ -274,6 +293,13 @@ def register(sub) -> None:
     p.add_argument("--skip-bad-rows", action="store_true", help="skip and count bad rows instead of stopping")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.keras")
     p.add_argument("--init-from", help="start from this .keras checkpoint's weights with a fresh schedule (warm restart)")
+    p.add_argument("--teacher", action="append", default=[], metavar="BUNDLE",
+                   help="distil from this model bundle (repeat for an ensemble): targets become "
+                        "(1 - alpha) * label + alpha * teacher probabilities (face and mirror averaged)")
+    p.add_argument("--distill-alpha", type=float, default=d.distill_alpha,
+                   help="teacher weight in the targets, 0..1")
+    p.add_argument("--distill-temperature", type=float, default=d.distill_temperature,
+                   help="soften the teacher's probabilities as softmax(logits / T)")
     p.add_argument("--no-flip", action="store_true")
     p.add_argument("--rotation", type=float, default=a.rotation_deg, help="max rotation, degrees")
     p.add_argument("--scale", type=float, default=a.scale, help="max zoom in/out fraction")
@@ -308,15 +334,19 @@ def _run(args) -> int:
         raise FerError(f"--ema must be in [0, 1), got {args.ema}")
     if args.mixup < 0 or not 0.0 <= args.mixup_prob <= 1.0:
         raise FerError(f"--mixup must be >= 0 and --mixup-prob in [0, 1], got {args.mixup} and {args.mixup_prob}")
-    cfg = TrainConfig(
-        data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
-        dropout=args.dropout, optimizer=args.optimizer, precision=args.precision,
-        ema=args.ema, widths=widths, convs=convs, seed=args.seed, limit=args.limit, skip_bad_rows=args.skip_bad_rows,
-        resume=args.resume, init_from=args.init_from,
-        augment=AugmentConfig(flip=not args.no_flip, rotation_deg=args.rotation, scale=args.scale,
-                              shift_px=args.shift, erase_prob=args.erase_prob,
-                              mixup_alpha=args.mixup, mixup_prob=args.mixup_prob),
-    )
+    try:
+        cfg = TrainConfig(
+            data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
+            dropout=args.dropout, optimizer=args.optimizer, precision=args.precision,
+            ema=args.ema, widths=widths, convs=convs, seed=args.seed, limit=args.limit, skip_bad_rows=args.skip_bad_rows,
+            resume=args.resume, init_from=args.init_from, teachers=tuple(args.teacher),
+            distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature,
+            augment=AugmentConfig(flip=not args.no_flip, rotation_deg=args.rotation, scale=args.scale,
+                                  shift_px=args.shift, erase_prob=args.erase_prob,
+                                  mixup_alpha=args.mixup, mixup_prob=args.mixup_prob),
+        )
+    except ValueError as exc:  # TrainConfig's own checks, worded for the command line
+        raise FerError(str(exc)) from None
     train(cfg)
     return 0

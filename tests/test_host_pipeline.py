@@ -347,6 +347,47 @@ def test_flip_average_export_averages_the_face_and_its_mirror(trained, tmp_path)
     assert plain.to_dict()["model"]["views"] == ["face"]
 
 
+def test_teacher_probabilities_average_the_face_and_its_mirror(bundle):
+    from host_tools import tflite_eval
+    from host_tools.distill import load_teachers, teacher_probabilities
+
+    (m,) = load_teachers([str(bundle)])
+    faces = synth_images(60, seed=8)[0]
+    x = normalize(faces, m.input.normalization)[..., None]
+    expected = (tflite_eval.predict(m.path_of("tflite"), x) + tflite_eval.predict(m.path_of("tflite"), x[:, :, ::-1].copy())) / 2
+    np.testing.assert_allclose(teacher_probabilities(m, faces), expected, atol=1e-6)
+
+
+def test_training_with_a_teacher_changes_only_the_targets(trained, bundle, tmp_path):
+    """alpha 0 reproduces the plain run bit for bit; alpha 1 trains on the teacher and records it."""
+    import keras
+
+    from host_tools.train import train
+
+    def weights(run):
+        return keras.models.load_model(tmp_path / run / "last.keras").get_weights()
+
+    train(_one_epoch(trained, tmp_path / "plain"))
+    train(_one_epoch(trained, tmp_path / "a0", teachers=(str(bundle),), distill_alpha=0.0))
+    summary = train(_one_epoch(trained, tmp_path / "a1", teachers=(str(bundle),), distill_alpha=1.0))
+    assert all(np.array_equal(a, b) for a, b in zip(weights("plain"), weights("a0")))
+    assert max(float(np.abs(a - b).max()) for a, b in zip(weights("plain"), weights("a1"))) > 1e-4
+    (teacher,) = json.loads((tmp_path / "a1/metrics.json").read_text())["teachers"]
+    assert teacher["bundle"] == str(bundle) and teacher["model"] == "fer-vgg 9.9.9"
+    assert 0.5 < teacher["train_accuracy"] <= 1.0  # the fixture net learned the synthetic classes
+    assert summary["config"]["teachers"] == (str(bundle),) and summary["config"]["distill_alpha"] == 1.0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--distill-alpha", "1.5"], "--distill-alpha must be in [0, 1] and --distill-temperature > 0, got 1.5 and 1.0"),
+    (["--distill-temperature", "0"], "--distill-alpha must be in [0, 1] and --distill-temperature > 0, got 0.5 and 0.0"),
+    (["--teacher", "no/such/bundle"], "no/such/bundle: model bundle manifest not found"),
+])
+def test_distill_flags_are_validated_before_the_data_is_read(flags, message):
+    res = _cli("train", "--data", "never-read.csv", *flags)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
 def test_auto_precision_uses_bfloat16_only_where_the_cpu_has_it(tmp_path):
     from host_tools.train import resolve_precision
 
