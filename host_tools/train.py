@@ -170,6 +170,8 @@ def _train(cfg: TrainConfig) -> dict:
         elapsed_before = float(state.get("train_seconds", 0.0))
         model = keras.models.load_model(last_ckpt)
         print(f"resuming from {last_ckpt} after epoch {initial_epoch} (best PublicTest {best_acc})")
+        if _policy(model) != keras.config.dtype_policy().name:
+            print(f"the checkpoint computes in {_policy(model)}; continuing in it, not in {cfg.precision}")
     else:
         model = build_model(cfg.widths, cfg.dropout, convs=cfg.convs)
         if cfg.init_from:
@@ -238,7 +240,7 @@ def _train(cfg: TrainConfig) -> dict:
         "train_rows": len(y_train),
         "machine": machine_line(),
         "tensorflow": tf.__version__,
-        "precision": keras.config.dtype_policy().name,
+        "precision": _policy(model),  # the checkpoint's on --resume, whatever --precision said
         "teachers": [asdict(t) for t in teachers],
         "normalization": asdict(norm),
         "config": asdict(cfg),
@@ -253,6 +255,11 @@ def _train(cfg: TrainConfig) -> dict:
     print(f"training wall time {train_seconds / 60:.1f} min ({summary['precision']}) on {summary['machine']}; "
           f"outputs in {out}")
     return summary
+
+
+def _policy(model) -> str:
+    """The dtype policy the model computes in (its first layer with weights; the softmax is float32 in any)."""
+    return next(layer.dtype_policy.name for layer in model.layers if layer.weights)
 
 
 def _best_epoch(log_csv: Path) -> int:

@@ -61,10 +61,12 @@ def test_resume_continues_from_last_epoch(trained, tmp_path):
     out = tmp_path / "resumed"
     base = dict(data=str(data), out=str(out), batch_size=64, widths=(8, 16, 16, 32), warmup_epochs=0.5, seed=3, limit=140)
     train(TrainConfig(epochs=1, **base))
-    train(TrainConfig(epochs=2, resume=True, **base))
+    # The checkpoint fixes the precision: a different --precision on resume is not what runs, so not what is recorded.
+    summary = train(TrainConfig(epochs=2, resume=True, precision="mixed_bfloat16", **base))
     state = json.loads((out / "state.json").read_text())
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert state["epochs_done"] == 2 and [int(r["epoch"]) for r in rows] == [0, 1]
+    assert summary["precision"] == "float32"
 
 
 def _one_epoch(trained, out: Path, **overrides):
