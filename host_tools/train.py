@@ -73,7 +73,15 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        # Checked here, not in train(), so a typo fails before the data set is loaded.
+        # Checked here, not in train(), so a typo fails before the data set is loaded; worded for the CLI,
+        # which turns these ValueErrors into one-line errors.
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("--epochs and --batch-size must be >= 1")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"--ema must be in [0, 1), got {self.ema}")
+        a = self.augment
+        if a.mixup_alpha < 0 or not 0.0 <= a.mixup_prob <= 1.0:
+            raise ValueError(f"--mixup must be >= 0 and --mixup-prob in [0, 1], got {a.mixup_alpha} and {a.mixup_prob}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.precision not in PRECISIONS:
@@ -335,12 +343,6 @@ def _run(args) -> int:
         check_shape(widths, convs)
     except ValueError as exc:
         raise FerError(f"--widths/--convs: {exc}") from None
-    if args.epochs < 1 or args.batch_size < 1:
-        raise FerError("--epochs and --batch-size must be >= 1")
-    if not 0.0 <= args.ema < 1.0:
-        raise FerError(f"--ema must be in [0, 1), got {args.ema}")
-    if args.mixup < 0 or not 0.0 <= args.mixup_prob <= 1.0:
-        raise FerError(f"--mixup must be >= 0 and --mixup-prob in [0, 1], got {args.mixup} and {args.mixup_prob}")
     try:
         cfg = TrainConfig(
             data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
