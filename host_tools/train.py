@@ -3,7 +3,8 @@
 Recipe (all flags in :class:`TrainConfig`): AdamW (or Nesterov SGD) with
 decoupled weight decay (not on batch-norm or bias), linear warm-up then cosine
 decay, label smoothing, flip/rotate/scale/shift augmentation plus random
-erasing, model selection on PublicTest. Checkpoints every epoch make
+erasing, model selection on PublicTest; optionally soft targets from teacher
+bundles (:mod:`host_tools.distill`). Checkpoints every epoch make
 ``--resume`` exact (optimizer state and schedule position included).
 """
 
@@ -143,7 +144,7 @@ def _train(cfg: TrainConfig) -> dict:
     x_val = normalize(val_split.x, norm)[..., None]
     y_train = train_split.y
     y_val = val_split.y
-    teachers: list = []
+    teachers: list = []  # host_tools.distill.Teacher, one per --teacher
     if cfg.teachers:
         t_train, teachers = distillation_targets(teacher_bundles, train_split.x, y_train,
                                                  cfg.distill_alpha, cfg.distill_temperature)
