@@ -21,12 +21,11 @@ erasing the label it deserves does not change.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from agent.labels import NUM_CLASSES
 from agent.errors import FerError
+from agent.labels import NUM_CLASSES
 from agent.manifest import Manifest, load_manifest
 from agent.preprocess import normalize
 from host_tools import tflite_eval
@@ -53,10 +52,9 @@ def teacher_probabilities(manifest: Manifest, faces: np.ndarray, threads: int | 
     """``faces``: uint8 [N, 48, 48] -> float32 [N, classes], the mean of each face's and its mirror's."""
     path = manifest.path_of("tflite")
     x = normalize(faces, manifest.input.normalization)[..., None]
-    probs = tflite_eval.predict(path, x, threads=threads)
-    if len(manifest.extra.get("model", {}).get("views", ["face"])) < 2:  # not already flip-averaged in the graph
-        probs = (probs + tflite_eval.predict(path, np.ascontiguousarray(x[:, :, ::-1]), threads=threads)) / 2
-    return probs.astype(np.float32)
+    flip_averaged = len(manifest.extra.get("model", {}).get("views", ["face"])) > 1  # already, inside the graph
+    predict = tflite_eval.predict if flip_averaged else tflite_eval.predict_mirrored
+    return predict(path, x, threads=threads).astype(np.float32)
 
 
 def soft_targets(labels: np.ndarray, teacher: np.ndarray, alpha: float, temperature: float = 1.0) -> np.ndarray:

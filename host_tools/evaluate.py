@@ -11,8 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from agent.manifest import load_manifest
 from agent.preprocess import normalize
 from host_tools import data as fer_data
@@ -32,9 +30,8 @@ def evaluate(bundle: Path, data_path: str, split: str = "PublicTest", variants: 
                               "skipped_rows": dataset.skipped, "tta_flip": tta_flip, "variants": {}}
     for variant in variants:
         path = manifest.path_of(VARIANTS[variant])
-        probs = tflite_eval.predict(path, x, threads=threads)
-        if tta_flip:
-            probs = (probs + tflite_eval.predict(path, np.ascontiguousarray(x[:, :, ::-1]), threads=threads)) / 2
+        predict = tflite_eval.predict_mirrored if tta_flip else tflite_eval.predict
+        probs = predict(path, x, threads=threads)
         result["variants"][variant] = metrics.report(s.y, probs)
     if {"float", "int8"} <= set(variants):
         f, q = result["variants"]["float"], result["variants"]["int8"]

@@ -40,6 +40,12 @@ def predict(model_path: str | Path, x: np.ndarray, batch: int = 256, threads: in
     return np.concatenate(results) if results else np.zeros((0, 0), np.float32)
 
 
+def predict_mirrored(model_path: str | Path, x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Mean of the outputs for each face and its mirror image (flip test-time augmentation)."""
+    mirrored = np.ascontiguousarray(x[:, :, ::-1])
+    return (predict(model_path, x, threads=threads) + predict(model_path, mirrored, threads=threads)) / 2
+
+
 def tensor_names(model_path: str | Path) -> tuple[str, str]:
     it = _interpreter_class()(model_path=str(model_path))
     return it.get_input_details()[0]["name"], it.get_output_details()[0]["name"]
