@@ -41,12 +41,14 @@ def _shape(text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from host_tools.train import PRECISIONS  # no TensorFlow at import
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("shapes", nargs="+", type=_shape, help="WIDTHS/CONVS, e.g. 32,64,128,192/1,2,2,2")
     ap.add_argument("--steps", type=int, default=60, help="timed training steps per measurement")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=2, help="interleaved measurements per shape")
-    ap.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "mixed_bfloat16"],
+    ap.add_argument("--precision", nargs="+", default=["float32"], choices=[p for p in PRECISIONS if p != "auto"],
                     help="Keras dtype policies to time, each with every shape")
     args = ap.parse_args(argv)
 

@@ -76,6 +76,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         # Checked here, not in train(), so a typo fails before the data set is loaded; worded for the CLI,
         # which turns these ValueErrors into one-line errors.
+        try:
+            check_shape(self.widths, self.convs)
+        except ValueError as exc:
+            raise ValueError(f"--widths/--convs: {exc}") from None
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("--epochs and --batch-size must be >= 1")
         if not 0.0 <= self.ema < 1.0:
@@ -340,10 +344,6 @@ def _run(args) -> int:
     from agent.errors import FerError
 
     widths, convs = _int_list("--widths", args.widths), _int_list("--convs", args.convs)
-    try:
-        check_shape(widths, convs)
-    except ValueError as exc:
-        raise FerError(f"--widths/--convs: {exc}") from None
     try:
         cfg = TrainConfig(
             data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
