@@ -84,7 +84,7 @@ def bench_pipeline(
     from agent.capture import open_source
     from agent.config import AgentConfig
     from agent.detect import create_detector
-    from agent.manifest import load_manifest
+    from agent.contracts.manifest import load_manifest
     from agent.pipeline import NullPublisher, Pipeline
 
     clip = tmp / f"bench_{n_faces}.mp4"
@@ -122,10 +122,10 @@ def bench_pipeline(
 
 def bench_classifier(bundle: Path | None, iterations: int) -> list[dict[str, Any]]:
     from agent.backends.tflite import TFLiteBackend, TFLiteConfig
-    from agent.config import default_bundle_path
+    from agent.contracts.manifest import default_bundle_path
     from agent.demo import grid_frame
-    from agent.manifest import load_manifest
-    from agent.preprocess import Box, face_tensor
+    from agent.contracts.manifest import load_manifest
+    from agent.contracts.preprocess import Box, face_tensor
 
     manifest = load_manifest(bundle or default_bundle_path())
     frame = grid_frame(1)
@@ -247,8 +247,8 @@ def bench_command(args: argparse.Namespace) -> int:
         "command": " ".join(["fer-agent bench", *(shlex.quote(a) for a in sys.argv[2:])]),
         "pipeline": [],
     }
-    from agent.config import default_bundle_path
-    from agent.manifest import load_manifest
+    from agent.contracts.manifest import default_bundle_path
+    from agent.contracts.manifest import load_manifest
 
     man = load_manifest(bundle or default_bundle_path())
     result["bundle"] = f"{man.model_name} {man.model_version}"

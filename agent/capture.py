@@ -27,11 +27,11 @@ import cv2
 import numpy as np
 
 from agent.config import SourceConfig
-from agent.errors import FerError
+from agent.contracts.errors import FerError
+from agent.contracts.preprocess import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 

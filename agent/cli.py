@@ -1,6 +1,6 @@
 """``fer-agent``: run the on-device agent, check its config, demo, benchmark, health.
 
-User errors (:class:`agent.errors.FerError`: a bad key, a missing file, an
+User errors (:class:`agent.contracts.errors.FerError`: a bad key, a missing file, an
 unreachable model) print one line naming the file/key and exit 2.
 """
 
@@ -11,7 +11,7 @@ import logging
 import sys
 
 from agent import __version__
-from agent.errors import run_command
+from agent.contracts.errors import run_command
 
 
 def _add_run_overrides(p: argparse.ArgumentParser) -> None:

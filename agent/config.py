@@ -28,17 +28,10 @@ import yaml
 
 from agent.backends.snpe import SnpeConfig
 from agent.backends.tflite import TFLiteConfig
-from agent.errors import ConfigError
+from agent.contracts.errors import ConfigError
+from agent.contracts.manifest import default_bundle_path
 from agent.mqtt.config import MqttConfig
 from agent.service import ServiceConfig
-
-DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default"
-
-
-def default_bundle_path() -> Path:
-    """The bundle shipped inside the package (works from a wheel as well as a checkout)."""
-    return DEFAULT_BUNDLE
-
 
 @dataclass
 class SourceConfig:

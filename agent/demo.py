@@ -26,7 +26,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from agent.errors import FerError
+from agent.contracts.errors import FerError
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 
 from agent.config import DetectorConfig, TFLiteConfig
-from agent.errors import FerError
-from agent.manifest import Manifest
-from agent.preprocess import Box
+from agent.contracts.errors import FerError
+from agent.contracts.manifest import Manifest
+from agent.contracts.preprocess import Box
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from agent.backends import Backend, BackendError, create_backend
 from agent.capture import FrameSource, open_source
 from agent.config import AgentConfig
 from agent.detect import Detector, create_detector
-from agent.events import Event, PublishContext, StateSnapshot
-from agent.manifest import Manifest, load_manifest
-from agent.preprocess import face_tensor
+from agent.contracts.events import Event, PublishContext, StateSnapshot
+from agent.contracts.manifest import Manifest, load_manifest
+from agent.contracts.preprocess import face_tensor
 from agent.preview import PreviewWriter
 from agent.timing import RateMeter, StageTimes
 from agent.track import Tracker, to_probabilities

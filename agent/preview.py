@@ -13,8 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agent.errors import FerError
-from agent.events import FaceState
+from agent.contracts.errors import FerError
+from agent.contracts.events import FaceState
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ConfigError, FerError
-from agent.rawtensor import default_work_dir
+from agent.contracts.errors import ConfigError, FerError
+from agent.contracts.rawtensor import default_work_dir
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def resolve_state_dir(cfg: ServiceConfig | None = None, env: Mapping[str, str] |
 
 
 def resolve_work_dir(cfg: ServiceConfig | None = None) -> Path:
-    """tmpfs scratch for raw tensors: ``service.work_dir``, else :func:`agent.rawtensor.default_work_dir`."""
+    """tmpfs scratch for raw tensors: ``service.work_dir``, else :func:`agent.contracts.rawtensor.default_work_dir`."""
     if cfg is not None and cfg.work_dir:
         return Path(cfg.work_dir).expanduser()
     return default_work_dir()

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.config import TrackingConfig
-from agent.events import Event, FaceState, StateSnapshot
-from agent.preprocess import Box
+from agent.contracts.events import Event, FaceState, StateSnapshot
+from agent.contracts.preprocess import Box
 
 
 def to_probabilities(scores: np.ndarray, kind: str) -> np.ndarray:

@@ -31,7 +31,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.events import PublishContext
+from agent.contracts.events import PublishContext
 from agent.mqtt.config import MqttConfig, ReconnectConfig
 from agent.mqtt.emit import synthetic_event
 from agent.mqtt.publisher import MqttPublisher

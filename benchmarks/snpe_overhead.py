@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "tests" / "stand_ins"))
 from fake_sdk import make_fake_sdk
 
 from agent.backends.snpe import SnpeBackend, SnpeConfig, dlc_tensor_names
-from agent.manifest import load_manifest
+from agent.contracts.manifest import load_manifest
 
 
 def median_ms(fn, repeat: int) -> float:

@@ -2,7 +2,7 @@
 
 The quantiser picks each tensor's int8 range from what it sees in these
 inputs, so they must look like what the board will feed: the same
-preprocessing (``agent.preprocess``) and every expression represented, not
+preprocessing (``agent.contracts.preprocess``) and every expression represented, not
 FER2013's skew towards "happy" (disgust is ~1.5 % of Training). Selection is
 deterministic for a seed so two conversions of one bundle give one DLC.
 """
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.errors import FerError
-from agent.labels import LABELS, NUM_CLASSES
-from agent.manifest import InputSpec
-from agent.preprocess import image_tensor
-from agent.rawtensor import write_input_list, write_raw
+from agent.contracts.errors import FerError
+from agent.contracts.labels import LABELS, NUM_CLASSES
+from agent.contracts.manifest import InputSpec
+from agent.contracts.preprocess import image_tensor
+from agent.contracts.rawtensor import write_input_list, write_raw
 from host_tools.data import Split
 
 

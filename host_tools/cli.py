@@ -2,7 +2,7 @@
 
 Each module in :data:`COMMANDS` has ``register(subparsers)`` which adds its
 parser and sets ``func`` (returning an exit code). User errors
-(:class:`agent.errors.FerError`) print one line and exit 2.
+(:class:`agent.contracts.errors.FerError`) print one line and exit 2.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 # TensorFlow's C++ start-up chatter buries the one line a user needs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from agent.errors import run_command
+from agent.contracts.errors import run_command
 
 COMMANDS = [
     "host_tools.train",

@@ -27,8 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from agent.errors import FerError
-from agent.manifest import Manifest, file_entry, load_manifest
+from agent.contracts.errors import FerError
+from agent.contracts.manifest import Manifest, file_entry, load_manifest
 from host_tools.snpe_sdk import Sdk, SdkError, find_sdk, run_tool
 
 SOURCES = {"tensorflow": ("frozen_graph", "snpe-tensorflow-to-dlc"), "tflite": ("tflite", "snpe-tflite-to-dlc"),

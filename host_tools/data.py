@@ -19,8 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agent.errors import FerError
-from agent.labels import LABELS, NUM_CLASSES, label_index
+from agent.contracts.errors import FerError
+from agent.contracts.labels import LABELS, NUM_CLASSES, label_index
+from agent.contracts.preprocess import IMAGE_EXTENSIONS
 
 SIDE = 48
 PIXELS = SIDE * SIDE
@@ -32,7 +33,6 @@ _FOLDER_SPLITS = {
     "validation": "PublicTest", "val": "PublicTest", "publictest": "PublicTest", "test": "PublicTest",
     "privatetest": "PrivateTest",
 }
-_IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".pgm"}
 
 
 class DataError(FerError):
@@ -230,7 +230,7 @@ def load_folders(root: Path, skip_bad_rows: bool = False) -> Dataset:
             except KeyError as exc:
                 raise DataError(f"{cdir}: {exc.args[0]}") from None
             for f in sorted(cdir.iterdir()):
-                if f.suffix.lower() not in _IMAGE_EXT:
+                if f.suffix.lower() not in IMAGE_EXTENSIONS:
                     continue
                 img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
                 if img is None or img.size == 0:

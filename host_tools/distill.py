@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.errors import FerError
-from agent.labels import NUM_CLASSES
-from agent.manifest import Manifest, load_manifest
-from agent.preprocess import normalize
+from agent.contracts.errors import FerError
+from agent.contracts.labels import NUM_CLASSES
+from agent.contracts.manifest import Manifest, load_manifest
+from agent.contracts.preprocess import normalize
 from host_tools import tflite_eval
 
 

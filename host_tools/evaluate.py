@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agent.manifest import load_manifest
-from agent.preprocess import normalize
+from agent.contracts.manifest import load_manifest
+from agent.contracts.preprocess import normalize
 from host_tools import data as fer_data
 from host_tools import metrics, tflite_eval
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from agent.errors import FerError
-from agent.labels import LABELS
-from agent.manifest import InputSpec, Manifest, Normalization, OutputSpec, file_entry
-from agent.preprocess import normalize
+from agent.contracts.errors import FerError
+from agent.contracts.labels import LABELS
+from agent.contracts.manifest import InputSpec, Manifest, Normalization, OutputSpec, file_entry
+from agent.contracts.preprocess import normalize
 from host_tools import data as fer_data
 from host_tools import metrics, tflite_eval
 from host_tools.model import INPUT_NAME, OUTPUT_NAME, load_float32

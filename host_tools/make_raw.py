@@ -1,7 +1,7 @@
 """``fer-host make-raw``: images, folders or FER2013 rows -> raw float32 tensors + input_list.txt.
 
 The pre-processing step of the SDK's own examples, done with the bundle's
-preprocessing contract (``agent.preprocess``) so the files are byte-for-byte
+preprocessing contract (``agent.contracts.preprocess``) so the files are byte-for-byte
 what the agent feeds snpe-net-run. Use the list to run snpe-net-run by hand,
 to check a DLC against TFLite, or (``--calibration N``) to quantise.
 """
@@ -16,19 +16,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agent.errors import FerError
-from agent.labels import LABELS
-from agent.manifest import Manifest, load_manifest
-from agent.preprocess import image_tensor
-from agent.rawtensor import write_input_list, write_raw
+from agent.contracts.errors import FerError
+from agent.contracts.labels import LABELS
+from agent.contracts.manifest import Manifest, load_manifest
+from agent.contracts.preprocess import IMAGE_EXTENSIONS, image_tensor
+from agent.contracts.rawtensor import write_input_list, write_raw
 from host_tools import calibration
 from host_tools import data as fer_data
 
-IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp", ".tif", ".tiff"}
 
 
 def default_bundle() -> Path:
-    from agent.config import default_bundle_path
+    from agent.contracts.manifest import default_bundle_path
 
     return default_bundle_path()
 
@@ -43,7 +42,7 @@ class Item:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXT)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def _unique(out_dir: Path, stem: str, used: set[str]) -> Path:
@@ -65,7 +64,7 @@ def make_raw(sources: list[Path], manifest: Manifest, out_dir: Path, split: str 
     for src in sources:
         if not src.exists():
             raise FerError(f"{src}: no such file or directory")
-        if src.is_file() and src.suffix.lower() in IMAGE_EXT:
+        if src.is_file() and src.suffix.lower() in IMAGE_EXTENSIONS:
             items.append(_image_item(src, spec, out_dir, used))
         elif src.is_dir() and _images_in(src):
             items += [_image_item(p, spec, out_dir, used) for p in _images_in(src)]

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.labels import LABELS, NUM_CLASSES
+from agent.contracts.labels import LABELS, NUM_CLASSES
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agent.labels import NUM_CLASSES
+from agent.contracts.labels import NUM_CLASSES
 
 if TYPE_CHECKING:
     import keras

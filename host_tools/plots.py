@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from agent.labels import LABELS  # noqa: E402
+from agent.contracts.labels import LABELS  # noqa: E402
 
 
 def training_curves(log_csv: Path, out_png: Path) -> Path:

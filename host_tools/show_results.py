@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.errors import FerError
-from agent.manifest import Manifest, load_manifest
-from agent.rawtensor import RAW_DTYPE, InputList, parse_input_list, result_path
+from agent.contracts.errors import FerError
+from agent.contracts.manifest import Manifest, load_manifest
+from agent.contracts.rawtensor import RAW_DTYPE, InputList, parse_input_list, result_path
 
 
 @dataclass
@@ -53,7 +53,7 @@ def output_name_for(manifest: Manifest, list_outputs: list[str], override: str |
 
 
 def _parse_list(path: Path) -> InputList:
-    """agent.rawtensor's parser, plus the '%<tensor names>' first line of SNPE 2 lists."""
+    """agent.contracts.rawtensor's parser, plus the '%<tensor names>' first line of SNPE 2 lists."""
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:

@@ -1,6 +1,6 @@
 """The Qualcomm SNPE / QAIRT SDK on the workstation: find it, name its version, run its tools.
 
-Tool lookup is shared with the board (``agent.backends.snpe.find_tool``:
+Tool lookup is shared with the board (``agent.contracts.snpe_sdk.find_tool``:
 ``$SNPE_ROOT``, ``$QAIRT_SDK_ROOT``, then ``PATH``). What is host-only lives
 here: the SDK version that goes into the manifest, and running a tool so that
 a failure shows the exact command and the tool's own stderr, which is where
@@ -15,8 +15,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.backends.snpe import SDK_ENV_VARS, VERSION_RE, find_tool, sdk_root_of, sdk_roots, sdk_version_in
-from agent.errors import FerError
+from agent.contracts.snpe_sdk import SDK_ENV_VARS, VERSION_RE, find_tool, sdk_root_of, sdk_roots, sdk_version_in
+from agent.contracts.errors import FerError
 
 # Phrases the converters print when the graph has an op they cannot map.
 _UNSUPPORTED_RE = re.compile(r"(not supported|unsupported|no translation registered|unknown op)", re.IGNORECASE)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.labels import NUM_CLASSES
-from agent.manifest import Normalization
-from agent.preprocess import normalize
+from agent.contracts.labels import NUM_CLASSES
+from agent.contracts.manifest import Normalization
+from agent.contracts.preprocess import normalize
 from agent.sysinfo import machine_line
 from host_tools import data as fer_data
 from host_tools import metrics, plots
@@ -332,7 +332,7 @@ def register(sub) -> None:
 
 
 def _int_list(flag: str, text: str) -> tuple[int, ...]:
-    from agent.errors import FerError
+    from agent.contracts.errors import FerError
 
     try:
         return tuple(int(v) for v in text.split(","))
@@ -341,7 +341,7 @@ def _int_list(flag: str, text: str) -> tuple[int, ...]:
 
 
 def _run(args) -> int:
-    from agent.errors import FerError
+    from agent.contracts.errors import FerError
 
     widths, convs = _int_list("--widths", args.widths), _int_list("--convs", args.convs)
     try:

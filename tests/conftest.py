@@ -189,8 +189,8 @@ def _require_mosquitto() -> None:
 @pytest.fixture(scope="session")
 def manifest():
     """The committed default bundle's manifest (the agent's fallback model; missing it is a defect, not a skip)."""
-    from agent.config import default_bundle_path
-    from agent.manifest import load_manifest
+    from agent.contracts.manifest import default_bundle_path
+    from agent.contracts.manifest import load_manifest
 
     return load_manifest(default_bundle_path())
 
@@ -357,7 +357,7 @@ def mqtt_collector() -> Iterator[Callable[..., MqttCollector]]:
 def make_publisher(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """``pub = make_publisher(host, port, device_id="t1", start=True, **MqttConfig fields)``: fast reconnects,
     outbox in the test's tmp dir; every publisher is closed at teardown."""
-    from agent.events import PublishContext
+    from agent.contracts.events import PublishContext
     from agent.mqtt.config import MqttConfig, ReconnectConfig
     from agent.mqtt.publisher import MqttPublisher
 

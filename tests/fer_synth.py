@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.labels import NUM_CLASSES
+from agent.contracts.labels import NUM_CLASSES
 
 
 def synth_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

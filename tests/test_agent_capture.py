@@ -11,7 +11,7 @@ import pytest
 
 from agent.capture import LiveSource, VideoFileSource, open_source, source_kind
 from agent.config import SourceConfig
-from agent.errors import FerError
+from agent.contracts.errors import FerError
 
 
 def make_video(path: Path, n: int = 20, fps: float = 25.0) -> Path:

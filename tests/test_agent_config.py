@@ -21,7 +21,7 @@ from agent.config import (
     redacted,
     render_config,
 )
-from agent.errors import ConfigError
+from agent.contracts.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

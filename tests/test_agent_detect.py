@@ -9,7 +9,7 @@ import pytest
 from agent.config import DetectorConfig
 from agent.demo import astronaut_bgr, background, grid_faces, grid_frame
 from agent.detect import BLAZEFACE_OPTIONS, HaarDetector, create_detector, iou_matrix, ssd_anchors, weighted_nms
-from agent.errors import FerError
+from agent.contracts.errors import FerError
 from agent.track import box_iou
 
 DETECTORS = [("haar", "short"), ("blazeface", "short"), ("blazeface", "full")]

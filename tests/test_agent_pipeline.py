@@ -128,8 +128,8 @@ def test_max_frames(manifest):
 def test_bundle_may_omit_unused_files_but_not_carry_tampered_ones(manifest, tmp_path):
     import shutil
 
-    from agent.errors import ManifestError
-    from agent.manifest import load_manifest
+    from agent.contracts.errors import ManifestError
+    from agent.contracts.manifest import load_manifest
 
     bundle = tmp_path / "bundle"
     shutil.copytree(manifest.root, bundle)

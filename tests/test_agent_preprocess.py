@@ -14,8 +14,8 @@ from agent.config import AgentConfig, SourceConfig
 from agent.demo import grid_frame
 from agent.detect import HaarDetector
 from agent.pipeline import NullPublisher, Pipeline
-from agent.preprocess import image_tensor, square_crop
-from agent.rawtensor import read_raw, write_raw
+from agent.contracts.preprocess import image_tensor, square_crop
+from agent.contracts.rawtensor import read_raw, write_raw
 
 
 class RecordingBackend(Backend):

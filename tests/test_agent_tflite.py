@@ -12,7 +12,7 @@ from agent.backends import BackendError, create_backend
 from agent.backends.tflite import TFLiteBackend, TFLiteConfig
 from agent.config import BackendConfig
 from agent.demo import astronaut_bgr, face_patch
-from agent.preprocess import image_tensor
+from agent.contracts.preprocess import image_tensor
 
 
 @pytest.fixture(scope="module")

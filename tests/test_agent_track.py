@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from agent.config import TrackingConfig
-from agent.labels import LABELS
-from agent.preprocess import Box
+from agent.contracts.labels import LABELS
+from agent.contracts.preprocess import Box
 from agent.track import Tracker, box_iou, to_probabilities
 
 W, H, FPS = 640, 480, 30.0

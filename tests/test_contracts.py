@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.errors import FerError, ManifestError
-from agent.manifest import load_manifest, parse_manifest
-from agent.preprocess import Box, face_tensor, image_tensor, normalize, square_crop
-from agent.rawtensor import parse_input_list, read_raw, result_path, write_input_list, write_raw
+from agent.contracts.errors import FerError, ManifestError
+from agent.contracts.manifest import load_manifest, parse_manifest
+from agent.contracts.preprocess import Box, face_tensor, image_tensor, normalize, square_crop
+from agent.contracts.rawtensor import parse_input_list, read_raw, result_path, write_input_list, write_raw
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "agent" / "models" / "default"
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.labels import LABELS, label_index
+from agent.contracts.labels import LABELS, label_index
 from fer_synth import synth_images, write_csv
 from host_tools import data as fer_data
 from host_tools.data import DataError

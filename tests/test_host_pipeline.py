@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.manifest import load_manifest
-from agent.preprocess import normalize
+from agent.contracts.manifest import load_manifest
+from agent.contracts.preprocess import normalize
 from fer_synth import synth_images, write_csv
 from host_tools.augment import AugmentConfig
 

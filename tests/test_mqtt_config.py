@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from agent.errors import ConfigError
+from agent.contracts.errors import ConfigError
 from agent.mqtt.config import AuthConfig, MqttConfig, TlsConfig, device_id_from_hostname
 from agent.mqtt.connection import Backoff
 

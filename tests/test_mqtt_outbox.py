@@ -85,7 +85,7 @@ def test_corrupt_queue_file_is_moved_aside_and_a_new_one_started(tmp_path: Path)
 def test_unusable_state_directory_is_a_clear_error(tmp_path: Path) -> None:
     import pytest
 
-    from agent.errors import FerError
+    from agent.contracts.errors import FerError
 
     blocker = tmp_path / "file"
     blocker.write_text("x")

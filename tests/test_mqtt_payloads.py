@@ -9,8 +9,8 @@ import re
 import jsonschema
 import pytest
 
-from agent.events import Event, FaceState, PublishContext, StateSnapshot
-from agent.labels import LABELS
+from agent.contracts.events import Event, FaceState, PublishContext, StateSnapshot
+from agent.contracts.labels import LABELS
 from agent.mqtt.discovery import discovery_configs
 from agent.mqtt.payloads import SCHEMA_FILES, encode, event_payload, iso_utc, load_schema, state_payload, stats_payload
 from agent.mqtt.topics import Topics

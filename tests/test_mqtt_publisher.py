@@ -9,8 +9,8 @@ import jsonschema
 import pytest
 from conftest import wait_until
 
-from agent.errors import ConfigError
-from agent.events import StateSnapshot
+from agent.contracts.errors import ConfigError
+from agent.contracts.events import StateSnapshot
 from agent.mqtt.emit import synthetic_event, synthetic_state
 from agent.mqtt.payloads import load_schema
 from agent.mqtt.topics import Topics

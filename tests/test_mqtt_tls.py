@@ -9,7 +9,7 @@ import time
 import pytest
 from conftest import wait_until
 
-from agent.errors import ConfigError
+from agent.contracts.errors import ConfigError
 from agent.mqtt.config import AuthConfig, TlsConfig
 from agent.mqtt.emit import synthetic_event
 

@@ -14,9 +14,10 @@ from snpe_testing import HOST_ARCH, add_dlcs, copy_bundle, litert_predict, make_
 
 from agent.backends import snpe as snpe_mod
 from agent.backends.base import BackendError
-from agent.backends.snpe import SnpeBackend, SnpeConfig, SnpeNetRun, find_tool, is_available
-from agent.errors import ConfigError
-from agent.manifest import load_manifest
+from agent.backends.snpe import SnpeBackend, SnpeConfig, SnpeNetRun, is_available
+from agent.contracts.snpe_sdk import find_tool
+from agent.contracts.errors import ConfigError
+from agent.contracts.manifest import load_manifest
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from snpe_testing import (
 from agent.backends.base import Backend, BackendError
 from agent.backends.fallback import FallbackBackend, maybe_wrap
 from agent.backends.snpe import SnpeBackend, SnpeConfig
-from agent.errors import FerError
-from agent.manifest import load_manifest
+from agent.contracts.errors import FerError
+from agent.contracts.manifest import load_manifest
 
 
 class Scripted(Backend):

@@ -16,11 +16,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
 from snpe_testing import TINY_BUNDLE, copy_bundle, litert_predict, make_fake_sdk, read_log, tool_path
 
-from agent.errors import FerError
-from agent.labels import LABELS
-from agent.manifest import load_manifest
-from agent.preprocess import image_tensor
-from agent.rawtensor import read_raw
+from agent.contracts.errors import FerError
+from agent.contracts.labels import LABELS
+from agent.contracts.manifest import load_manifest
+from agent.contracts.preprocess import image_tensor
+from agent.contracts.rawtensor import read_raw
 from host_tools import calibration, convert, show_results
 from host_tools.cli import main as fer_host
 from host_tools.snpe_sdk import SdkError, ToolFailed, find_sdk, sdk_version
@@ -362,7 +362,7 @@ def test_detector_dlc_runs_through_snpe_net_run(env, bundle, sdk, tmp_path):
     import shutil
 
     from agent.backends.snpe import SnpeConfig, SnpeNetRun
-    from agent.manifest import sha256_of
+    from agent.contracts.manifest import sha256_of
 
     (bundle / "detectors").mkdir()
     shutil.copy(_blazeface_short(), bundle / "detectors" / "face_detection_short_range.tflite")

@@ -13,9 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
 from snpe_testing import litert_predict, make_fake_sdk
 
 from agent.backends.snpe import SnpeBackend, SnpeConfig
-from agent.labels import LABELS
-from agent.manifest import load_manifest
-from agent.preprocess import image_tensor
+from agent.contracts.labels import LABELS
+from agent.contracts.manifest import load_manifest
+from agent.contracts.preprocess import image_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CSV = ROOT.parent / "shared/datasets/fer2013/fer2013_train_publictest.csv.gz"

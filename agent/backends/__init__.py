@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from agent.backends.base import Backend, BackendError
-from agent.manifest import Manifest
+from agent.contracts.manifest import Manifest
 
 log = logging.getLogger(__name__)
 

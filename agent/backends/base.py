@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.errors import FerError
-from agent.manifest import Manifest
+from agent.contracts.errors import FerError
+from agent.contracts.manifest import Manifest
 
 
 class BackendError(FerError):

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from agent.backends.base import Backend, BackendError
-from agent.errors import FerError
+from agent.contracts.errors import FerError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 
 from agent.backends.base import Backend, BackendError
-from agent.manifest import Manifest
+from agent.contracts.manifest import Manifest
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import logging
 import threading
 from typing import Any
 
-from agent.errors import FerError
+from agent.contracts.errors import FerError
 
 log = logging.getLogger("agent.mqtt")
 

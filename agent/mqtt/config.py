@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.errors import ConfigError
+from agent.contracts.errors import ConfigError
 
 # Characters MQTT and Home Assistant accept in one topic level / node id.
 _TOPIC_LEVEL_OK = re.compile(r"^[A-Za-z0-9_.-]+$")

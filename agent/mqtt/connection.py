@@ -17,7 +17,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.errors import ConfigError
+from agent.contracts.errors import ConfigError
 from agent.mqtt.config import MqttConfig
 from agent.mqtt.payloads import STATUS_OFFLINE
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agent.events import PublishContext
-from agent.labels import LABELS
+from agent.contracts.events import PublishContext
+from agent.contracts.labels import LABELS
 from agent.mqtt.payloads import STATUS_OFFLINE, STATUS_ONLINE, encode
 from agent.mqtt.topics import Topics
 

@@ -21,9 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-from agent.errors import FerError
-from agent.events import Event, FaceState, PublishContext, StateSnapshot
-from agent.labels import LABELS
+from agent.contracts.errors import FerError
+from agent.contracts.events import Event, FaceState, PublishContext, StateSnapshot
+from agent.contracts.labels import LABELS
 from agent.mqtt.config import AuthConfig, MqttConfig, TlsConfig
 from agent.mqtt.publisher import MqttPublisher
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import FerError
+from agent.contracts.errors import FerError
 
 log = logging.getLogger("agent.mqtt")
 

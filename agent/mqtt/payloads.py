@@ -1,7 +1,7 @@
 """JSON payloads on the wire: one builder per topic, each matching a schema in ``agent/schemas``.
 
 The builders are pure functions of the pipeline's dataclasses
-(:mod:`agent.events`) and the :class:`~agent.events.PublishContext`, so the
+(:mod:`agent.contracts.events`) and the :class:`~agent.contracts.events.PublishContext`, so the
 contract in ``docs/mqtt.md`` can be tested without a broker. Bump
 ``SCHEMA_VERSION`` (and the schema files) on any incompatible change.
 """
@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from agent.events import Event, FaceState, PublishContext, StateSnapshot
+from agent.contracts.events import Event, FaceState, PublishContext, StateSnapshot
 
 SCHEMA_VERSION = 1
 STATUS_ONLINE = "online"

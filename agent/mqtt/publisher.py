@@ -33,8 +33,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from agent.errors import ConfigError
-from agent.events import Event, PublishContext, StateSnapshot
+from agent.contracts.errors import ConfigError
+from agent.contracts.events import Event, PublishContext, StateSnapshot
 from agent.mqtt.config import MqttConfig
 from agent.mqtt.connection import Backoff, FerMqttClient, build_client, describe_error
 from agent.mqtt.discovery import discovery_messages

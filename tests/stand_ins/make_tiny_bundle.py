@@ -17,8 +17,8 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from agent.labels import LABELS
-from agent.manifest import InputSpec, Manifest, Normalization, OutputSpec, file_entry
+from agent.contracts.labels import LABELS
+from agent.contracts.manifest import InputSpec, Manifest, Normalization, OutputSpec, file_entry
 
 OUT = Path(__file__).resolve().parent / "tiny_bundle"
 

@@ -46,7 +46,7 @@ def add_dlcs(bundle: Path, sdk: Path, htp: bool = True) -> Path:
         run("snpe-dlc-graph-prepare", "--input_dlc", str(bundle / "model_quantized.dlc"),
             "--output_dlc", str(bundle / "model_htp.dlc"), "--htp_socs", "sm8550")
         files["dlc_htp"] = "model_htp.dlc"
-    from agent.manifest import sha256_of
+    from agent.contracts.manifest import sha256_of
 
     raw = json.loads((bundle / "manifest.json").read_text())
     for role, rel in files.items():

@@ -15,13 +15,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ManifestError
-from agent.labels import LABELS
+from agent.contracts.errors import ManifestError
+from agent.contracts.labels import LABELS
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+#: The bundle shipped inside the package (works from a wheel as well as a checkout).
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "models" / "default"
 NORMALIZATION_FORMULA = "x = (pixel/255 - mean) / std"
 
 
@@ -146,6 +148,11 @@ class Manifest:
 
     def _where(self) -> str:
         return str((self.root or Path(".")) / MANIFEST_NAME)
+
+
+def default_bundle_path() -> Path:
+    """The bundle inside the package: the agent's default and the host tools' default input."""
+    return DEFAULT_BUNDLE
 
 
 def sha256_of(path: Path) -> str:

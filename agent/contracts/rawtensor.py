@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.errors import FerError
+from agent.contracts.errors import FerError
 
 RAW_DTYPE = np.dtype("<f4")
 

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from agent.manifest import InputSpec, Normalization
+from agent.contracts.manifest import InputSpec, Normalization
+
+#: Image files every component reads (capture folders, make-raw, FER2013 image folders); OpenCV decodes them all.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"})
 
 _INTERPOLATION = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
 
