@@ -61,6 +61,10 @@ def test_tampered_file_fails_sha256(tmp_path):
         (lambda d: d["input"].__setitem__("shape", [1, 48, 48, 3]), "key input.shape must be"),
         (lambda d: d["input"].__setitem__("layout", "NCHW"), "input.layout must be NHWC"),
         (lambda d: d["output"].__setitem__("kind", "scores"), "output.kind must be"),
+        (lambda d: d["output"].__setitem__("shape", [1, 6]), "key output.shape must be [N, 7] (one score per label)"),
+        (lambda d: d["output"].__setitem__("shape", [7]), "key output.shape must be [N, 7]"),
+        (lambda d: d["output"].__setitem__("shape", [0, 7]), "key output.shape must be [N, 7]"),
+        (lambda d: d["output"].__setitem__("shape", "1x7"), "got '1x7'"),
         (lambda d: d.__setitem__("format_version", 99), "format_version 99 is not supported"),
         (lambda d: d["files"]["tflite"].__setitem__("path", "../evil.tflite"), "must be relative to the bundle"),
         (lambda d: d["model"].__setitem__("name", 5), "key model.name has wrong type int"),
@@ -137,3 +141,11 @@ def test_square_crop_clips_to_frame():
     assert square_crop(Box(90, 10, 20, 20), 100, 100, margin=0.25) == (85, 5, 100, 35)
     with pytest.raises(ValueError, match="outside"):
         square_crop(Box(200, 200, 10, 10), 100, 100)
+
+
+def test_manifest_output_shape_is_optional_and_defaults_to_one_row_per_label():
+    raw = copy.deepcopy(_manifest_dict())
+    raw["output"].pop("shape")
+    assert parse_manifest(raw).output.shape == (1, 7)
+    raw["output"]["shape"] = [4, 7]
+    assert parse_manifest(raw).output.shape == (4, 7)

@@ -232,6 +232,12 @@ def parse_manifest(raw: Any, where: str = MANIFEST_NAME, root: Path | None = Non
     kind = need(out, "kind", str, "output.")
     if kind not in ("probabilities", "logits"):
         raise ManifestError(f"{where}: key output.kind must be 'probabilities' or 'logits', got {kind!r}")
+    out_shape = out.get("shape", [1, len(labels)])
+    if (not isinstance(out_shape, list) or len(out_shape) != 2
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in out_shape)
+            or out_shape[1] != len(labels)):
+        raise ManifestError(f"{where}: key output.shape must be [N, {len(labels)}] (one score per label) "
+                            f"with positive ints, got {out_shape!r}")
     files_raw = need(raw, "files", dict, "")
     files: dict[str, FileEntry] = {}
     for role, entry in files_raw.items():
@@ -257,7 +263,7 @@ def parse_manifest(raw: Any, where: str = MANIFEST_NAME, root: Path | None = Non
             color=inp.get("color", "grey"),
             resize=inp.get("resize", "area"),
         ),
-        output=OutputSpec(name=need(out, "name", str, "output."), kind=kind, shape=tuple(out.get("shape", [1, len(LABELS)]))),  # type: ignore[arg-type]
+        output=OutputSpec(name=need(out, "name", str, "output."), kind=kind, shape=tuple(out_shape)),  # type: ignore[arg-type]
         files=files,
         metrics=raw.get("metrics", {}) or {},
         extra=extra,
