@@ -12,6 +12,7 @@ import csv
 import gzip
 import hashlib
 import io
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,10 @@ from agent.contracts.preprocess import IMAGE_EXTENSIONS
 SIDE = 48
 PIXELS = SIDE * SIDE
 SPLITS = ("Training", "PublicTest", "PrivateTest")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the cache also keeps where and why rows were skipped
+HEADER = "emotion,pixels,Usage"
+_QUOTE_MAX = 40  # characters of a bad value quoted in a message (a pixels field is ~9 KB)
+_WHERE_MAX = 10  # rows / files named in the skip summary
 # Folder names used by image-folder releases, mapped to FER2013's Usage values.
 _FOLDER_SPLITS = {
     "train": "Training", "training": "Training",
@@ -37,6 +41,21 @@ _FOLDER_SPLITS = {
 
 class DataError(FerError):
     """A data file, row or image is unusable; the message names it."""
+
+
+class BadRow(ValueError):
+    """A row that cannot be used: ``reason`` groups like rows in the skip summary, the message has the detail."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def quote(value: str, limit: int = _QUOTE_MAX) -> str:
+    """``repr`` of ``value``, cut to ``limit`` characters with the full length said (never a 9 KB message)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value):,} characters)"
 
 
 @dataclass
@@ -57,6 +76,27 @@ class Dataset:
     splits: dict[str, Split] = field(default_factory=dict)
     skipped: int = 0
     skipped_examples: list[str] = field(default_factory=list)
+    skipped_where: list[str] = field(default_factory=list)  # first rows (CSV row numbers) or files skipped
+    skipped_reasons: dict[str, int] = field(default_factory=dict)  # reason -> how many rows
+
+    def note_skipped(self, where: str, reason: str, message: str) -> None:
+        self.skipped += 1
+        self.skipped_reasons[reason] = self.skipped_reasons.get(reason, 0) + 1
+        if len(self.skipped_where) < _WHERE_MAX:
+            self.skipped_where.append(where)
+        if len(self.skipped_examples) < 5:
+            self.skipped_examples.append(message)
+
+    def skip_summary(self) -> str:
+        """One line: how many, which (the first few), how many per reason. Empty when nothing was skipped."""
+        if not self.skipped:
+            return ""
+        unit = ("file" if self.source.is_dir() else "row") + ("s" if self.skipped > 1 else "")
+        where = ", ".join(self.skipped_where)
+        if self.skipped > len(self.skipped_where):
+            where += f", ... ({self.skipped - len(self.skipped_where)} more)"
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped_reasons.items(), key=lambda kv: -kv[1]))
+        return f"skipped {self.skipped} bad {unit} of {self.source} ({unit} {where}): {reasons}"
 
     def split(self, name: str) -> Split:
         name = resolve_split_name(name)
@@ -119,6 +159,8 @@ def _write_cache(path: Path, data: Dataset) -> None:
             arrays[f"{name}_x"] = s.x
             arrays[f"{name}_y"] = s.y
         arrays["skipped"] = np.array(data.skipped)
+        arrays["skipped_detail"] = np.array(json.dumps({"where": data.skipped_where, "reasons": data.skipped_reasons,
+                                                        "examples": data.skipped_examples}))
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
@@ -129,6 +171,9 @@ def _write_cache(path: Path, data: Dataset) -> None:
 def _read_cache(path: Path, source: Path) -> Dataset:
     with np.load(path) as z:
         data = Dataset(source=source, skipped=int(z["skipped"]))
+        detail = json.loads(str(z["skipped_detail"]))
+        data.skipped_where, data.skipped_reasons = detail["where"], detail["reasons"]
+        data.skipped_examples = detail["examples"]
         for name in SPLITS:
             if f"{name}_x" in z:
                 data.splits[name] = Split(z[f"{name}_x"], z[f"{name}_y"])
@@ -155,24 +200,26 @@ def load_csv(path: Path, skip_bad_rows: bool = False) -> Dataset:
             try:
                 header = next(reader)
             except StopIteration:
-                raise DataError(f"{path}: file is empty (expected header emotion,pixels,Usage)") from None
+                raise DataError(f"{path}: file is empty (expected header {HEADER})") from None
             cols = [c.strip() for c in header]
             missing = [c for c in ("emotion", "pixels", "Usage") if c not in cols]
             if missing:
-                raise DataError(f"{path}: row 1: missing column(s) {', '.join(missing)} (header is {','.join(cols)})")
+                if cols and cols[0].lstrip("-").isdigit():  # a data row where the header should be
+                    raise DataError(f"{path}: row 1: no header line; expected the first line to be {HEADER}, "
+                                    f"got a data row ({quote(','.join(header))})")
+                raise DataError(f"{path}: row 1: missing column(s) {', '.join(missing)} "
+                                f"(expected header {HEADER}, got {quote(','.join(cols), 80)})")
             ie, ip, iu = cols.index("emotion"), cols.index("pixels"), cols.index("Usage")
             for rowno, row in enumerate(reader, start=2):
                 if not row:
                     continue
                 try:
                     label, pixels, usage = _parse_row(row, ie, ip, iu)
-                except ValueError as exc:
+                except BadRow as exc:
                     msg = f"{path}: row {rowno}: {exc}"
                     if not skip_bad_rows:
                         raise DataError(msg + " (use --skip-bad-rows to skip and count bad rows)") from None
-                    data.skipped += 1
-                    if len(data.skipped_examples) < 5:
-                        data.skipped_examples.append(msg)
+                    data.note_skipped(str(rowno), exc.reason, msg)
                     continue
                 xs[usage].append(pixels)
                 ys[usage].append(label)
@@ -188,26 +235,30 @@ def load_csv(path: Path, skip_bad_rows: bool = False) -> Dataset:
 
 def _parse_row(row: list[str], ie: int, ip: int, iu: int) -> tuple[int, np.ndarray, str]:
     if len(row) <= max(ie, ip, iu):
-        raise ValueError(f"has {len(row)} fields, expected at least {max(ie, ip, iu) + 1}")
+        raise BadRow("with too few fields", f"has {len(row)} fields, expected at least {max(ie, ip, iu) + 1}")
     try:
         label = int(row[ie])
     except ValueError:
-        raise ValueError(f"emotion {row[ie]!r} is not an integer") from None
+        raise BadRow("with a non-integer emotion", f"emotion {quote(row[ie])} is not an integer") from None
     if not 0 <= label < NUM_CLASSES:
-        raise ValueError(f"emotion {label} outside 0-{NUM_CLASSES - 1}")
+        raise BadRow(f"with emotion outside 0-{NUM_CLASSES - 1}", f"emotion {label} outside 0-{NUM_CLASSES - 1}")
     usage = row[iu].strip()
     if usage not in SPLITS:
-        raise ValueError(f"Usage {usage!r} is not one of {', '.join(SPLITS)}")
+        raise BadRow("with an unknown Usage", f"Usage {quote(usage)} is not one of {', '.join(SPLITS)}")
     tokens = row[ip].split()
     if len(tokens) != PIXELS:
-        raise ValueError(f"pixels has {len(tokens)} values, expected {PIXELS}")
+        raise BadRow(f"without {PIXELS} pixels", f"pixels has {len(tokens)} values, expected {PIXELS}")
     try:
         values = np.array(tokens, dtype=np.int32)
     except ValueError:
-        bad = next(t for t in tokens if not t.lstrip("-").isdigit())
-        raise ValueError(f"pixel value {bad!r} is not an integer") from None
+        bad = next((t for t in tokens if not t.lstrip("-").isdigit()), tokens[0])
+        raise BadRow("with a non-integer pixel", f"pixel value {quote(bad)} is not an integer") from None
+    except OverflowError:  # an integer too large for int32
+        bad = max(tokens, key=lambda t: len(t.lstrip("-0")))
+        raise BadRow("with a pixel outside 0-255", f"pixel value {quote(bad)} outside 0-255") from None
     if values.min() < 0 or values.max() > 255:
-        raise ValueError(f"pixel value {int(values.min() if values.min() < 0 else values.max())} outside 0-255")
+        raise BadRow("with a pixel outside 0-255",
+                     f"pixel value {int(values.min() if values.min() < 0 else values.max())} outside 0-255")
     return label, values.astype(np.uint8), usage
 
 
@@ -237,9 +288,7 @@ def load_folders(root: Path, skip_bad_rows: bool = False) -> Dataset:
                     msg = f"{f}: unreadable image"
                     if not skip_bad_rows:
                         raise DataError(msg + " (use --skip-bad-rows to skip and count bad files)")
-                    data.skipped += 1
-                    if len(data.skipped_examples) < 5:
-                        data.skipped_examples.append(msg)
+                    data.note_skipped(str(f.relative_to(root)), "unreadable", msg)
                     continue
                 if img.shape != (SIDE, SIDE):
                     img = cv2.resize(img, (SIDE, SIDE), interpolation=cv2.INTER_AREA)

@@ -27,7 +27,9 @@ def evaluate(bundle: Path, data_path: str, split: str = "PublicTest", variants: 
     x = normalize(s.x, manifest.input.normalization)[..., None]
     result: dict[str, Any] = {"bundle": str(bundle), "model": f"{manifest.model_name} {manifest.model_version}",
                               "data": str(data_path), "split": fer_data.resolve_split_name(split), "n": len(s),
-                              "skipped_rows": dataset.skipped, "tta_flip": tta_flip, "variants": {}}
+                              "skipped_rows": dataset.skipped,
+                              "skipped_first": dataset.skipped_where, "skipped_reasons": dataset.skipped_reasons,
+                              "skipped_summary": dataset.skip_summary(), "tta_flip": tta_flip, "variants": {}}
     for variant in variants:
         path = manifest.path_of(VARIANTS[variant])
         predict = tflite_eval.predict_mirrored if tta_flip else tflite_eval.predict
@@ -61,6 +63,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     print(f"{res['model']} on {res['split']} of {res['data']} (n={res['n']}, skipped rows {res['skipped_rows']}"
           f"{', flip TTA' if res['tta_flip'] else ''})")
+    if res["skipped_summary"]:
+        print(res["skipped_summary"])
     for variant, rep in res["variants"].items():
         print()
         print(metrics.format_table(rep, title=f"[{variant}]"))

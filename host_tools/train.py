@@ -135,7 +135,7 @@ def _train(cfg: TrainConfig) -> dict:
         teacher_bundles = load_teachers(cfg.teachers)
     dataset = fer_data.load(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
     if dataset.skipped:
-        print(f"skipped {dataset.skipped} bad rows, e.g. {dataset.skipped_examples[0]}", file=sys.stderr)
+        print(f"{dataset.skip_summary()}; e.g. {dataset.skipped_examples[0]}", file=sys.stderr)
     train_split = _limit(dataset.split("Training"), cfg.limit, cfg.seed)
     val_split = _limit(dataset.split("PublicTest"), cfg.limit, cfg.seed)
 

@@ -75,10 +75,45 @@ def test_skip_bad_rows_counts_and_keeps_good_rows(tmp_path):
     assert "row 3" in data.skipped_examples[0]
 
 
+def test_skip_summary_names_the_first_rows_and_counts_each_reason(tmp_path):
+    bad = [_row(pixels="1 2"), _row(label="9"), _row(pixels="1 2 3"), _row(usage="Nope")]
+    rows = [_row()] + bad * 4  # 16 bad rows at rows 3..18 (the header is row 1)
+    path = _write_rows(tmp_path / "bad.csv", rows)
+    data = fer_data.load(path, skip_bad_rows=True)
+    summary = data.skip_summary()
+    assert data.skipped == 16
+    assert f"skipped 16 bad rows of {path} (rows 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, ... (6 more)): " in summary
+    assert "8 without 2304 pixels, 4 with emotion outside 0-6, 4 with an unknown Usage" in summary
+    cached = fer_data.load(path, skip_bad_rows=True)  # the second load comes from the cache: same summary
+    assert cached.skip_summary() == summary and cached.skipped_examples == data.skipped_examples
+    assert fer_data.load(_write_rows(tmp_path / "good.csv", [_row()])).skip_summary() == ""
+
+
 def test_missing_column(tmp_path):
     path = _write_rows(tmp_path / "cols.csv", ["3,Training"], header="emotion,Usage")
-    with pytest.raises(DataError, match=r"row 1: missing column\(s\) pixels"):
+    with pytest.raises(DataError, match=r"row 1: missing column\(s\) pixels \(expected header emotion,pixels,Usage, "
+                                        r"got 'emotion,Usage'\)"):
         fer_data.load(path)
+
+
+def test_csv_without_header_line_is_one_short_line(tmp_path):
+    path = tmp_path / "noheader.csv"
+    path.write_text("\n".join([_row(), _row()]) + "\n")
+    with pytest.raises(DataError) as err:
+        fer_data.load(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: row 1: no header line; expected the first line to be emotion,pixels,Usage, "
+                          "got a data row ('3,7 7 7 7 7")
+    assert "... (4,618 characters))" in msg and len(msg) < len(str(path)) + 200 and "\n" not in msg
+
+
+def test_long_bad_values_are_quoted_short(tmp_path):
+    swapped = _write_rows(tmp_path / "swapped.csv", [f"{' '.join(['7'] * 2304)},3,Training"])
+    with pytest.raises(DataError, match=r"row 2: emotion '7 7 7 .*\.\.\. \(4,607 characters\) is not an integer"):
+        fer_data.load(swapped)
+    huge = _write_rows(tmp_path / "huge.csv", [_row(pixels=" ".join(["1"] * 2303 + ["9" * 30]))])
+    with pytest.raises(DataError, match=r"row 2: pixel value '9{30}' outside 0-255"):
+        fer_data.load(huge)
 
 
 def test_empty_split_and_empty_file(tmp_path):
@@ -140,7 +175,9 @@ def test_unreadable_image_named_or_skipped(tmp_path):
     bad.write_bytes(b"not a jpeg")
     with pytest.raises(DataError, match=r"broken\.jpg: unreadable image"):
         fer_data.load(tmp_path)
-    assert fer_data.load(tmp_path, skip_bad_rows=True).skipped == 1
+    skipped = fer_data.load(tmp_path, skip_bad_rows=True)
+    assert skipped.skipped == 1
+    assert skipped.skip_summary() == f"skipped 1 bad file of {tmp_path} (file train/fear/broken.jpg): 1 unreadable"
 
 
 def test_unknown_class_folder(tmp_path):
