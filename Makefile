@@ -7,8 +7,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests drive for real: the broker, the shell linter, systemd-analyze.
-APT_TEST := mosquitto shellcheck systemd openssl
+# Debian packages the tests drive for real: the broker, the shell linter, systemd-analyze; and
+# mosquitto_sub (mosquitto-clients), which the README uses to watch events.
+APT_TEST := mosquitto mosquitto-clients shellcheck systemd openssl
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-fast setup-agent setup-dev system-deps bench train export clean
@@ -38,10 +39,9 @@ $(VENV)/.stamp-dev: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install -q -e ".[emulation,host,test]"
 	touch $@ $(VENV)/.stamp-agent
 
+# Installs what is missing; a system broker the mosquitto package starts is stopped and disabled again.
 system-deps:
-	@missing=""; for p in $(APT_TEST); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+	@SUDO="$(SUDO)" .ci/system-deps.sh $(APT_TEST)
 
 # Measurements shown in the README (see "Performance").
 bench: setup-agent
