@@ -18,7 +18,8 @@
 #   --bundle DIR          model bundle to ship (default: agent/models/default)
 #   --config FILE         agent.yaml for the board (installed only where none exists)
 #   --wheel FILE          ship this fer_agent wheel instead of building one
-#   --wheelhouse DIR      dependency wheels from DIR (offline host) instead of pip download
+#   --wheelhouse DIR      dependency wheels from DIR (offline host) instead of pip download; the
+#                         fer_agent wheel is then built from DIR too (it needs a setuptools>=77 wheel there)
 #   --python-version X.Y  board Python, --arch ARCH, --glibc X.Y: skip asking the board
 #   --health-timeout S    how long the new release gets to be healthy (default 120)
 #   --online-timeout S    then how long to wait for broker connected / status online (default 60)
@@ -153,8 +154,23 @@ else
         tar -C "$REPO" --exclude=.git --exclude=.venv --exclude=build --exclude=dist --exclude=runs \
             --exclude='*.egg-info' --exclude=__pycache__ -cf - . | tar -xf - -C "$SRC"
     fi
-    "$PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$STAGE/wheels" "$SRC" >&2 ||
-        { rm -rf "$SRC"; die "building the wheel failed (needs pip, setuptools and wheel in $PYTHON)"; }
+    # In an isolated build environment (pip's default): pip installs pyproject.toml's build requirements
+    # (setuptools>=77) there, so the host's own setuptools does not matter. With --wheelhouse (an offline
+    # host) they come from that directory only.
+    build_opts=()
+    [[ -z "$WHEELHOUSE" ]] || build_opts=(--no-index --find-links "$WHEELHOUSE")
+    if ! build_log=$("$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps "${build_opts[@]}" \
+        --wheel-dir "$STAGE/wheels" "$SRC" 2>&1); then
+        rm -rf "$SRC"
+        if grep -q "matching distribution found for setuptools" <<<"$build_log"; then
+            if [[ -n "$WHEELHOUSE" ]]; then
+                die "building the wheel failed: no setuptools>=77 wheel in --wheelhouse $WHEELHOUSE for the isolated build (add one: $PYTHON -m pip download --dest $WHEELHOUSE 'setuptools>=77')"
+            fi
+            die "building the wheel failed: pip could not get setuptools>=77 for the isolated build (no package index? pass --wheelhouse DIR holding a setuptools>=77 wheel)"
+        fi
+        reason=$(grep -m 1 -E '^(ERROR|error):' <<<"$build_log" || tail -n 1 <<<"$build_log")
+        die "building the wheel failed ($PYTHON -m pip wheel): ${reason:-no output}"
+    fi
     rm -rf "$SRC"
 fi
 shopt -s nullglob
