@@ -35,7 +35,7 @@ RESULT_NAME = "agent_bench"
 def machine_description() -> dict[str, Any]:
     cpu = cpu_model()
     try:
-        from agent.backends.tflite import runtime_name
+        from agent.contracts.litert import runtime_name
 
         runtime = runtime_name()
     except Exception:  # noqa: BLE001 - describe what is there, whatever it is
@@ -80,11 +80,10 @@ def bench_pipeline(
     model: str = "int8",
     full_frame_every: int = 1,
 ) -> dict[str, Any]:
-    from agent.backends.tflite import TFLiteBackend, TFLiteConfig
     from agent.capture import open_source
     from agent.config import AgentConfig
-    from agent.detect import create_detector
     from agent.contracts.manifest import load_manifest
+    from agent.detectors import create_detector
     from agent.pipeline import NullPublisher, Pipeline
 
     clip = tmp / f"bench_{n_faces}.mp4"
@@ -98,12 +97,13 @@ def bench_pipeline(
         cfg.detector.blazeface_model = variant  # type: ignore[assignment]
     cfg.detector.full_frame_every = full_frame_every
     cfg.publish = replace(cfg.publish, stats_interval_s=1e9)
+    cfg.backend.type = "tflite"
     manifest = load_manifest(bundle or cfg.bundle_path())
-    backend = TFLiteBackend(manifest, TFLiteConfig(model=model, threads=1))  # type: ignore[arg-type]
-    det = create_detector(cfg.detector, manifest, cfg.backend.tflite)
+    classifier = _tflite_classifier(manifest, model)
+    det = create_detector(cfg.detector, manifest, cfg.backend)
     source = open_source(cfg.source)
     publisher = NullPublisher()
-    pipeline = Pipeline(cfg, manifest, source, det, backend, publisher)
+    pipeline = Pipeline(cfg, manifest, source, det, classifier, publisher)
     t0 = time.perf_counter()
     summary = pipeline.run()
     elapsed = time.perf_counter() - t0
@@ -120,19 +120,24 @@ def bench_pipeline(
     }
 
 
+def _tflite_classifier(manifest: Any, model: str) -> Any:
+    from agent.classify import FaceClassifier
+    from agent.runtimes.tflite import TFLiteConfig
+
+    return FaceClassifier.on(manifest, "tflite", TFLiteConfig(model=model, threads=1))  # type: ignore[arg-type]
+
+
 def bench_classifier(bundle: Path | None, iterations: int) -> list[dict[str, Any]]:
-    from agent.backends.tflite import TFLiteBackend, TFLiteConfig
-    from agent.contracts.manifest import default_bundle_path
-    from agent.demo import grid_frame
-    from agent.contracts.manifest import load_manifest
+    from agent.contracts.manifest import default_bundle_path, load_manifest
     from agent.contracts.preprocess import Box, face_tensor
+    from agent.demo import grid_frame
 
     manifest = load_manifest(bundle or default_bundle_path())
     frame = grid_frame(1)
     face = face_tensor(frame, Box(260, 180, 120, 120), manifest.input)[None]
     rows = []
     for model in ("float", "int8"):
-        backend = TFLiteBackend(manifest, TFLiteConfig(model=model, threads=1))  # type: ignore[arg-type]
+        backend = _tflite_classifier(manifest, model)
         for _ in range(50):
             backend.infer(face)
         times = np.empty(iterations)
@@ -144,7 +149,7 @@ def bench_classifier(bundle: Path | None, iterations: int) -> list[dict[str, Any
         rows.append(
             {
                 "model": model,
-                "file": backend.path.name,
+                "file": backend.runtime.path.name,
                 "threads": 1,
                 "iterations": iterations,
                 "mean_ms": round(float(ms.mean()), 3),

@@ -19,20 +19,61 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
 
-from agent.config import SourceConfig
 from agent.contracts.errors import FerError
 from agent.contracts.preprocess import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+
+
+@dataclass
+class SourceConfig:
+    uri: str = field(
+        default="0",
+        metadata={
+            "doc": "camera index (0), /dev/videoN, video file, image file or directory, "
+            "rtsp://... or http://... URL, or a GStreamer pipeline ending in appsink"
+        },
+    )
+    fps_cap: float = field(
+        default=0.0, metadata={"doc": "process at most this many frames/s (0 = as fast as frames come)", "min": 0.0}
+    )
+    width: int = field(
+        default=0, metadata={"doc": "requested capture width for cameras (0 = driver default)", "min": 0}
+    )
+    height: int = field(
+        default=0, metadata={"doc": "requested capture height for cameras (0 = driver default)", "min": 0}
+    )
+    live: Optional[bool] = field(
+        default=None,
+        metadata={
+            "doc": "treat as a live source: read in a thread, keep the newest frame, count drops, "
+            "reopen when it fails; empty = cameras, URLs and GStreamer are live, files are not"
+        },
+    )
+    realtime: bool = field(
+        default=False,
+        metadata={
+            "doc": "files only: play at the file's own frame rate and skip frames when behind (default: every frame)"
+        },
+    )
+    loop: bool = field(
+        default=False, metadata={"doc": "files and image folders: start again at the end instead of stopping"}
+    )
+    reopen_initial_s: float = field(
+        default=0.5, metadata={"doc": "first wait before reopening a dropped live source", "min": 0.0}
+    )
+    reopen_max_s: float = field(
+        default=30.0, metadata={"doc": "longest wait between reopen attempts (doubles up to this)", "min": 0.0}
+    )
 
 
 @dataclass

@@ -14,13 +14,20 @@ from agent import __version__
 from agent.contracts.errors import run_command
 
 
+def _one_of(names: tuple[str, ...]) -> str:
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
+
+
 def _add_run_overrides(p: argparse.ArgumentParser) -> None:
+    from agent.detectors import DETECTORS
+    from agent.runtimes import backend_choices
+
     p.add_argument("--config", "-c", metavar="YAML", help="agent configuration file (default: all defaults)")
     p.add_argument(
         "--source", help="override source.uri: camera index, /dev/videoN, file, directory, URL, GStreamer pipeline"
     )
-    p.add_argument("--backend", help="override backend.type: auto, tflite or snpe")
-    p.add_argument("--detector", help="override detector.type: haar, blazeface or yunet")
+    p.add_argument("--backend", help=f"override backend.type: {_one_of(backend_choices())}")
+    p.add_argument("--detector", help=f"override detector.type: {_one_of(DETECTORS.names())}")
     p.add_argument("--broker", metavar="HOST[:PORT]", help="override mqtt.host (and mqtt.port)")
     p.add_argument("--bundle", metavar="DIR", help="override model.bundle")
     p.add_argument("--preview", metavar="PATH", help="write annotated frames: an .mp4 file or a directory of PNGs")
@@ -55,7 +62,7 @@ def _setup_logging(level: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.config import redacted
-    from agent.pipeline import run_agent
+    from agent.runner import run_agent
 
     cfg = _load(args)
     _setup_logging(cfg.log_level)
@@ -94,13 +101,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from agent.service import health_command
+    from agent.health import health_command
 
     return health_command(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agent import bench, demo, service
+    from agent import bench, demo, health
 
     parser = argparse.ArgumentParser(
         prog="fer-agent", description="Facial-expression recognition agent: camera -> faces -> emotions -> MQTT."
@@ -133,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("health", help="is the running agent healthy? (exit 0 yes, 1 no)")
-    service.add_health_arguments(p)
+    health.add_health_arguments(p)
     p.set_defaults(func=cmd_health)
     return parser
 

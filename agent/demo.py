@@ -203,7 +203,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def demo_command(args: argparse.Namespace) -> int:
     from agent.config import AgentConfig, apply_overrides, parse_broker
     from agent.mqtt.topics import Topics
-    from agent.pipeline import run_agent
+    from agent.runner import run_agent
 
     with tempfile.TemporaryDirectory(prefix="fer-demo-") as tmp:
         clip = Path(args.keep_clip) if args.keep_clip else Path(tmp) / "astronaut.mp4"

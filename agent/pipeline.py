@@ -1,11 +1,10 @@
-"""The run loop: capture -> detect -> preprocess -> infer -> interpret -> publish.
+"""The frame loop: capture -> detect -> preprocess -> infer -> interpret -> publish.
 
 :class:`Pipeline` takes each stage ready-made (so tests and benchmarks can
-hand it in-memory sources and fake publishers) and runs frames through them
-in that one direction. :func:`run_agent` builds the stages from the config,
-starts the embedded broker when no broker is configured, wires systemd
-notification and the health file, and handles SIGINT/SIGTERM: finish the
-current frame, publish the faces leaving and the final state, disconnect, 0.
+hand it in-memory sources and fake publishers) and runs frames through them in
+that one direction. Side work (watchdog, health file, stats, preview) hangs on
+the loop as :class:`Observer` objects instead of living inside it;
+:mod:`agent.runner` builds the stages and observers from the config.
 
 The hot path converts to grey once per frame (the detector and the
 preprocessing share it), writes face tensors into one preallocated batch and
@@ -16,28 +15,48 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import threading
 import time
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
 
-from agent import __version__
-from agent.backends import Backend, BackendError, create_backend
-from agent.capture import FrameSource, open_source
-from agent.config import AgentConfig
-from agent.detect import Detector, create_detector
+from agent.capture import FrameSource
+from agent.contracts.errors import InferenceError
 from agent.contracts.events import Event, PublishContext, StateSnapshot
-from agent.contracts.manifest import Manifest, load_manifest
+from agent.contracts.manifest import Manifest, to_probabilities
 from agent.contracts.preprocess import face_tensor
-from agent.preview import PreviewWriter
+from agent.detectors import Detector
 from agent.timing import RateMeter, StageTimes
-from agent.track import Tracker, to_probabilities
+from agent.track import Tracker
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class PublishConfig:
+    state_interval_s: float = field(
+        default=5.0,
+        metadata={"doc": "publish the state snapshot at least this often (also on every event)", "min": 0.1},
+    )
+    stats_interval_s: float = field(
+        default=30.0, metadata={"doc": "publish and log stage timings this often", "min": 1.0}
+    )
+
+
+class Classifier(Protocol):
+    """What the pipeline needs from the infer stage (:class:`agent.classify.FaceClassifier`)."""
+
+    name: str
+
+    def infer(self, faces: np.ndarray) -> np.ndarray: ...
+    def describe(self) -> str: ...
+    def close(self) -> None: ...
 
 
 class Publisher(Protocol):
@@ -99,6 +118,22 @@ class _RateLimitedLog:
         self._next = now + self.interval_s
 
 
+class Observer:
+    """Side work on the frame loop; every hook is optional and must be cheap in ``on_frame``."""
+
+    def on_start(self, pipeline: Pipeline) -> None:
+        pass
+
+    def on_frame(self, pipeline: Pipeline, image: np.ndarray, capture_time: float) -> None:
+        pass
+
+    def on_idle(self, pipeline: Pipeline) -> None:
+        """No frame this turn (a live source reconnecting)."""
+
+    def on_stop(self, pipeline: Pipeline) -> None:
+        """After the final events and state, before the publisher closes."""
+
+
 @dataclass
 class RunSummary:
     frames: int
@@ -117,22 +152,20 @@ class Pipeline:
         manifest: Manifest,
         source: FrameSource,
         detector: Detector,
-        backend: Backend,
+        classifier: Classifier,
         publisher: Publisher,
         *,
-        notifier: Any = None,
-        health: Any = None,
-        preview: PreviewWriter | None = None,
+        observers: list[Observer] | None = None,
+        context: PublishContext | None = None,
     ) -> None:
         self.cfg = cfg
         self.manifest = manifest
         self.source = source
         self.detector = detector
-        self.backend = backend
+        self.classifier = classifier
         self.publisher = publisher
-        self.notifier = notifier
-        self.health = health
-        self.preview = preview
+        self.observers = list(observers or [])
+        self.context = context
         self.tracker = Tracker(cfg.tracking, manifest.labels)
         self.times = StageTimes()
         self.rate = RateMeter()
@@ -142,6 +175,7 @@ class Pipeline:
         self.faces_now = 0
         self.faces_total = 0  # detections over all frames (benchmarks report faces per frame)
         self.status = "starting"
+        self.last_frame_time = 0.0
         self._stop = threading.Event()
         spec = manifest.input
         self._batch = np.zeros((cfg.detector.max_faces, spec.height, spec.width, spec.channels), dtype=np.float32)
@@ -149,8 +183,6 @@ class Pipeline:
         self._no_faces = np.zeros((0, len(manifest.labels)), np.float32)
         self._log_failure = _RateLimitedLog()
         self._last_state = -1e18
-        self._last_stats = time.monotonic()
-        self._last_frame_time = 0.0
 
     def stop(self) -> None:
         """Ask the loop to end after the current frame (safe from a signal handler)."""
@@ -160,12 +192,25 @@ class Pipeline:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def runtime_switched(self, name: str, reason: str) -> None:
+        """A fallback took over inference: every later payload names the runtime really in use."""
+        self.status = f"running: {self.classifier.describe()}, {self.detector.describe()} detector, " \
+                      f"{self.source.description}"
+        if self.context is not None:
+            self.context.backend = name
+            self.context.extra["backend_detail"] = self.classifier.describe()
+            self.context.extra["backend_reason"] = f"fallback: {reason}"
+            changed = getattr(self.publisher, "context_changed", None)
+            if changed is not None:
+                changed()
+
     def run(self) -> RunSummary:
         started = time.monotonic()
         self.publisher.start()
-        self.status = f"running: {self.backend.describe()}, {self.detector.name} detector, {self.source.description}"
-        if self.notifier is not None:
-            self.notifier.ready(self.status)
+        self.status = f"running: {self.classifier.describe()}, {self.detector.describe()} detector, " \
+                      f"{self.source.description}"
+        for o in self.observers:
+            o.on_start(self)
         log.info("%s", self.status)
         try:
             while not self._stop.is_set():
@@ -177,7 +222,8 @@ class Pipeline:
                     if self.source.ended:
                         log.info("source ended after %d frames", self.frames)
                         break
-                    self._idle()
+                    for o in self.observers:
+                        o.on_idle(self)
                     continue
                 waited = self.source.last_wait  # pacing or waiting for a live frame is not capture work
                 self.times.add("capture", time.perf_counter() - t0 - waited)
@@ -185,15 +231,8 @@ class Pipeline:
         finally:
             self._shutdown()
         elapsed = time.monotonic() - started
-        return RunSummary(
-            self.frames,
-            self.source.dropped,
-            self.failed_inferences,
-            self.events_published,
-            self.frames / elapsed if elapsed > 0 else 0.0,
-            self.times.summary(),
-            elapsed,
-        )
+        return RunSummary(self.frames, self.source.dropped, self.failed_inferences, self.events_published,
+                          self.frames / elapsed if elapsed > 0 else 0.0, self.times.summary(), elapsed)
 
     def process(self, image: np.ndarray, capture_time: float, t_start: float | None = None) -> list[Event]:
         """Run one frame through detect..publish; returns the events it produced."""
@@ -222,8 +261,8 @@ class Pipeline:
         failed = False
         if n:
             try:
-                scores = self.backend.infer(self._batch[:n])
-            except BackendError as exc:
+                scores = self.classifier.infer(self._batch[:n])
+            except InferenceError as exc:
                 failed = True
                 self.failed_inferences += 1
                 self._log_failure("frame %d: inference failed, frame skipped: %s", n_frame, exc)
@@ -238,52 +277,20 @@ class Pipeline:
         t4 = perf()
         self.times.add("interpret", t4 - t3)
 
-        now = time.monotonic()
         for event in events:
             self.publisher.publish_event(event)
         self.events_published += len(events)
+        now = time.monotonic()
         if events or now - self._last_state >= self.cfg.publish.state_interval_s:
             self.publisher.publish_state(self.tracker.snapshot(n_frame, capture_time))
             self._last_state = now
-        self._last_frame_time = capture_time
-        if self.notifier is not None:
-            self.notifier.watchdog()
-        if self.health is not None:
-            self.health.update(
-                capture_time,
-                self.frames,
-                self.publisher.connected,
-                self.publisher.outbox_depth,
-                self.backend.name,
-                self.status,
-            )
-        if now - self._last_stats >= self.cfg.publish.stats_interval_s:
-            self._publish_stats()
-            self._last_stats = now
-        t5 = perf()
-        self.times.add("publish", t5 - t4)
-        if self.preview is not None:
-            self.preview.write(image, self.tracker.visible(capture_time), n_frame, footer=self._footer())
+        self.last_frame_time = capture_time
+        self.times.add("publish", perf() - t4)
         self.rate.tick(now)
+        for o in self.observers:
+            o.on_frame(self, image, capture_time)
         self.times.add("total", perf() - t_start)
         return events
-
-    def _idle(self) -> None:
-        """No frame (live source reconnecting): keep the health file honest, no watchdog ping."""
-        if self.health is not None:
-            self.health.update(
-                self._last_frame_time,
-                self.frames,
-                self.publisher.connected,
-                self.publisher.outbox_depth,
-                self.backend.name,
-                "waiting for frames",
-            )
-
-    def _footer(self) -> str:
-        stages = self.times.summary()
-        total = stages.get("total", {}).get("mean_ms", 0.0)
-        return f"frame {self.frames}  {self.rate.rate():.1f} fps  {total:.1f} ms/frame  {self.backend.name}"
 
     def stats(self) -> dict[str, Any]:
         """The stats message body (the publisher adds backend, model, uptime, version, outbox)."""
@@ -296,44 +303,20 @@ class Pipeline:
             "stages": self.times.summary(),
         }
 
-    def _publish_stats(self) -> None:
-        stats = self.stats()
-        self.publisher.publish_stats(stats)
-        log.info(
-            "stats: %.1f fps, %d frames, %d dropped, %d failed, %d face(s); %s",
-            stats["fps"],
-            stats["frames"],
-            stats["dropped_frames"],
-            stats["failed_inferences"],
-            stats["faces"],
-            self.times.format(),
-        )
-        if self.notifier is not None:
-            self.notifier.status(f"{stats['fps']:.1f} fps, {stats['faces']} face(s), {self.backend.describe()}")
-
     def _shutdown(self) -> None:
-        if self.notifier is not None:
-            self.notifier.stopping("stopping")
         with _log_errors("final events"):
-            now = self._last_frame_time or time.time()  # media time for files, like the events before
+            now = self.last_frame_time or time.time()  # media time for files, like the events before
             for event in self.tracker.clear(self.frames, now):
                 self.publisher.publish_event(event)
                 self.events_published += 1
             self.publisher.publish_state(self.tracker.snapshot(self.frames, now))
-            if self.frames:
-                self._publish_stats()
-        with _log_errors("closing the publisher"):
-            self.publisher.close()
-        with _log_errors("closing the source"):
-            self.source.close()
-        if self.preview is not None:
-            with _log_errors("closing the preview"):
-                self.preview.close()
-        with _log_errors("closing the backend"):
-            self.backend.close()
-        if self.health is not None:
-            with _log_errors("removing the health file"):
-                self.health.close()
+        for o in self.observers:
+            with _log_errors(f"stopping {type(o).__name__}"):
+                o.on_stop(self)
+        for what, close in (("the publisher", self.publisher.close), ("the source", self.source.close),
+                            ("the classifier", self.classifier.close), ("the detector", self.detector.close)):
+            with _log_errors(f"closing {what}"):
+                close()
 
 
 @contextlib.contextmanager
@@ -342,93 +325,3 @@ def _log_errors(what: str):
         yield
     except Exception:  # shutdown must go on: the rest still needs closing
         log.exception("error while %s", what)
-
-
-def publish_context(cfg: AgentConfig, manifest: Manifest, backend: Backend) -> PublishContext:
-    extra = {"backend_detail": backend.describe()}
-    reason = getattr(backend, "selection_reason", None)
-    if reason:
-        extra["backend_reason"] = reason
-    return PublishContext(
-        device_id=cfg.mqtt.resolved_device_id(),
-        model_name=manifest.model_name,
-        model_version=manifest.model_version,
-        backend=backend.name,
-        agent_version=__version__,
-        extra=extra,
-    )
-
-
-def create_publisher(cfg: AgentConfig, ctx: PublishContext) -> Publisher:
-    from agent.mqtt.publisher import MqttPublisher
-    from agent.service import resolve_state_dir
-
-    return MqttPublisher(cfg.mqtt, ctx, resolve_state_dir(cfg.service))
-
-
-@contextlib.contextmanager
-def _signals_stop(pipeline: Pipeline):
-    """SIGINT/SIGTERM end the loop after the current frame (only possible on the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, _frame: Any) -> None:
-        if pipeline.stopping:  # second signal: the person means it
-            raise KeyboardInterrupt
-        log.info("%s received: finishing the current frame", signal.Signals(signum).name)
-        pipeline.stop()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-def run_agent(cfg: AgentConfig, publisher_factory=create_publisher) -> RunSummary:
-    """Build every stage from ``cfg`` and run until the source ends, max_frames, or a signal."""
-    from agent.service import HealthReporter, Notifier, resolve_health_file
-
-    cv2.setNumThreads(1)  # one core per frame; threads only add contention at this size
-    manifest = load_manifest(cfg.bundle_path(), verify=cfg.model.verify)
-    log.info("model bundle: %s %s (%s)", manifest.model_name, manifest.model_version, manifest.root)
-    with contextlib.ExitStack() as stack:
-        # Cheapest and most likely to be misconfigured first: the error comes before anything starts.
-        detector = create_detector(cfg.detector, manifest, cfg.backend.tflite)
-        backend = create_backend(cfg.backend, manifest)
-        source = open_source(cfg.source)
-        stack.callback(source.close)  # if a later stage fails to start; closing twice is harmless
-        if not cfg.mqtt.host:
-            from agent.mqtt.broker import EmbeddedBroker
-
-            host, port = stack.enter_context(EmbeddedBroker())
-            log.info("no mqtt.host configured: embedded broker on %s:%d (emulation)", host, port)
-            cfg = replace(cfg, mqtt=replace(cfg.mqtt, host=host, port=port))
-        publisher = publisher_factory(cfg, publish_context(cfg, manifest, backend))
-        notifier = Notifier()
-        health = HealthReporter(
-            resolve_health_file(cfg.service),
-            interval_s=cfg.service.health_interval_s,
-            broker_grace_s=cfg.service.broker_grace_s,
-        )
-        preview = None
-        if cfg.preview.path:
-            fps = cfg.source.fps_cap or source.nominal_fps or 15.0
-            preview = PreviewWriter(cfg.preview.path, manifest.labels, fps=fps, every_n=cfg.preview.every_n)
-        pipeline = Pipeline(
-            cfg, manifest, source, detector, backend, publisher, notifier=notifier, health=health, preview=preview
-        )
-        with _signals_stop(pipeline):
-            summary = pipeline.run()
-        log.info(
-            "stopped: %d frames in %.1f s (%.1f fps), %d dropped, %d failed inferences, %d events",
-            summary.frames,
-            summary.elapsed_s,
-            summary.fps,
-            summary.dropped_frames,
-            summary.failed_inferences,
-            summary.events,
-        )
-        return summary

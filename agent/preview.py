@@ -8,7 +8,9 @@ anything else is a directory of PNG frames.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -17,6 +19,15 @@ from agent.contracts.errors import FerError
 from agent.contracts.events import FaceState
 
 log = logging.getLogger(__name__)
+
+@dataclass
+class PreviewConfig:
+    path: Optional[str] = field(
+        default=None,
+        metadata={"doc": "write annotated frames: a .mp4/.avi file, or a directory for PNG frames; empty = off"},
+    )
+    every_n: int = field(default=1, metadata={"doc": "annotate every n-th frame", "min": 1})
+
 
 VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 _GREEN, _WHITE, _GREY = (80, 220, 80), (255, 255, 255), (70, 70, 70)

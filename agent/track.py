@@ -12,32 +12,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from agent.config import TrackingConfig
+from agent.boxes import corners, iou_matrix
 from agent.contracts.events import Event, FaceState, StateSnapshot
 from agent.contracts.preprocess import Box
 
 
-def to_probabilities(scores: np.ndarray, kind: str) -> np.ndarray:
-    """Model output ``[N, C]`` -> probabilities; softmax only when the manifest says ``logits``."""
-    scores = np.asarray(scores, dtype=np.float32)
-    if kind == "logits":
-        z = scores - scores.max(axis=-1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=-1, keepdims=True)
-    return scores
-
-
-def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    """IoU of two (x, y, w, h) boxes."""
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
+@dataclass
+class TrackingConfig:
+    iou_threshold: float = field(
+        default=0.3,
+        metadata={"doc": "a detection continues a face when their boxes overlap this much", "min": 0.0, "max": 1.0},
+    )
+    leave_after_s: float = field(default=1.0, metadata={"doc": "a face not seen for this long has left", "min": 0.0})
+    confirm_frames: int = field(
+        default=2, metadata={"doc": "frames a new face must be seen before it 'appeared'", "min": 1}
+    )
+    ema_alpha: float = field(
+        default=0.3,
+        metadata={"doc": "smoothing: weight of the newest frame's probabilities (1 = none)", "min": 0.01, "max": 1.0},
+    )
+    min_confidence: float = field(
+        default=0.4,
+        metadata={"doc": "a new dominant emotion needs at least this smoothed probability", "min": 0.0, "max": 1.0},
+    )
+    min_duration_s: float = field(
+        default=0.5, metadata={"doc": "... and must stay dominant this long before 'changed' is sent", "min": 0.0}
+    )
+    update_interval_s: float = field(
+        default=10.0, metadata={"doc": "periodic 'update' event per face (0 = off)", "min": 0.0}
+    )
 
 
 @dataclass
@@ -70,10 +77,11 @@ class Tracker:
         now = capture_time
         norm = [(b.x / frame_w, b.y / frame_h, b.w / frame_w, b.h / frame_h) for b in boxes]
         # Greedy matching: highest IoU pairs first.
+        ious = iou_matrix(corners([t.box for t in self.tracks]), corners(norm)) if self.tracks and norm else None
         pairs = sorted(
-            ((box_iou(t.box, nb), ti, di) for ti, t in enumerate(self.tracks) for di, nb in enumerate(norm)),
+            ((float(ious[ti, di]), ti, di) for ti in range(len(self.tracks)) for di in range(len(norm))),
             reverse=True,
-        )
+        ) if ious is not None else []
         matched_t: set[int] = set()
         matched_d: set[int] = set()
         for iou, ti, di in pairs:

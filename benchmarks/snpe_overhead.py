@@ -3,13 +3,13 @@
 What it separates (median of --repeat calls each):
 
 * ``spawn /bin/true``         - the OS floor for starting any process;
-* ``backend file work only``  - what SnpeBackend itself adds per frame: writing
+* ``backend file work only``  - what the snpe runtime itself adds per frame: writing
                                 N raw files + input list, reading N results,
                                 clearing the work dir (the process call
                                 replaced by an in-process copy of canned results);
 * ``canned shell tool``       - the same with a real process: a shell script
                                 (sh + cp) standing in for a near-instant tool;
-* ``stand-in call``           - SnpeBackend.infer end to end with the Python
+* ``stand-in call``           - the classifier on the snpe runtime end to end with the Python
                                 stand-in (interpreter start, numpy + LiteRT
                                 import, model load, N invokes);
 * ``in-process LiteRT``       - the same N faces through one persistent
@@ -43,7 +43,8 @@ sys.path.insert(0, str(ROOT / "tests" / "stand_ins"))
 
 from fake_sdk import make_fake_sdk
 
-from agent.backends.snpe import SnpeBackend, SnpeConfig, dlc_tensor_names
+from agent.classify import FaceClassifier
+from agent.runtimes.snpe import SnpeConfig
 from agent.contracts.manifest import load_manifest
 
 
@@ -107,18 +108,18 @@ def main() -> int:
         i_det, o_det = interp.get_input_details()[0], interp.get_output_details()[0]
         for n in args.faces:
             x = np.random.default_rng(n).normal(size=(n, *manifest.input.shape[1:])).astype(np.float32)
-            out_name = dlc_tensor_names(manifest, "dlc")[1]
+            out_name = manifest.tensor_names("dlc")[1]
             tool = canned_tool(tmp, n, out_name, len(manifest.labels))
             canned = tmp / "canned"
             # Default work dir (tmpfs), as on the board.
-            io_only = SnpeBackend(manifest, SnpeConfig(runtime="cpu", snpe_net_run=str(tool)))
-            io_only.runner._call = lambda cmd, r=io_only.runner, c=canned: shutil.copytree(c, r.output_dir)  # no process
+            io_only = FaceClassifier.on(manifest, "snpe", SnpeConfig(runtime="cpu", snpe_net_run=str(tool)))
+            io_only.runtime.runner._call = lambda cmd, r=io_only.runtime.runner, c=canned: shutil.copytree(c, r.output_dir)  # no process
             rows.append(("backend file work only", n, median_ms(lambda b=io_only, x=x: b.infer(x), args.repeat)))
             io_only.close()
-            shell = SnpeBackend(manifest, SnpeConfig(runtime="cpu", snpe_net_run=str(tool)))
+            shell = FaceClassifier.on(manifest, "snpe", SnpeConfig(runtime="cpu", snpe_net_run=str(tool)))
             rows.append(("canned shell tool (sh + cp)", n, median_ms(lambda b=shell, x=x: b.infer(x), args.repeat)))
             shell.close()
-            real = SnpeBackend(manifest, SnpeConfig(runtime=args.runtime, **run_cfg))
+            real = FaceClassifier.on(manifest, "snpe", SnpeConfig(runtime=args.runtime, **run_cfg))
             label = f"snpe-net-run call ({args.runtime})" if args.tool else "stand-in snpe-net-run call"
             rows.append((label, n, median_ms(lambda b=real, x=x: b.infer(x), args.repeat)))
             real.close()

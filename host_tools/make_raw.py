@@ -141,10 +141,9 @@ def run(args: argparse.Namespace) -> int:
         raise FerError("--limit and --calibration must be >= 0")
     items = make_raw(args.sources, manifest, args.out, split=args.split, limit=args.limit,
                      calibration_n=args.calibration, seed=args.seed, skip_bad_rows=args.skip_bad_rows)
-    from agent.backends.snpe import dlc_tensor_names
 
     role = "dlc" if "dlc" in manifest.files else ""
-    in_name, out_name = dlc_tensor_names(manifest, role) if role else (manifest.input.name, manifest.output.name)
+    in_name, out_name = manifest.tensor_names(role)
     header = None if args.calibration or args.output_header == "none" else ("#" if args.output_header == "layer" else "%") + out_name
     lst = write_outputs(items, args.out, args.list_name, header, in_name if args.named else None, args.path_prefix)
     size = items[0].raw.stat().st_size

@@ -15,15 +15,14 @@ import csv
 import io
 import json
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from agent.contracts.errors import FerError
-from agent.contracts.manifest import Manifest, load_manifest
-from agent.contracts.rawtensor import RAW_DTYPE, InputList, parse_input_list, result_path
+from agent.contracts.manifest import Manifest, load_manifest, to_probabilities
+from agent.contracts.rawtensor import parse_input_list, read_result
 
 
 @dataclass
@@ -34,11 +33,6 @@ class Row:
     confidence: float
     probabilities: dict[str, float]
     truth: str = ""  # true label when make-raw's index.csv knows it
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def output_name_for(manifest: Manifest, list_outputs: list[str], override: str | None) -> str:
@@ -52,29 +46,12 @@ def output_name_for(manifest: Manifest, list_outputs: list[str], override: str |
     return manifest.output.name
 
 
-def _parse_list(path: Path) -> InputList:
-    """agent.contracts.rawtensor's parser, plus the '%<tensor names>' first line of SNPE 2 lists."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise FerError(f"{path}: cannot read input list: {exc.strerror}") from None
-    first = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if first is None or not lines[first].lstrip().startswith("%"):
-        return parse_input_list(path)
-    with tempfile.TemporaryDirectory() as tmp:
-        rest = Path(tmp) / path.name
-        rest.write_text("\n".join(lines[first + 1:]) + "\n")
-        parsed = parse_input_list(rest)
-    parsed.output_names = lines[first].strip()[1:].split()
-    return parsed
-
-
 def decode(output_dir: Path, input_list: Path, manifest: Manifest, output_name: str | None = None,
            apply_softmax: bool | None = None) -> list[Row]:
     """One row per input-list line; every missing or wrongly sized result file is an error naming it."""
     if not output_dir.is_dir():
         raise FerError(f"{output_dir}: output directory does not exist")
-    parsed = _parse_list(input_list)
+    parsed = parse_input_list(input_list)
     if not parsed.entries:
         raise FerError(f"{input_list}: lists no inputs")
     name = output_name_for(manifest, parsed.output_names, output_name)
@@ -82,16 +59,8 @@ def decode(output_dir: Path, input_list: Path, manifest: Manifest, output_name: 
     use_softmax = manifest.output.kind == "logits" if apply_softmax is None else apply_softmax
     rows = []
     for n, entry in enumerate(parsed.entries):
-        candidates = [result_path(output_dir, n, name), result_path(output_dir, n, name + ":0")]
-        path = next((p for p in candidates if p.exists()), None)
-        if path is None:
-            present = sorted(p.name for p in (output_dir / f"Result_{n}").glob("*.raw")) if (output_dir / f"Result_{n}").is_dir() else []
-            raise FerError(f"{candidates[0]}: missing (input-list line {n + 1}: {' '.join(entry.values())}; "
-                           f"files there: {', '.join(present) or 'none'})")
-        scores = np.fromfile(path, dtype=RAW_DTYPE)
-        if scores.size != len(labels):
-            raise FerError(f"{path}: holds {scores.size * 4} bytes, expected {len(labels) * 4} ({len(labels)} float32 scores)")
-        probs = softmax(scores.astype(np.float64)) if use_softmax else scores.astype(np.float64)
+        scores = read_result(output_dir, n, name, len(labels), context=f"input-list line {n + 1}: {' '.join(entry.values())}")
+        probs = to_probabilities(scores.astype(np.float64), "logits" if use_softmax else "probabilities")
         best = int(np.argmax(probs))
         rows.append(Row(n, " ".join(entry.values()), labels[best], float(probs[best]),
                         {lab: float(p) for lab, p in zip(labels, probs)}))

@@ -71,7 +71,7 @@ def find_sdk(sdk_root: str | None = None, probe_tool: str = "snpe-net-run") -> S
 
 
 def sdk_version(root: Path | None, tool: Path | None = None) -> str | None:
-    """``agent.backends.snpe.sdk_version_in`` (sdk.yaml, directory name), else ``<tool> --version``."""
+    """``agent.contracts.snpe_sdk.sdk_version_in`` (sdk.yaml, directory name), else ``<tool> --version``."""
     version = sdk_version_in(root)
     if version or tool is None:
         return version

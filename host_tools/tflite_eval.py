@@ -1,7 +1,8 @@
 """Run a bundle's TFLite files over many faces on the host (evaluation, export checks).
 
-Uses LiteRT when installed (what the board runs), else ``tf.lite``; batches by
-resizing the input tensor, which this all-convolutional model allows.
+Opens files with the agent's own loader (:mod:`agent.contracts.litert`: LiteRT
+when installed, what the board runs); batches by resizing the input tensor,
+which this all-convolutional model allows.
 """
 
 from __future__ import annotations
@@ -10,20 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _interpreter_class():
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # pragma: no cover - host without LiteRT
-        import tensorflow as tf
-
-        Interpreter = tf.lite.Interpreter
-    return Interpreter
+from agent.contracts.litert import load_interpreter
 
 
 def predict(model_path: str | Path, x: np.ndarray, batch: int = 256, threads: int | None = None) -> np.ndarray:
     """``x``: float32 [N, H, W, 1] normalised faces -> float32 [N, classes] model outputs."""
-    it = _interpreter_class()(model_path=str(model_path), num_threads=threads)
+    it = load_interpreter(model_path, threads=threads)
     inp = it.get_input_details()[0]
     out_index = it.get_output_details()[0]["index"]
     results = []
@@ -47,5 +40,5 @@ def predict_mirrored(model_path: str | Path, x: np.ndarray, threads: int | None 
 
 
 def tensor_names(model_path: str | Path) -> tuple[str, str]:
-    it = _interpreter_class()(model_path=str(model_path))
+    it = load_interpreter(model_path, threads=None)
     return it.get_input_details()[0]["name"], it.get_output_details()[0]["name"]

@@ -6,11 +6,13 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.config import DetectorConfig
 from agent.demo import astronaut_bgr, background, grid_faces, grid_frame
-from agent.detect import BLAZEFACE_OPTIONS, HaarDetector, create_detector, iou_matrix, ssd_anchors, weighted_nms
+from agent.boxes import iou as box_iou
+from agent.boxes import iou_matrix
+from agent.detectors import DetectorConfig, create_detector
+from agent.detectors.blazeface import BLAZEFACE_OPTIONS, ssd_anchors, weighted_nms
+from agent.detectors.haar import HaarDetector
 from agent.contracts.errors import FerError
-from agent.track import box_iou
 
 DETECTORS = [("haar", "short"), ("blazeface", "short"), ("blazeface", "full")]
 

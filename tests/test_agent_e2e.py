@@ -18,7 +18,7 @@ import pytest
 from agent.config import AgentConfig, apply_overrides
 from agent.demo import write_clip
 from agent.mqtt.payloads import load_schema
-from agent.pipeline import run_agent
+from agent.runner import run_agent
 
 DEVICE = "e2e-test"
 

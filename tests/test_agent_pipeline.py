@@ -7,23 +7,23 @@ import logging
 import numpy as np
 import pytest
 
-from agent.backends import BackendError
-from agent.backends.base import Backend
-from agent.capture import ArraySource
-from agent.config import AgentConfig, SourceConfig
+from agent.runtimes import InferenceError
+from agent.capture import ArraySource, SourceConfig
+from agent.config import AgentConfig
 from agent.demo import grid_frame
-from agent.detect import HaarDetector
+from agent.detectors.haar import HaarDetector
+from agent.observers import HealthObserver, PreviewObserver, StatsObserver, WatchdogObserver
 from agent.pipeline import NullPublisher, Pipeline
 from agent.timing import STAGES
 
 
-class HappyBackend(Backend):
-    """Says 'happy' for every face; fails every ``fail_every``-th call when asked to."""
+class HappyBackend:
+    """A classifier that says 'happy' for every face; fails every ``fail_every``-th call when asked to."""
 
     name = "fake"
 
     def __init__(self, manifest, fail_every: int = 0):
-        super().__init__(manifest)
+        self.manifest = manifest
         self.calls = 0
         self.fail_every = fail_every
         self.closed = False
@@ -31,10 +31,13 @@ class HappyBackend(Backend):
     def infer(self, faces):
         self.calls += 1
         if self.fail_every and self.calls % self.fail_every == 0:
-            raise BackendError("snpe-net-run exited with 1")
+            raise InferenceError("snpe-net-run exited with 1")
         out = np.full((len(faces), 7), 0.05, np.float32)
         out[:, 3] = 0.7
         return out
+
+    def describe(self):
+        return self.name
 
     def close(self):
         self.closed = True
@@ -48,13 +51,12 @@ class Recorder:
         return lambda *a, **k: self.calls.append((name, a))
 
 
-def make(manifest, frames, backend=None, **kw):
+def make(manifest, frames, backend=None, observers=()):
     cfg = AgentConfig()
     cfg.tracking.update_interval_s = 0
     src = ArraySource(SourceConfig(), frames)
-    return Pipeline(
-        cfg, manifest, src, HaarDetector(cfg.detector), backend or HappyBackend(manifest), NullPublisher(), **kw
-    )
+    return Pipeline(cfg, manifest, src, HaarDetector(cfg.detector), backend or HappyBackend(manifest), NullPublisher(),
+                    observers=[StatsObserver(cfg.publish.stats_interval_s), *observers])
 
 
 def test_failed_inference_is_counted_logged_rate_limited_and_the_loop_goes_on(manifest, caplog):
@@ -96,7 +98,7 @@ def test_no_face_frames_do_not_call_the_backend(manifest):
 
 def test_systemd_and_health_hooks(manifest):
     notifier, health = Recorder(), Recorder()
-    p = make(manifest, [grid_frame(1)] * 4, notifier=notifier, health=health)
+    p = make(manifest, [grid_frame(1)] * 4, observers=[WatchdogObserver(notifier), HealthObserver(health)])
     p.run()
     names = [n for n, _ in notifier.calls]
     assert names[0] == "ready" and names.count("watchdog") == 4 and "stopping" in names
@@ -153,7 +155,7 @@ def test_preview_writes_annotated_video_or_pngs(manifest, tmp_path, name):
     path = tmp_path / name
     preview = PreviewWriter(path, manifest.labels, fps=10)
     frames = [grid_frame(1)] * 6
-    p = make(manifest, frames, preview=preview)
+    p = make(manifest, frames, observers=[PreviewObserver(preview)])
     p.run()
     if name.endswith(".mp4"):
         cap = cv2.VideoCapture(str(path))

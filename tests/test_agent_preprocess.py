@@ -8,23 +8,22 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.backends.base import Backend
-from agent.capture import ArraySource
-from agent.config import AgentConfig, SourceConfig
+from agent.capture import ArraySource, SourceConfig
+from agent.config import AgentConfig
 from agent.demo import grid_frame
-from agent.detect import HaarDetector
+from agent.detectors.haar import HaarDetector
 from agent.pipeline import NullPublisher, Pipeline
 from agent.contracts.preprocess import image_tensor, square_crop
 from agent.contracts.rawtensor import read_raw, write_raw
 
 
-class RecordingBackend(Backend):
-    """Keeps a copy of every batch the pipeline hands to inference."""
+class RecordingBackend:
+    """A classifier that keeps a copy of every batch the pipeline hands to inference."""
 
     name = "recording"
 
     def __init__(self, manifest):
-        super().__init__(manifest)
+        self.manifest = manifest
         self.batches = []
 
     def infer(self, faces):

@@ -8,11 +8,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from agent.backends import BackendError, create_backend
-from agent.backends.tflite import TFLiteBackend, TFLiteConfig
-from agent.config import BackendConfig
+from agent.classify import FaceClassifier
+from agent.runtimes import BackendConfig, InferenceError, create_runtime
+from agent.runtimes.tflite import TFLiteConfig
 from agent.demo import astronaut_bgr, face_patch
 from agent.contracts.preprocess import image_tensor
+
+
+def TFLiteBackend(manifest, cfg):  # noqa: N802 - reads like the class it stands for
+    return FaceClassifier.on(manifest, "tflite", cfg)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +58,7 @@ def test_describe_names_runtime_file_and_threads(manifest):
 
 def test_input_shape_mismatch_is_an_error(manifest):
     bad = replace(manifest, input=replace(manifest.input, shape=(1, 64, 64, 1)))
-    with pytest.raises(BackendError, match=r"model_int8.tflite: input shape \[1, 48, 48, 1\] does not match"):
+    with pytest.raises(InferenceError, match=r"model_int8.tflite: input shape \[1, 48, 48, 1\] does not match"):
         TFLiteBackend(bad, TFLiteConfig())
 
 
@@ -62,7 +66,7 @@ def test_missing_int8_file_falls_back_to_float(manifest, caplog):
     no_int8 = replace(manifest, files={k: v for k, v in manifest.files.items() if k != "tflite_int8"})
     with caplog.at_level(logging.WARNING):
         b = TFLiteBackend(no_int8, TFLiteConfig(model="int8"))
-    assert b.path.name == "model.tflite"
+    assert b.runtime.path.name == "model.tflite"
     assert "no tflite_int8 file" in caplog.text
 
 
@@ -70,7 +74,7 @@ def test_missing_int8_file_falls_back_to_float(manifest, caplog):
     "ignore::pytest.PytestUnraisableExceptionWarning"
 )  # LiteRT Delegate.__del__ after a failed load
 def test_bad_delegate_is_a_clear_error(manifest, tmp_path):
-    with pytest.raises(BackendError, match="tflite.delegate: cannot load .*libNope.so"):
+    with pytest.raises(InferenceError, match="tflite.delegate: cannot load .*libNope.so"):
         TFLiteBackend(
             manifest, TFLiteConfig(delegate=str(tmp_path / "libNope.so"), delegate_options={"backend_type": "htp"})
         )
@@ -80,8 +84,9 @@ def test_auto_picks_tflite_without_the_snpe_sdk_and_says_why(manifest, monkeypat
     for var in ("SNPE_ROOT", "QAIRT_SDK_ROOT", "SNPE_NET_RUN"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
-    with caplog.at_level(logging.INFO, logger="agent.backends"):
-        backend = create_backend(BackendConfig(type="auto"), manifest)
-    assert backend.name == "tflite"
-    assert backend.selection_reason.startswith("auto: snpe not usable")
-    assert "backend: tflite (" in caplog.text and "auto: snpe not usable" in caplog.text
+    with caplog.at_level(logging.INFO, logger="agent.runtimes"):
+        runtime = create_runtime(BackendConfig(type="auto"), FaceClassifier.model(manifest))
+    assert runtime.name == "tflite"
+    assert runtime.selection_reason.startswith("auto: tflite is the first usable runtime")
+    assert "snpe not usable: snpe-net-run not found" in runtime.selection_reason
+    assert "classifier runtime: tflite (" in caplog.text and "snpe not usable" in caplog.text

@@ -1,4 +1,4 @@
-"""sd_notify protocol, watchdog rate limiting and health-file states (agent/service.py)."""
+"""sd_notify protocol, watchdog rate limiting and health-file states (agent/notify.py, agent/health.py, agent/service.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import service
-from agent.service import HealthReporter, Notifier, ServiceConfig, check_health
+from agent import health, service
+from agent.health import HealthReporter, check_health
+from agent.notify import Notifier
+from agent.service import ServiceConfig
 
 
 class FakeClock:
@@ -256,7 +258,7 @@ def test_service_config_validation() -> None:
 
 def _args(**kw) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    service.add_health_arguments(parser)
+    health.add_health_arguments(parser)
     argv = []
     for k, v in kw.items():
         flag = "--" + k.replace("_", "-")
@@ -266,15 +268,15 @@ def _args(**kw) -> argparse.Namespace:
 
 def test_health_command_exit_codes(tmp_path: Path, capsys) -> None:
     p = tmp_path / "h.json"
-    assert service.health_command(_args(health_file=p)) == 1
+    assert health.health_command(_args(health_file=p)) == 1
     assert capsys.readouterr().out.startswith("unhealthy: agent not running or health file missing")
     r = HealthReporter(p)
     import time
 
     r.update(time.time(), 3, True, 0, "tflite", "running")
-    assert service.health_command(_args(health_file=p)) == 0
+    assert health.health_command(_args(health_file=p)) == 0
     assert capsys.readouterr().out.startswith("healthy: 3 frames")
-    assert service.health_command(_args(health_file=p, json=True)) == 0
+    assert health.health_command(_args(health_file=p, json=True)) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["healthy"] is True and doc["health"]["frames"] == 3 and doc["health_file"] == str(p)
 
@@ -287,17 +289,61 @@ def test_health_command_reads_config(tmp_path: Path, capsys) -> None:
     cfg.write_text(f"service:\n  health_file: {p}\n  health_max_age_s: 5\n")
     r = HealthReporter(p)
     r.update(time.time() - 10, 3, True, 0, "tflite", "running")
-    assert service.health_command(_args(config=cfg)) == 1
+    assert health.health_command(_args(config=cfg)) == 1
     assert "no frames for 10 s (limit 5 s)" in capsys.readouterr().out
-    assert service.health_command(_args(config=cfg, max_age=60)) == 0
+    assert health.health_command(_args(config=cfg, max_age=60)) == 0
 
 
 def test_health_command_bad_config_is_one_line(tmp_path: Path, capsys) -> None:
     cfg = tmp_path / "agent.yaml"
     cfg.write_text("service:\n  helth_file: /x\n")
-    assert service.health_command(_args(config=cfg)) == 2
+    assert health.main(["-c", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "helth_file" in err and str(cfg) in err and "Traceback" not in err
+    assert err.startswith("fer-agent health: error: ") and len(err.strip().splitlines()) == 1
+
+
+def _child_health_file(tmp_path: Path) -> tuple[Path, "subprocess.Popen"]:
+    """A health file written by another live process (the agent stand-in), which the test then kills."""
+    import subprocess
+    import sys
+
+    p = tmp_path / "health.json"
+    code = ("import sys, time; from agent.health import HealthReporter; "
+            "HealthReporter(sys.argv[1]).update(time.time(), 93, True, 0, 'tflite', 'running'); "
+            "print('ready', flush=True); time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", code, str(p)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    return p, child
+
+
+def test_killed_agent_is_unhealthy_at_once(tmp_path: Path, capsys) -> None:
+    import signal
+
+    p, child = _child_health_file(tmp_path)
+    try:
+        assert health.health_command(_args(health_file=p)) == 0
+        assert capsys.readouterr().out.startswith("healthy: 93 frames")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert health.health_command(_args(health_file=p)) == 1
+    assert capsys.readouterr().out.strip() == f"unhealthy: agent process {child.pid} is not running"
+
+
+def test_a_reused_pid_is_not_the_agent(tmp_path: Path) -> None:
+    """Same pid, other start time (the pid was reused after the agent died): unhealthy."""
+    import time
+
+    p = tmp_path / "health.json"
+    HealthReporter(p).update(time.time(), 5, True, 0, "tflite", "running")
+    doc = json.loads(p.read_text())
+    assert doc["pid"] == os.getpid() and doc["pid_start"] == health.process_start(os.getpid())
+    assert check_health(p, 30)[0]
+    doc["pid_start"] += 1
+    p.write_text(json.dumps(doc))
+    ok, why = check_health(p, 30)
+    assert not ok and why == f"agent process {os.getpid()} is not running (the pid now belongs to another process)"
 
 
 def test_fer_agent_health_cli_end_to_end(tmp_path: Path) -> None:
@@ -313,6 +359,8 @@ def test_fer_agent_health_cli_end_to_end(tmp_path: Path) -> None:
     r = subprocess.run([str(exe), "health", "--health-file", str(p)], check=False, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stdout.strip() == f"unhealthy: agent not running or health file missing: {p}"
     HealthReporter(p).update(time.time(), 42, True, 0, "tflite", "running")
-    r = subprocess.run([str(exe), "health", "--health-file", str(p), "--json"], check=False, capture_output=True, text=True, timeout=60)
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"service:\n  health_file: {p}\n")
+    r = subprocess.run([str(exe), "health", "-c", str(cfg), "--json"], check=False, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["health"]["frames"] == 42

@@ -12,12 +12,32 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
 from snpe_testing import HOST_ARCH, add_dlcs, copy_bundle, litert_predict, make_fake_sdk, read_log, tool_path
 
-from agent.backends import snpe as snpe_mod
-from agent.backends.base import BackendError
-from agent.backends.snpe import SnpeBackend, SnpeConfig, SnpeNetRun, is_available
+from agent.classify import FaceClassifier
+from agent.runtimes.base import InferenceError
+from agent.runtimes.snpe import SnpeConfig, SnpeNetRun, SnpeRuntime, dlc_kind_for
 from agent.contracts.snpe_sdk import find_tool
 from agent.contracts.errors import ConfigError
 from agent.contracts.manifest import load_manifest
+
+
+class SnpeBackend(FaceClassifier):
+    """The classifier on snpe-net-run, as the agent builds it."""
+
+    def __init__(self, manifest, config):
+        super().__init__(manifest, SnpeRuntime(FaceClassifier.model(manifest), config))
+
+    @property
+    def runner(self) -> SnpeNetRun:
+        return self.runtime.runner
+
+    @property
+    def role(self) -> str:
+        return self.runtime.role
+
+
+def is_available(manifest, config) -> tuple[bool, str]:
+    why = SnpeRuntime.unavailable(FaceClassifier.model(manifest), config)
+    return why is None, why or ""
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +165,7 @@ def test_zero_faces_makes_no_call(env, bundle, tmp_path):
 def test_wrong_face_shape_is_rejected(env, bundle, tmp_path):
     b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu"))
     try:
-        with pytest.raises(BackendError, match=r"\[N,48,48,1\]"):
+        with pytest.raises(InferenceError, match=r"\[N,48,48,1\]"):
             b.infer(np.zeros((1, 32, 32, 1), np.float32))
     finally:
         b.close()
@@ -157,7 +177,7 @@ def test_missing_output_names_file(env, bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("SNPE_STAND_IN_SKIP", "1")
     b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu"))
     try:
-        with pytest.raises(BackendError, match=r"Result_1/probabilities\.raw"):
+        with pytest.raises(InferenceError, match=r"Result_1/probabilities\.raw"):
             b.infer(faces(2))
     finally:
         b.close()
@@ -167,7 +187,7 @@ def test_short_output_names_sizes(env, bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("SNPE_STAND_IN_SHORT", "0")
     b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu"))
     try:
-        with pytest.raises(BackendError, match=r"holds 12 bytes, expected 28"):
+        with pytest.raises(InferenceError, match=r"holds 12 bytes, expected 28"):
             b.infer(faces(1))
     finally:
         b.close()
@@ -177,7 +197,7 @@ def test_nonzero_exit_shows_command_code_and_stderr(env, bundle, tmp_path, monke
     monkeypatch.setenv("SNPE_STAND_IN_EXIT", "3")
     b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="dsp"))
     try:
-        with pytest.raises(BackendError) as err:
+        with pytest.raises(InferenceError) as err:
             b.infer(faces(1))
     finally:
         b.close()
@@ -191,7 +211,7 @@ def test_timeout_kills_the_call(env, bundle, tmp_path, monkeypatch):
     b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu", timeout_s=1.0))
     t0 = time.monotonic()
     try:
-        with pytest.raises(BackendError, match=r"timed out after 1 s"):
+        with pytest.raises(InferenceError, match=r"timed out after 1 s"):
             b.infer(faces(1))
     finally:
         b.close()
@@ -204,7 +224,7 @@ def test_stale_results_are_never_reused(env, bundle, tmp_path, monkeypatch):
         b.infer(faces(2))
         monkeypatch.setenv("SNPE_STAND_IN_SKIP", "0")
         b.runner.env["SNPE_STAND_IN_SKIP"] = "0"
-        with pytest.raises(BackendError, match="Result_0"):
+        with pytest.raises(InferenceError, match="Result_0"):
             b.infer(faces(2))
     finally:
         b.close()
@@ -264,7 +284,7 @@ def test_is_available_reasons(monkeypatch, bundle, tmp_path, sdk):
     assert not ok and "snpe-net-run not found" in why
     monkeypatch.setenv("SNPE_ROOT", str(sdk))
     ok, why = is_available(m, SnpeConfig(runtime="dsp"))
-    assert ok and "model_htp.dlc" in why
+    assert ok and dlc_kind_for(FaceClassifier.model(m), SnpeConfig(runtime="dsp")) == "dlc_htp"
     ok, why = is_available(load_manifest(copy_bundle(tmp_path / "plain")), SnpeConfig(runtime="cpu"))
     assert not ok and "no 'dlc' file" in why and "fer-host convert" in why
     bad = SnpeConfig()
@@ -275,7 +295,7 @@ def test_is_available_reasons(monkeypatch, bundle, tmp_path, sdk):
 
 def test_missing_tool_is_a_clear_error(monkeypatch, bundle, tmp_path):
     monkeypatch.delenv("SNPE_NET_RUN", raising=False)
-    with pytest.raises(BackendError, match=r"snpe-net-run not found \(searched override"):
+    with pytest.raises(InferenceError, match=r"snpe-net-run not found \(searched override"):
         SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu", snpe_net_run=str(tmp_path / "missing")))
 
 
@@ -314,7 +334,7 @@ def test_runner_multi_input_uses_named_form(env, bundle, tmp_path):
     """The detector or multi-input models: ``name:=path`` lines; the stand-in rejects unknown names."""
     r = SnpeNetRun(bundle / "model.dlc", ["input", "aux"], ["probabilities"], cfg(tmp_path, runtime="cpu"))
     try:
-        with pytest.raises(BackendError, match="'aux' is not an input of the network"):
+        with pytest.raises(InferenceError, match="'aux' is not an input of the network"):
             r.run([{"input": faces(1)[0], "aux": np.zeros(3, np.float32)}])
         line = r.input_list.read_text().splitlines()[0]
         assert line.startswith("input:=") and " aux:=" in line
@@ -323,10 +343,9 @@ def test_runner_multi_input_uses_named_form(env, bundle, tmp_path):
 
 
 def test_registry_has_snpe():
-    from agent.backends import REGISTRY, backend_class
+    from agent.runtimes import RUNTIMES, backend_choices
 
-    assert REGISTRY["snpe"] == "agent.backends.snpe:SnpeBackend"
-    assert backend_class("snpe") is snpe_mod.SnpeBackend
+    assert RUNTIMES.get("snpe") is SnpeRuntime and "snpe" in backend_choices()
 
 
 def test_unwritable_work_dir_is_a_backend_error(env, bundle, tmp_path):
@@ -336,7 +355,7 @@ def test_unwritable_work_dir_is_a_backend_error(env, bundle, tmp_path):
     try:
         shutil.rmtree(b.runner.work)
         b.runner.work.write_text("not a directory")  # the work dir path is now a file
-        with pytest.raises(BackendError, match="cannot write the input tensors"):
+        with pytest.raises(InferenceError, match="cannot write the input tensors"):
             b.infer(faces(1))
     finally:
         b.runner.work.unlink()

@@ -1,4 +1,4 @@
-"""Switching from a failing backend to the fallback after K consecutive failures."""
+"""Switching from a failing runtime to the fallback after K consecutive failures."""
 
 from __future__ import annotations
 
@@ -18,25 +18,26 @@ from snpe_testing import (
     make_fake_sdk,
 )
 
-from agent.backends.base import Backend, BackendError
-from agent.backends.fallback import FallbackBackend, maybe_wrap
-from agent.backends.snpe import SnpeBackend, SnpeConfig
+from agent.classify import FaceClassifier
 from agent.contracts.errors import FerError
 from agent.contracts.manifest import load_manifest
+from agent.runtimes.base import InferenceError, Runtime
+from agent.runtimes.fallback import FallbackRuntime, maybe_wrap
+from agent.runtimes.snpe import SnpeConfig, SnpeRuntime
 
 
-class Scripted(Backend):
+class Scripted(Runtime):
     """Fails on the frames whose number is in ``fail``; answers ``value`` otherwise."""
 
-    def __init__(self, name: str, value: float, fail: set[int] | None = None) -> None:
-        super().__init__(load_manifest(TINY_BUNDLE), None)
+    def __init__(self, name: str, value: float, fail: set[int] | None = None, config=None) -> None:
+        super().__init__(FaceClassifier.model(load_manifest(TINY_BUNDLE)), config)
         self.name, self.value, self.fail, self.frames, self.closed = name, value, fail or set(), 0, False
 
-    def infer(self, faces):
+    def run(self, batch):
         self.frames += 1
         if self.frames in self.fail:
-            raise BackendError(f"{self.name} broke on frame {self.frames}\nsecond line")
-        return np.full((len(faces), 7), self.value, np.float32)
+            raise InferenceError(f"{self.name} broke on frame {self.frames}\nsecond line")
+        return [np.full((len(batch), 7), self.value, np.float32)]
 
     def close(self):
         self.closed = True
@@ -45,13 +46,13 @@ class Scripted(Backend):
 X = np.zeros((2, 48, 48, 1), np.float32)
 
 
-def run_frames(backend: Backend, n: int) -> list[str]:
+def run_frames(runtime: Runtime, n: int) -> list[str]:
     """'ok:<value>' or 'fail' per frame, like the pipeline counting failed frames."""
     out = []
     for _ in range(n):
         try:
-            out.append(f"ok:{backend.infer(X)[0, 0]:g}")
-        except BackendError:
+            out.append(f"ok:{runtime.run(X)[0][0, 0]:g}")
+        except InferenceError:
             out.append("fail")
     return out
 
@@ -59,23 +60,24 @@ def run_frames(backend: Backend, n: int) -> list[str]:
 def test_switches_after_k_consecutive_failures_and_says_so(caplog):
     primary = Scripted("snpe", 1.0, fail=set(range(2, 100)))
     made = []
-    fb = FallbackBackend(primary, lambda: made.append(1) or Scripted("tflite", 2.0), after=3, on_switch=made.append)
-    with caplog.at_level(logging.WARNING, logger="agent.backends.fallback"):
+    fb = FallbackRuntime(primary, lambda: made.append(1) or Scripted("tflite", 2.0), after=3,
+                         on_switch=lambda name, why: made.append((name, why)))
+    with caplog.at_level(logging.WARNING, logger="agent.runtimes.fallback"):
         results = run_frames(fb, 6)
     # frame 1 ok, frames 2-3 fail, frame 4 is the 3rd failure: switch, and the fallback answers it
     assert results == ["ok:1", "fail", "fail", "ok:2", "ok:2", "ok:2"]
     assert fb.switched and fb.active.name == "tflite" and fb.name == "tflite" and primary.closed
-    assert made[0] == 1 and "snpe failed 3 consecutive frames" in made[1]  # built once, callback told
+    assert made[0] == 1 and made[1][0] == "tflite" and "snpe failed 3 consecutive frames" in made[1][1]  # built once, told
     assert "snpe broke on frame 4" in fb.switch_reason and "second line" not in fb.switch_reason
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert errors == [f"switching inference backend from snpe to tflite: {fb.switch_reason}"]
+    assert errors == [f"switching the classifier from the snpe runtime to tflite: {fb.switch_reason}"]
     assert "[fallback: snpe failed 3 consecutive frames" in fb.describe()
     assert fb.status()["switched"] is True and fb.status()["failures"] == 3
 
 
 def test_a_success_resets_the_count():
     primary = Scripted("snpe", 1.0, fail={1, 2, 4, 5, 7, 8})
-    fb = FallbackBackend(primary, lambda: Scripted("tflite", 2.0), after=3)
+    fb = FallbackRuntime(primary, lambda: Scripted("tflite", 2.0), after=3)
     assert run_frames(fb, 9) == ["fail", "fail", "ok:1", "fail", "fail", "ok:1", "fail", "fail", "ok:1"]
     assert not fb.switched and fb.total_failures == 6 and fb.consecutive_failures == 0
     assert "falls back to tflite after 3" in fb.describe()
@@ -86,23 +88,24 @@ def test_fallback_that_cannot_start_keeps_primary(caplog):
         raise FerError("no TFLite runtime installed")
 
     primary = Scripted("snpe", 1.0, fail={1, 2, 3})
-    fb = FallbackBackend(primary, broken, after=2)
-    with caplog.at_level(logging.ERROR, logger="agent.backends.fallback"):
+    fb = FallbackRuntime(primary, broken, after=2)
+    with caplog.at_level(logging.ERROR, logger="agent.runtimes.fallback"):
         assert run_frames(fb, 4) == ["fail", "fail", "fail", "ok:1"]
     assert not fb.switched and any("cannot start" in r.getMessage() for r in caplog.records)
 
 
 def test_maybe_wrap_reads_the_config():
-    p = Scripted("snpe", 1.0)
-    assert maybe_wrap(p, SnpeConfig(fallback="none"), lambda n: Scripted(n, 2.0)) is p
-    w = maybe_wrap(p, SnpeConfig(fallback="tflite", fallback_after=4), lambda n: Scripted(n, 2.0))
-    assert isinstance(w, FallbackBackend) and w.after == 4 and w.fallback_name == "tflite"
-    assert maybe_wrap(p, object(), lambda n: Scripted(n, 2.0)) is p  # configs without the fields
+    p = Scripted("snpe", 1.0, config=SnpeConfig(fallback="none"))
+    assert maybe_wrap(p, lambda n: Scripted(n, 2.0)) is p
+    p = Scripted("snpe", 1.0, config=SnpeConfig(fallback="tflite", fallback_after=4))
+    w = maybe_wrap(p, lambda n: Scripted(n, 2.0))
+    assert isinstance(w, FallbackRuntime) and w.after == 4 and w.fallback_name == "tflite"
+    assert maybe_wrap(Scripted("snpe", 1.0, config=object()), lambda n: Scripted(n, 2.0)).name == "snpe"  # no fields
 
 
 def test_snpe_to_real_tflite_backend(tmp_path, monkeypatch):
     """The real thing: snpe-net-run stand-in failing K times, then LiteRT answers with the model's numbers."""
-    tflite_mod = pytest.importorskip("agent.backends.tflite")
+    tflite_mod = pytest.importorskip("agent.runtimes.tflite")
     for var in ("SNPE_STAND_IN_EXIT", "SNPE_STAND_IN_SKIP", "SNPE_STAND_IN_SHORT", "SNPE_STAND_IN_SLEEP", "SNPE_NET_RUN"):
         monkeypatch.delenv(var, raising=False)
     sdk = make_fake_sdk(tmp_path / "sdk")
@@ -112,22 +115,23 @@ def test_snpe_to_real_tflite_backend(tmp_path, monkeypatch):
     monkeypatch.setenv("SNPE_STAND_IN_FAIL_FILE", str(fail_file))
     manifest = load_manifest(bundle)
     cfg = SnpeConfig(runtime="cpu", fallback_after=2, work_dir=str(tmp_path / "w"))
-    fb = maybe_wrap(SnpeBackend(manifest, cfg), cfg,
-                    lambda name: tflite_mod.TFLiteBackend(manifest, tflite_mod.TFLiteConfig(model="float")))
+    model = FaceClassifier.model(manifest)
+    fb = FaceClassifier(manifest, maybe_wrap(SnpeRuntime(model, cfg),
+                        lambda name: tflite_mod.TFLiteRuntime(model, tflite_mod.TFLiteConfig(model="float"))))
     x = np.random.default_rng(5).normal(size=(2, 48, 48, 1)).astype(np.float32)
     want = litert_predict(bundle / "model.tflite", x)
     np.testing.assert_allclose(fb.infer(x), want, rtol=1e-5, atol=1e-6)  # snpe works
     fail_file.touch()
-    with pytest.raises(BackendError, match="exited with code 1"):
+    with pytest.raises(InferenceError, match="exited with code 1"):
         fb.infer(x)
     np.testing.assert_allclose(fb.infer(x), want, rtol=1e-5, atol=1e-6)  # 2nd failure: switched, answered
-    assert fb.switched and fb.active.name == "tflite"
+    assert fb.runtime.switched and fb.runtime.active.name == "tflite" and fb.name == "tflite"
     fb.close()
 
 
 def test_create_backend_wraps_snpe_from_config(tmp_path, monkeypatch):
     config = pytest.importorskip("agent.config")
-    from agent.backends import create_backend
+    from agent.runtimes import create_runtime
 
     for var in ("SNPE_STAND_IN_EXIT", "SNPE_STAND_IN_FAIL_FILE", "SNPE_NET_RUN"):
         monkeypatch.delenv(var, raising=False)
@@ -136,14 +140,14 @@ def test_create_backend_wraps_snpe_from_config(tmp_path, monkeypatch):
     monkeypatch.setenv("SNPE_ROOT", str(sdk))
     cfg = config.parse_config({"backend": {"type": "snpe", "snpe": {"runtime": "cpu", "fallback_after": 2,
                                                                    "work_dir": str(tmp_path / "w")}}})
-    b = create_backend(cfg.backend, load_manifest(bundle))
+    b = create_runtime(cfg.backend, FaceClassifier.model(load_manifest(bundle)))
     try:
-        assert isinstance(b, FallbackBackend) and b.after == 2 and b.name == "snpe"
+        assert isinstance(b, FallbackRuntime) and b.after == 2 and b.name == "snpe"
         assert "falls back to tflite after 2" in b.describe()
     finally:
         b.close()
     cfg = config.parse_config({"backend": {"type": "snpe", "snpe": {"runtime": "cpu", "fallback": "none",
                                                                    "work_dir": str(tmp_path / "w")}}})
-    b = create_backend(cfg.backend, load_manifest(bundle))
-    assert isinstance(b, SnpeBackend)
+    b = create_runtime(cfg.backend, FaceClassifier.model(load_manifest(bundle)))
+    assert isinstance(b, SnpeRuntime)
     b.close()

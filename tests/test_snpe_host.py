@@ -361,7 +361,7 @@ def _blazeface_short() -> Path:
 def test_detector_dlc_runs_through_snpe_net_run(env, bundle, sdk, tmp_path):
     import shutil
 
-    from agent.backends.snpe import SnpeConfig, SnpeNetRun
+    from agent.runtimes.snpe import SnpeConfig, SnpeNetRun
     from agent.contracts.manifest import sha256_of
 
     (bundle / "detectors").mkdir()
@@ -395,6 +395,31 @@ def test_detector_dlc_runs_through_snpe_net_run(env, bundle, sdk, tmp_path):
         want = {d["name"]: it.get_tensor(d["index"])[0] for d in it.get_output_details()}
         np.testing.assert_allclose(out[k]["regressors"], want["regressors"], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(out[k]["classificators"], want["classificators"], rtol=1e-5, atol=1e-5)
+
+    # The detector follows the backend: with backend.type snpe (gpu, float DLC) BlazeFace runs on snpe-net-run
+    # and finds the same face as on LiteRT.
+    from agent.config import parse_config
+    from agent.demo import grid_frame
+    from agent.detectors import create_detector
+
+    frame = grid_frame(1)
+    grey = frame[:, :, 1].copy()
+    found = {}
+    for backend in ("snpe", "tflite"):
+        cfg = parse_config({"detector": {"type": "blazeface"}, "backend": {"type": backend, "snpe": {
+            "runtime": "gpu", "work_dir": str(tmp_path / "w")}}})
+        det = create_detector(cfg.detector, load_manifest(bundle), cfg.backend)
+        try:
+            assert det.runtime.name == backend, det.describe()
+            found[backend] = det.detect(frame, grey)
+        finally:
+            det.close()
+    assert len(found["snpe"]) == 1 and found["snpe"][0].box == found["tflite"][0].box
+    # On the DSP the float DLC cannot run: the detector stays on LiteRT and says why.
+    cfg = parse_config({"detector": {"type": "blazeface"}, "backend": {"type": "snpe", "snpe": {"runtime": "dsp"}}})
+    det = create_detector(cfg.detector, load_manifest(bundle), cfg.backend)
+    assert det.runtime.name == "tflite" and "no 'blazeface_short_dlc_quantized' file" in det.runtime.selection_reason
+    det.close()
 
 
 def test_cli_dry_run_wiring(env, bundle, sdk, tmp_path, capsys):

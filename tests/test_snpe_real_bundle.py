@@ -12,7 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
 from snpe_testing import litert_predict, make_fake_sdk
 
-from agent.backends.snpe import SnpeBackend, SnpeConfig
+from agent.classify import FaceClassifier
+from agent.runtimes.snpe import SnpeConfig
 from agent.contracts.labels import LABELS
 from agent.contracts.manifest import load_manifest
 from agent.contracts.preprocess import image_tensor
@@ -45,9 +46,9 @@ def test_real_bundle_convert_calibrate_and_run(tmp_path, monkeypatch):
 
     test = fer_data.load(SHARED_CSV).split("PublicTest")
     faces = np.stack([image_tensor(test.x[i], m.input) for i in range(6)])
-    b = SnpeBackend(m, SnpeConfig(runtime="dsp", work_dir=str(tmp_path / "w")))
+    b = FaceClassifier.on(m, "snpe", SnpeConfig(runtime="dsp", work_dir=str(tmp_path / "w")))
     try:
-        assert b.role == "dlc_htp"
+        assert b.runtime.role == "dlc_htp"
         y = b.infer(faces)
     finally:
         b.close()

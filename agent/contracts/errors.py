@@ -17,6 +17,10 @@ class ConfigError(FerError):
     """The agent configuration has an unknown key or a bad value."""
 
 
+class InferenceError(FerError):
+    """A model file cannot be loaded or run (tool exit, missing output, timeout); a failed frame is counted."""
+
+
 def run_command(prog: str, args) -> int:
     """Run an argparse subcommand's ``func`` with the CLIs' error contract.
 

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from agent.contracts.errors import ManifestError
 from agent.contracts.labels import LABELS
 
@@ -91,6 +93,16 @@ class Manifest:
         base = self.root or Path(".")
         return base / self.files[role].path
 
+    def tensor_names(self, role: str) -> tuple[str, str]:
+        """Input and output tensor names inside the file with ``role``.
+
+        A converter may name tensors differently from the source graph (TFLite
+        names, ``:0`` suffixes), so ``fer-host convert`` records them on the file
+        entry; the manifest's own names are the fallback.
+        """
+        extra = self.files[role].extra if role in self.files else {}
+        return str(extra.get("input_name") or self.input.name), str(extra.get("output_name") or self.output.name)
+
     def has(self, role: str) -> bool:
         return role in self.files and self.path_of(role).exists()
 
@@ -110,15 +122,19 @@ class Manifest:
             roles = [role for role in self.files if role not in absent]
         for role in roles:
             entry = self.files[role]
-            path = self.path_of(role)
-            if not path.exists():
-                raise ManifestError(f"{self._where()}: files.{role}: {path} does not exist")
-            actual = sha256_of(path)
-            if actual != entry.sha256:
-                raise ManifestError(
-                    f"{path}: sha256 mismatch for files.{role} (manifest {entry.sha256[:12]}..., file {actual[:12]}...); "
-                    "the file was modified or belongs to another bundle"
-                )
+            checks = [(self.path_of(role), entry.sha256, f"files.{role}")]
+            if "bin_path" in entry.extra:  # a QNN context: the EPContext model and the binary it loads
+                checks.append(((self.root or Path(".")) / str(entry.extra["bin_path"]), str(entry.extra.get("bin_sha256")),
+                               f"files.{role}.bin_path"))
+            for path, expected, key in checks:
+                if not path.exists():
+                    raise ManifestError(f"{self._where()}: {key}: {path} does not exist")
+                actual = sha256_of(path)
+                if actual != expected:
+                    raise ManifestError(
+                        f"{path}: sha256 mismatch for {key} (manifest {expected[:12]}..., file {actual[:12]}...); "
+                        "the file was modified or belongs to another bundle"
+                    )
 
     def to_dict(self) -> dict[str, Any]:
         inp = self.input
@@ -148,6 +164,14 @@ class Manifest:
 
     def _where(self) -> str:
         return str((self.root or Path(".")) / MANIFEST_NAME)
+
+
+def to_probabilities(scores: np.ndarray, kind: str) -> np.ndarray:
+    """Model output ``[..., C]`` -> probabilities: softmax only when ``output.kind`` is ``logits``."""
+    if kind != "logits":
+        return scores
+    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def default_bundle_path() -> Path:
@@ -246,6 +270,9 @@ def parse_manifest(raw: Any, where: str = MANIFEST_NAME, root: Path | None = Non
         if Path(rel).is_absolute() or ".." in Path(rel).parts:
             raise ManifestError(f"{where}: key {ctx}path must be relative to the bundle, got {rel!r}")
         digest = need(entry, "sha256", str, ctx)
+        bin_rel = entry.get("bin_path", "")
+        if not isinstance(bin_rel, str) or Path(bin_rel).is_absolute() or ".." in Path(bin_rel).parts:
+            raise ManifestError(f"{where}: key {ctx}bin_path must be relative to the bundle, got {bin_rel!r}")
         files[role] = FileEntry(rel, digest, {k: v for k, v in entry.items() if k not in ("path", "sha256")})
     known = {"format_version", "model", "labels", "input", "output", "files", "metrics"}
     extra: dict[str, Any] = {k: v for k, v in raw.items() if k not in known}

@@ -117,6 +117,26 @@ def result_path(output_dir: str | Path, index: int, output_name: str) -> Path:
     return Path(output_dir) / f"Result_{index}" / f"{output_name}.raw"
 
 
+def read_result(output_dir: str | Path, index: int, output_name: str, size: int | None = None,
+                context: str = "") -> np.ndarray:
+    """Output ``output_name`` of input-list line ``index`` as flat float32, the one reader of ``Result_<n>``.
+
+    TensorFlow-converted DLCs may name the file ``<name>:0.raw``; both are tried.
+    With ``size`` the element count must match. A missing or short file is a
+    :class:`FerError` naming it (``context`` goes into the message).
+    """
+    first = result_path(output_dir, index, output_name)
+    path = next((p for p in (first, result_path(output_dir, index, output_name + ":0")) if p.exists()), None)
+    if path is None:
+        folder = first.parent
+        present = sorted(p.name for p in folder.glob("*.raw")) if folder.is_dir() else []
+        raise FerError(f"{first}: missing ({context + '; ' if context else ''}files there: {', '.join(present) or 'none'})")
+    data = np.fromfile(path, dtype=RAW_DTYPE)
+    if size is not None and data.size != size:
+        raise FerError(f"{path}: holds {data.size * 4} bytes, expected {size * 4} ({size} float32 values)")
+    return data.astype(np.float32, copy=False)
+
+
 def default_work_dir() -> Path:
     """tmpfs for per-frame tensor files: systemd's RuntimeDirectory, then XDG, then /dev/shm."""
     for var in ("RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"):

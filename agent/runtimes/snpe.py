@@ -1,27 +1,18 @@
-"""snpe-net-run backend (Qualcomm SNPE inside the QAIRT SDK).
+"""snpe-net-run runtime (Qualcomm SNPE inside the QAIRT SDK).
 
-The SDK has no Python wheel for boards, and its C API needs a native build, so
-the first integration drives the SDK's own ``snpe-net-run`` tool: per frame all
-faces go into one input list and ONE process call, whose
-``Result_<n>/<output>.raw`` files are read back in input-list order.
-
-Two layers keep a later in-process runtime (SNPE C API, a QNN context) a
-drop-in change: :class:`SnpeNetRun` is the only code that knows about
-processes and files (inputs: one dict of named arrays per inference; outputs:
-one dict per inference), and :class:`SnpeBackend` only adapts that to the
-:class:`~agent.backends.base.Backend` contract. The BlazeFace detector can use
-:class:`SnpeNetRun` directly with its own DLC.
-
-SDK discovery lives here rather than in ``host_tools`` because the board needs
-it and ``agent`` must not import ``host_tools``; ``host_tools.snpe_sdk`` builds
-on it. See ``docs/snpe.md``.
+The SDK has no Python wheel for boards and its C API needs a native build, so
+this runtime drives the SDK's own ``snpe-net-run``: per frame, all inputs go
+into one input list and ONE process call, whose ``Result_<n>/<output>.raw``
+files are read back in input-list order. A process per frame costs the DLC
+load and the DSP session every time; the in-process ``qnn`` runtime is the
+one that keeps up with a camera. :class:`SnpeNetRun` is the only code that
+knows about processes and files. See ``docs/snpe.md``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -36,15 +27,15 @@ from typing import Literal
 
 import numpy as np
 
-from agent.backends.base import Backend, BackendError
 from agent.contracts.errors import ConfigError, FerError
-from agent.contracts.manifest import Manifest
-from agent.contracts.rawtensor import RAW_DTYPE, default_work_dir, format_input_list, result_path, write_raw
+from agent.contracts.rawtensor import default_work_dir, format_input_list, read_result, write_raw
+from agent.runtimes.base import BundleModel, InferenceError, Runtime
+from agent.runtimes.fallback import fallback_after_field, fallback_choices, fallback_field
 from agent.contracts.snpe_sdk import find_tool, sdk_root_of, sdk_version_in
 
 log = logging.getLogger(__name__)
 
-Runtime = Literal["cpu", "gpu", "dsp", "aip"]
+Target = Literal["cpu", "gpu", "dsp", "aip"]
 PerfProfile = Literal["", "balanced", "default", "high_performance", "sustained_high_performance", "burst", "power_saver",
                       "low_power_saver", "high_power_saver", "extreme_power_saver", "low_balanced", "system_settings"]
 UserBuffer = Literal["", "float", "tf8", "auto"]
@@ -52,7 +43,7 @@ DlcRole = Literal["auto", "dlc", "dlc_quantized", "dlc_htp"]
 OutputHeader = Literal["none", "layer", "tensor"]
 # snpe-net-run reads an optional first input-list line: '#' + layer names or '%' + output tensor names.
 HEADER_MARKS = {"none": "", "layer": "#", "tensor": "%"}
-RUNTIMES: tuple[str, ...] = typing.get_args(Runtime)
+TARGETS: tuple[str, ...] = typing.get_args(Target)
 PERF_PROFILES: tuple[str, ...] = typing.get_args(PerfProfile)
 USERBUFFER_MODES: tuple[str, ...] = typing.get_args(UserBuffer)
 DLC_ROLES: tuple[str, ...] = typing.get_args(DlcRole)
@@ -62,7 +53,7 @@ RUNTIME_FLAGS: dict[str, tuple[str, ...]] = {"cpu": (), "gpu": ("--use_gpu",), "
 
 @dataclass
 class SnpeConfig:
-    runtime: Runtime = field(default="dsp", metadata={"doc": "where snpe-net-run runs the model: cpu (no flag), gpu (--use_gpu), dsp (--use_dsp, HTP/Hexagon), aip (--use_aip)"})
+    runtime: Target = field(default="dsp", metadata={"doc": "where snpe-net-run runs the model: cpu (no flag), gpu (--use_gpu), dsp (--use_dsp, HTP/Hexagon), aip (--use_aip)"})
     perf_profile: PerfProfile = field(default="burst", metadata={"doc": "--perf_profile value; empty = leave it to the SDK"})
     userbuffer: UserBuffer = field(default="", metadata={"doc": "adds --userbuffer_<mode>; empty = ITensor (the tool's default); tf8 needs a quantized DLC"})
     output_header: OutputHeader = field(default="none", metadata={"doc": "first input-list line: none = the tool saves every network output; layer = '#<output>'; tensor = '%<output>' (SNPE 2)"})
@@ -76,8 +67,8 @@ class SnpeConfig:
     extra_args: list[str] = field(default_factory=list, metadata={"doc": "extra snpe-net-run arguments, appended as given (e.g. --enable_cpu_fallback)"})
     work_dir: str | None = field(default=None, metadata={"doc": "tmpfs dir for per-frame raw files; empty = $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR or /dev/shm"})
     keep_files: bool = field(default=False, metadata={"doc": "keep the last frame's inputs/outputs in work_dir (debugging)"})
-    fallback: Literal["tflite", "none"] = field(default="tflite", metadata={"doc": "backend to switch to after fallback_after consecutive failed frames; none = keep failing frames"})
-    fallback_after: int = field(default=5, metadata={"doc": "consecutive failed frames before switching to the fallback backend", "min": 1})
+    fallback: str = fallback_field()
+    fallback_after: int = fallback_after_field()
 
     def __post_init__(self) -> None:
         problem = self.problem()
@@ -86,8 +77,8 @@ class SnpeConfig:
 
     def problem(self) -> str | None:
         """First invalid field as ``'<key>: <why>'`` (key relative to this section), or None."""
-        choices = {"runtime": RUNTIMES, "perf_profile": PERF_PROFILES, "userbuffer": USERBUFFER_MODES,
-                   "dlc_role": DLC_ROLES, "fallback": ("tflite", "none"), "output_header": tuple(HEADER_MARKS)}
+        choices = {"runtime": TARGETS, "perf_profile": PERF_PROFILES, "userbuffer": USERBUFFER_MODES,
+                   "dlc_role": DLC_ROLES, "output_header": tuple(HEADER_MARKS), "fallback": fallback_choices()}
         for key, allowed in choices.items():
             value = getattr(self, key)
             if value not in allowed:
@@ -107,45 +98,15 @@ class SnpeConfig:
 
 # --------------------------------------------------------------------------- bundle helpers
 
-def dlc_role_for(manifest: Manifest, cfg: SnpeConfig) -> str:
-    """Which DLC a runtime should run: quantized for the DSP/AIP, float for CPU/GPU."""
+def dlc_kind_for(model: BundleModel, cfg: SnpeConfig) -> str:
+    """Which DLC a target should run: quantized for the DSP/AIP, float for CPU/GPU."""
     if cfg.dlc_role != "auto":
         return cfg.dlc_role
     if cfg.runtime == "dsp":
-        return "dlc_htp" if manifest.has("dlc_htp") else "dlc_quantized"
+        return "dlc_htp" if model.has("dlc_htp") else "dlc_quantized"
     if cfg.runtime == "aip":
         return "dlc_quantized"
     return "dlc"
-
-
-def dlc_tensor_names(manifest: Manifest, role: str) -> tuple[str, str]:
-    """Input and output tensor names inside the DLC.
-
-    ``fer-host convert`` records them on the file entry because a converter
-    may name tensors differently from the source graph (TFLite names, ``:0``
-    suffixes); the manifest's own names are the fallback.
-    """
-    extra = manifest.files[role].extra if role in manifest.files else {}
-    return str(extra.get("input_name") or manifest.input.name), str(extra.get("output_name") or manifest.output.name)
-
-
-def is_available(manifest: Manifest, cfg: SnpeConfig | None = None) -> tuple[bool, str]:
-    """Can this board run the bundle with snpe-net-run? ``(ok, reason)`` - never raises."""
-    cfg = cfg or SnpeConfig()
-    try:
-        cfg.validate()
-    except FerError as exc:
-        return False, str(exc)
-    tool, searched = find_tool("snpe-net-run", cfg.sdk_root, cfg.snpe_net_run)
-    if tool is None:
-        return False, f"snpe-net-run not found (searched {'; '.join(searched)}); install the SNPE/QAIRT SDK or set snpe.snpe_net_run"
-    role = dlc_role_for(manifest, cfg)
-    if role not in manifest.files:
-        return False, f"bundle has no {role!r} file for runtime {cfg.runtime} (run `fer-host convert` on the host)"
-    path = manifest.path_of(role)
-    if not path.exists():
-        return False, f"{path}: {role} file listed in the manifest does not exist"
-    return True, f"snpe-net-run {tool}, {role} {path.name}, runtime {cfg.runtime}"
 
 
 # --------------------------------------------------------------------------- the subprocess runner
@@ -175,7 +136,7 @@ class SnpeNetRun:
         self.output_shapes = output_shapes or {}
         tool, searched = find_tool("snpe-net-run", cfg.sdk_root, cfg.snpe_net_run)
         if tool is None:
-            raise BackendError(f"snpe-net-run not found (searched {'; '.join(searched)}); set snpe.snpe_net_run or $SNPE_ROOT")
+            raise InferenceError(f"snpe-net-run not found (searched {'; '.join(searched)}); set snpe.snpe_net_run or $SNPE_ROOT")
         self.tool = tool
         self.env = self._environment()
         base = Path(cfg.work_dir) if cfg.work_dir else default_work_dir()
@@ -183,7 +144,7 @@ class SnpeNetRun:
         try:
             (self.work / "in").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise BackendError(f"{self.work}: cannot create the snpe work dir: {exc.strerror}") from None
+            raise InferenceError(f"{self.work}: cannot create the snpe work dir: {exc.strerror}") from None
         self.input_list = self.work / "input_list.txt"
         self.output_dir = self.work / "out"
         self.last_call: CallResult | None = None
@@ -223,7 +184,7 @@ class SnpeNetRun:
         try:
             self._write_inputs(batch)
         except OSError as exc:  # tmpfs full, work dir removed under us...
-            raise BackendError(f"{self.work}: cannot write the input tensors: {exc.strerror or exc}") from None
+            raise InferenceError(f"{self.work}: cannot write the input tensors: {exc.strerror or exc}") from None
         cmd = self.command()
         t0 = time.perf_counter()
         self._call(cmd)
@@ -242,7 +203,7 @@ class SnpeNetRun:
             paths: dict[str, str] = {}
             for name in self.input_names:
                 if name not in inputs:
-                    raise BackendError(f"inference {i}: input {name!r} missing (have {', '.join(inputs)})")
+                    raise InferenceError(f"inference {i}: input {name!r} missing (have {', '.join(inputs)})")
                 paths[name] = str(write_raw(indir / f"{i}_{_safe(name)}.raw", inputs[name]))
             lines.append(paths if len(self.input_names) > 1 else next(iter(paths.values())))
         mark = HEADER_MARKS[self.cfg.output_header]
@@ -254,32 +215,25 @@ class SnpeNetRun:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env,
                                     cwd=self.work, start_new_session=True)
         except OSError as exc:
-            raise BackendError(f"cannot start {shlex.join(cmd)}: {exc.strerror}") from None
+            raise InferenceError(f"cannot start {shlex.join(cmd)}: {exc.strerror}") from None
         try:
             out, err = proc.communicate(timeout=self.cfg.timeout_s)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             out, err = proc.communicate()
-            raise BackendError(f"snpe-net-run timed out after {self.cfg.timeout_s:g} s and was killed: {shlex.join(cmd)}"
+            raise InferenceError(f"snpe-net-run timed out after {self.cfg.timeout_s:g} s and was killed: {shlex.join(cmd)}"
                                f"{_tail(err or out)}") from None
         if proc.returncode != 0:
-            raise BackendError(f"snpe-net-run exited with code {proc.returncode}: {shlex.join(cmd)}{_tail(err or out)}")
+            raise InferenceError(f"snpe-net-run exited with code {proc.returncode}: {shlex.join(cmd)}{_tail(err or out)}")
 
     def _read_output(self, index: int, name: str, cmd: list[str]) -> np.ndarray:
-        candidates = [result_path(self.output_dir, index, name), result_path(self.output_dir, index, name + ":0")]
-        path = next((p for p in candidates if p.exists()), None)
-        if path is None:
-            have = sorted(p.name for p in (self.output_dir / f"Result_{index}").glob("*.raw")) if (self.output_dir / f"Result_{index}").is_dir() else []
-            raise BackendError(f"snpe-net-run wrote no {candidates[0]} (files there: {', '.join(have) or 'none'}): {shlex.join(cmd)}")
-        data = np.fromfile(path, dtype=RAW_DTYPE)
         shape = self.output_shapes.get(name)
-        if shape is not None:
-            expected = int(np.prod(shape))
-            if data.size != expected:
-                raise BackendError(f"{path}: holds {data.size * 4} bytes, expected {expected * 4} for output {name!r} "
-                                   f"shape {list(shape)}: {shlex.join(cmd)}")
-            data = data.reshape(shape)
-        return data.astype(np.float32, copy=False)
+        try:
+            data = read_result(self.output_dir, index, name, int(np.prod(shape)) if shape is not None else None,
+                               context="written by snpe-net-run")
+        except FerError as exc:
+            raise InferenceError(f"{exc}: {shlex.join(cmd)}") from None
+        return data.reshape(shape) if shape is not None else data
 
     def _clear_outputs(self) -> None:
         # Stale Result_<n> from an earlier frame must never be read as this frame's answer.
@@ -310,50 +264,69 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-# --------------------------------------------------------------------------- the Backend
+# --------------------------------------------------------------------------- the runtime
 
-class SnpeBackend(Backend):
-    """The classifier on snpe-net-run: faces ``[N,H,W,1]`` -> scores ``[N, labels]`` in one call."""
+class SnpeRuntime(Runtime):
+    """A bundle model on snpe-net-run: a batch ``[N, ...]`` goes through one process call."""
 
     name = "snpe"
+    config_class = SnpeConfig
+    summary = "snpe-net-run from the SNPE/QAIRT SDK, a process per frame (DLC files)"
+    auto_priority = 20
 
-    def __init__(self, manifest: Manifest, config: SnpeConfig | None = None) -> None:
-        cfg = config or SnpeConfig()
-        super().__init__(manifest, cfg)
+    @classmethod
+    def unavailable(cls, model: BundleModel, config: SnpeConfig) -> str | None:
+        try:
+            config.validate()
+        except FerError as exc:
+            return str(exc)
+        tool, searched = find_tool("snpe-net-run", config.sdk_root, config.snpe_net_run)
+        if tool is None:
+            return (f"snpe-net-run not found (searched {'; '.join(searched)}); "
+                    "install the SNPE/QAIRT SDK or set snpe.snpe_net_run")
+        role = model.role(dlc_kind_for(model, config))
+        if role not in model.manifest.files:
+            return f"bundle has no {role!r} file for runtime {config.runtime} (run `fer-host convert` on the host)"
+        if not model.manifest.path_of(role).exists():
+            return f"{model.manifest.path_of(role)}: {role} file listed in the manifest does not exist"
+        return None
+
+    def __init__(self, model: BundleModel, config: SnpeConfig | None = None) -> None:
+        super().__init__(model, config)
+        cfg: SnpeConfig = self.config
         cfg.validate()
-        self.role = dlc_role_for(manifest, cfg)
+        manifest = model.manifest
+        self.role = model.role(dlc_kind_for(model, cfg))
         if self.role not in manifest.files:
-            raise BackendError(f"bundle {manifest.root} has no {self.role!r} file for runtime {cfg.runtime}; "
-                               "run `fer-host convert` on the host (see docs/snpe.md)")
+            raise InferenceError(f"bundle {manifest.root} has no {self.role!r} file for runtime {cfg.runtime}; "
+                                 "run `fer-host convert` on the host (see docs/snpe.md)")
         dlc = manifest.path_of(self.role)
         if not dlc.exists():
-            raise BackendError(f"{dlc}: {self.role} file listed in the manifest does not exist")
-        if cfg.userbuffer == "tf8" and self.role == "dlc":
+            raise InferenceError(f"{dlc}: {self.role} file listed in the manifest does not exist")
+        if cfg.userbuffer == "tf8" and self.role == model.role("dlc"):
             raise ConfigError("snpe.userbuffer: tf8 needs a quantized DLC (dlc_role dlc_quantized or dlc_htp)")
-        self.input_name, self.output_name = dlc_tensor_names(manifest, self.role)
-        self.num_labels = len(manifest.labels)
-        self.runner = SnpeNetRun(dlc, [self.input_name], [self.output_name], cfg,
-                                 output_shapes={self.output_name: (self.num_labels,)})
+        extra = manifest.files[self.role].extra
+        self.input_name, output_name = manifest.tensor_names(self.role)
+        self.output_names = [str(n) for n in extra.get("output_names") or [output_name]]
+        sizes = {output_name: (len(manifest.labels),)} if model.key == "classifier" else {}
+        self.runner = SnpeNetRun(dlc, [self.input_name], self.output_names, cfg, output_shapes=sizes)
         self.calls = 0
 
-    def infer(self, faces: np.ndarray) -> np.ndarray:
-        faces = np.asarray(faces, dtype=np.float32)
-        spec = self.manifest.input
-        if faces.ndim != 4 or faces.shape[1:] != (spec.height, spec.width, spec.channels):
-            raise BackendError(f"faces must be [N,{spec.height},{spec.width},{spec.channels}] float32, got {list(faces.shape)}")
-        if len(faces) == 0:
-            return np.zeros((0, self.num_labels), dtype=np.float32)
-        results = self.runner.run([{self.input_name: face[None]} for face in faces])
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        batch = np.asarray(batch, dtype=np.float32)
+        if len(batch) == 0:
+            return [np.zeros((0, 0), np.float32) for _ in self.output_names]
+        results = self.runner.run([{self.input_name: item[None]} for item in batch])
         self.calls += 1
-        return np.stack([r[self.output_name] for r in results]).astype(np.float32, copy=False)
+        return [np.stack([r[name].reshape(-1) for r in results]) for name in self.output_names]
 
     def describe(self) -> str:
-        c = self.config
+        c: SnpeConfig = self.config
         extra = f", perf {c.perf_profile}" if c.perf_profile else ""
         extra += f", userbuffer {c.userbuffer}" if c.userbuffer else ""
         version = sdk_version_in(Path(c.sdk_root) if c.sdk_root else sdk_root_of(self.runner.tool))
         sdk = f", SDK {version}" if version else ""
-        return f"snpe ({c.runtime}{extra}, {self.manifest.files[self.role].path}{sdk}, {self.runner.tool})"
+        return f"snpe ({c.runtime}{extra}, {self.model.manifest.files[self.role].path}{sdk}, {self.runner.tool})"
 
     def close(self) -> None:
         self.runner.close()

@@ -1,0 +1,109 @@
+"""Side work on the frame loop: systemd watchdog, health file, stats, preview.
+
+Each is a :class:`~agent.pipeline.Observer`: the loop calls its hooks and
+knows nothing else about it, so none of this can slow or break a frame
+beyond a time comparison when nothing is due.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from agent.health import HealthReporter
+from agent.notify import Notifier
+from agent.pipeline import Observer, Pipeline
+from agent.preview import PreviewWriter
+
+log = logging.getLogger(__name__)
+
+
+class StatsObserver(Observer):
+    """Publishes and logs the stage timings every ``interval_s`` and once at the end."""
+
+    def __init__(self, interval_s: float, clock=time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last = clock()
+        self.published = 0
+
+    def on_frame(self, pipeline: Pipeline, image: np.ndarray, capture_time: float) -> None:
+        now = self._clock()
+        if now - self._last >= self.interval_s:
+            self._last = now
+            self.publish(pipeline)
+
+    def on_stop(self, pipeline: Pipeline) -> None:
+        if pipeline.frames:
+            self.publish(pipeline)
+
+    def publish(self, pipeline: Pipeline) -> None:
+        stats = pipeline.stats()
+        pipeline.publisher.publish_stats(stats)
+        self.published += 1
+        log.info("stats: %.1f fps, %d frames, %d dropped, %d failed, %d face(s); %s", stats["fps"], stats["frames"],
+                 stats["dropped_frames"], stats["failed_inferences"], stats["faces"], pipeline.times.format())
+
+
+class WatchdogObserver(Observer):
+    """sd_notify: READY when the loop starts, WATCHDOG per frame (rate-limited), STATUS now and then, STOPPING."""
+
+    def __init__(self, notifier: Notifier, status_interval_s: float = 30.0, clock=time.monotonic) -> None:
+        self.notifier = notifier
+        self.status_interval_s = status_interval_s
+        self._clock = clock
+        self._last_status = clock()
+
+    def on_start(self, pipeline: Pipeline) -> None:
+        self.notifier.ready(pipeline.status)
+
+    def on_frame(self, pipeline: Pipeline, image: np.ndarray, capture_time: float) -> None:
+        self.notifier.watchdog()
+        now = self._clock()
+        if now - self._last_status >= self.status_interval_s:
+            self._last_status = now
+            self.notifier.status(f"{pipeline.rate.rate():.1f} fps, {pipeline.faces_now} face(s), "
+                                 f"{pipeline.classifier.describe()}")
+
+    def on_stop(self, pipeline: Pipeline) -> None:
+        self.notifier.stopping("stopping")
+
+
+class HealthObserver(Observer):
+    """Keeps the health file ``fer-agent health`` reads; removed at a clean stop."""
+
+    def __init__(self, reporter: HealthReporter) -> None:
+        self.reporter = reporter
+
+    def _update(self, pipeline: Pipeline, status: str) -> None:
+        pub = pipeline.publisher
+        self.reporter.update(pipeline.last_frame_time, pipeline.frames, pub.connected, pub.outbox_depth,
+                             pipeline.classifier.name, status)
+
+    def on_frame(self, pipeline: Pipeline, image: np.ndarray, capture_time: float) -> None:
+        self._update(pipeline, pipeline.status)
+
+    def on_idle(self, pipeline: Pipeline) -> None:
+        self._update(pipeline, "waiting for frames")  # keeps the file honest; no watchdog ping
+
+    def on_stop(self, pipeline: Pipeline) -> None:
+        self.reporter.close()
+
+
+class PreviewObserver(Observer):
+    """Annotated frames for a person (``--preview``)."""
+
+    def __init__(self, writer: PreviewWriter) -> None:
+        self.writer = writer
+
+    def on_frame(self, pipeline: Pipeline, image: np.ndarray, capture_time: float) -> None:
+        stages = pipeline.times.summary() if pipeline.frames % self.writer.every_n == 0 else {}
+        total = stages.get("total", {}).get("mean_ms", 0.0)
+        footer = (f"frame {pipeline.frames}  {pipeline.rate.rate():.1f} fps  {total:.1f} ms/frame  "
+                  f"{pipeline.classifier.name}")
+        self.writer.write(image, pipeline.tracker.visible(capture_time), pipeline.frames, footer=footer)
+
+    def on_stop(self, pipeline: Pipeline) -> None:
+        self.writer.close()

@@ -1,0 +1,103 @@
+"""What a runtime is: something that moves float32 tensors in and out of one model file.
+
+A runtime knows file formats and processes (LiteRT, snpe-net-run, ONNX
+Runtime with QNN), nothing about faces: the model adapters
+(:class:`agent.classify.FaceClassifier`, the BlazeFace detector) own their
+pre/post-processing and checks and run on whichever runtime the config and
+the bundle allow. A runtime module declares ``name``, ``config_class`` and
+the class; defining the subclass registers it (:data:`RUNTIMES`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from agent.contracts.errors import InferenceError
+from agent.contracts.manifest import FileEntry, Manifest
+from agent.registry import Registry
+
+__all__ = ["RUNTIMES", "BundleModel", "InferenceError", "NoConfig", "Runtime"]
+
+
+RUNTIMES: Registry[Runtime] = Registry("agent.runtimes", "runtime")
+
+
+@dataclass(frozen=True)
+class BundleModel:
+    """One model of the bundle (the classifier, or a detector) and the file roles it has.
+
+    The classifier's roles are the bare kinds (``tflite``, ``tflite_int8``,
+    ``dlc_htp``, ``onnx_qdq``...); every other model prefixes them with its key
+    (``blazeface_short_dlc``), except its TFLite file, which is the key itself
+    (``blazeface_short``): the names the bundle has always used.
+    """
+
+    manifest: Manifest
+    key: str = "classifier"
+
+    def role(self, kind: str) -> str:
+        if self.key == "classifier":
+            return kind
+        return self.key if kind == "tflite" else f"{self.key}_{kind}"
+
+    def has(self, kind: str) -> bool:
+        return self.manifest.has(self.role(kind))
+
+    def entry(self, kind: str) -> FileEntry:
+        self.manifest.path_of(self.role(kind))  # names the role if absent
+        return self.manifest.files[self.role(kind)]
+
+    def path(self, kind: str) -> Path:
+        return self.manifest.path_of(self.role(kind))
+
+    @property
+    def title(self) -> str:
+        return "classifier" if self.key == "classifier" else self.key
+
+
+@dataclass
+class NoConfig:
+    """For a runtime without options of its own."""
+
+
+class Runtime(ABC):
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type] = NoConfig
+    #: One line for ``print-config`` and the CLI help.
+    summary: ClassVar[str] = ""
+    #: ``backend.type: auto`` tries runtimes from the highest priority down; None = never chosen by auto.
+    auto_priority: ClassVar[int | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if isinstance(cls.__dict__.get("name"), str) and cls.__dict__["name"]:
+            RUNTIMES.register(cls)
+
+    def __init__(self, model: BundleModel, config: Any = None) -> None:
+        self.model = model
+        self.config = config if config is not None else self.config_class()
+
+    @classmethod
+    def unavailable(cls, model: BundleModel, config: Any) -> str | None:
+        """Why this runtime cannot run ``model`` here (for ``auto`` and the detector), or None; never raises."""
+        return None
+
+    @abstractmethod
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """``batch``: float32 ``[N, *input_shape[1:]]``; returns each output as float32 ``[N, ...]``.
+
+        Outputs come in the model's order; a runtime that cannot know their
+        shapes (snpe-net-run's raw files) returns them flat, ``[N, size]``.
+        """
+
+    def describe(self) -> str:
+        """One line for logs and the status message (runtime, file, threads...)."""
+        return self.name
+
+    def close(self) -> None:
+        """Release the runtime; default does nothing."""
