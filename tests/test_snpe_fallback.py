@@ -151,3 +151,40 @@ def test_create_backend_wraps_snpe_from_config(tmp_path, monkeypatch):
     b = create_runtime(cfg.backend, FaceClassifier.model(load_manifest(bundle)))
     assert isinstance(b, SnpeRuntime)
     b.close()
+
+
+def test_after_a_fallback_every_payload_names_the_runtime_in_use(tmp_path, monkeypatch, mosquitto, mqtt_collector):
+    """End to end: the snpe-net-run stand-in fails every call, the agent falls back to LiteRT, and events,
+    stats and the Home Assistant device block say tflite (they used to keep saying snpe)."""
+    from agent.config import apply_overrides, parse_config
+    from agent.demo import write_clip
+    from agent.runner import run_agent
+
+    for var in ("SNPE_STAND_IN_EXIT", "SNPE_STAND_IN_SKIP", "SNPE_STAND_IN_SHORT", "SNPE_STAND_IN_SLEEP", "SNPE_NET_RUN"):
+        monkeypatch.delenv(var, raising=False)
+    sdk = make_fake_sdk(tmp_path / "sdk")
+    bundle = add_dlcs(copy_bundle(tmp_path / "bundle"), sdk)
+    monkeypatch.setenv("SNPE_ROOT", str(sdk))
+    fail_file = tmp_path / "dsp-broken"
+    fail_file.touch()
+    monkeypatch.setenv("SNPE_STAND_IN_FAIL_FILE", str(fail_file))
+    clip = write_clip(tmp_path / "clip.mp4", seconds=2.0)
+    cfg = parse_config({
+        "backend": {"type": "snpe", "snpe": {"runtime": "cpu", "fallback_after": 2, "work_dir": str(tmp_path / "w")}},
+        "model": {"bundle": str(bundle)},
+        "mqtt": {"device_id": "fb"},
+        "service": {"state_dir": str(tmp_path / "state"), "health_file": str(tmp_path / "health.json")},
+    })
+    apply_overrides(cfg, source=str(clip), broker=f"{mosquitto.host}:{mosquitto.port}")
+    collector = mqtt_collector(mosquitto.host, mosquitto.port, ["fer/fb/#", "homeassistant/#"])
+    summary = run_agent(cfg)
+    assert summary.failed_inferences == 1  # the first failure; the second switched and was answered
+    events = [m.json() for m in collector.wait_count("fer/fb/events", summary.events, timeout=15)]
+    assert events and {e["backend"] for e in events} == {"tflite"}
+    stats = collector.wait_count("fer/fb/stats", 1, timeout=15)[-1].json()
+    assert stats["backend"] == "tflite"
+    assert stats["extra"]["backend_reason"].startswith("fallback: snpe failed 2 consecutive frames")
+    discovery = [m for m in collector.messages if m.topic.startswith("homeassistant/")]
+    assert discovery and "(snpe)" in discovery[0].json()["device"]["model"]  # as published on connect
+    collector.wait_for(lambda c: any(m.topic.startswith("homeassistant/") and "(tflite)" in m.json()["device"]["model"]
+                                     for m in list(c.messages)), timeout=10, what="discovery naming tflite")
