@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 
 import pytest
 
 from agent.contracts.errors import ConfigError
 from agent.mqtt.config import AuthConfig, MqttConfig, TlsConfig, device_id_from_hostname
-from agent.mqtt.connection import Backoff
+from agent.mqtt.connection import Backoff, FailureLog
 
 
 def test_defaults_follow_the_contract() -> None:
@@ -129,3 +130,38 @@ def test_protocol_accepts_yaml_integer_five() -> None:
     assert cfg.mqtt.protocol == "3.1.1"
     with pytest.raises(ConfigError, match=r"agent\.yaml: mqtt\.protocol: '4' is not one of 3\.1\.1, 5"):
         config.parse_config(yaml.safe_load("mqtt:\n  protocol: 4\n"), where="agent.yaml")
+
+
+def test_a_run_of_the_same_connect_failure_is_logged_at_growing_intervals_with_a_count(caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="agent.mqtt")
+    now = [1000.0]
+    failures = FailureLog(logging.getLogger("agent.mqtt"), max_interval_s=3600.0, clock=lambda: now[0])
+    logged = []
+    for attempt in range(1, 127):  # a broker down for 126 attempts, 60 s apart
+        if failures.failed(logging.WARNING, "cannot connect to b:1883: Connection refused", 60.0, attempt):
+            logged.append(attempt)
+        now[0] += 60.0
+    assert logged == [1, 2, 4, 8, 16, 32, 64, 124]  # powers of two, then an hour after the 64th
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "MQTT: cannot connect to b:1883: Connection refused; retrying in 60.0 s (attempt 1)"
+    assert lines[3] == ("MQTT: cannot connect to b:1883: Connection refused; retrying in 60.0 s (attempt 8; 8 times "
+                        "in a row over 7 min, next logged at the 16th or after 60 min)")
+    assert lines[-1].endswith("(attempt 124; 124 times in a row over 2.0 h, next logged in 60 min)")
+    assert len(lines) == 8
+    # A different failure is a new run, logged at once; success ends it with a count for the "connected" line.
+    assert failures.failed(logging.ERROR, "broker b:1883 refused the connection: Not authorized", 60.0, 127)
+    assert caplog.records[-1].levelno == logging.ERROR and caplog.records[-1].getMessage().endswith("(attempt 127)")
+    assert failures.succeeded() == " after 127 failed attempts over 2.1 h"
+    assert failures.succeeded() == ""
+    assert failures.failed(logging.WARNING, "cannot connect to b:1883: Connection refused", 1.0, 1)  # a new run
+    assert failures.succeeded() == " after 1 failed attempt over 0 s"
+
+
+def test_a_day_of_failures_at_the_longest_back_off_is_29_lines_not_1440() -> None:
+    now = [0.0]
+    failures = FailureLog(logging.getLogger("agent.mqtt.test"), clock=lambda: now[0])
+    lines = 0
+    for attempt in range(1, 24 * 60 + 1):
+        lines += failures.failed(logging.WARNING, "cannot connect to b:1883: Connection refused", 60.0, attempt)
+        now[0] += 60.0
+    assert lines == 29  # 1, 2, 4, ..., 64 (63 min), then hourly (docs/mqtt.md quotes this)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 
 import jsonschema
@@ -11,6 +13,7 @@ from conftest import wait_until
 
 from agent.contracts.errors import ConfigError
 from agent.contracts.events import StateSnapshot
+from agent.mqtt.config import ReconnectConfig
 from agent.mqtt.emit import synthetic_event, synthetic_state
 from agent.mqtt.payloads import load_schema
 from agent.mqtt.topics import Topics
@@ -124,6 +127,24 @@ def test_publisher_started_while_broker_is_down_catches_up(mosquitto, make_publi
     assert pub.dropped == 0
     sub.wait_for(lambda c: c.on("fer/cold/status"), what="retained status")
     assert sub.on("fer/cold/status")[-1].text == "online"
+
+
+def test_a_long_connect_failure_run_is_collapsed_and_the_connected_line_counts_it(mosquitto, make_publisher,
+                                                                                  caplog) -> None:
+    caplog.set_level(logging.INFO, logger="agent.mqtt")
+    mosquitto.stop()
+    pub = make_publisher(mosquitto.host, mosquitto.port, device_id="flaky", reconnect=ReconnectConfig(
+        min_delay_s=0.1, max_delay_s=0.1, connect_timeout_s=2.0))
+    wait_until(lambda: any("attempt 8;" in r.getMessage() for r in caplog.records), timeout=20, what="8 attempts")
+    mosquitto.start()
+    wait_until(lambda: pub.connected, timeout=20, what="connected")
+    fails = [r.getMessage() for r in caplog.records if "cannot connect" in r.getMessage()]
+    attempts = [int(re.search(r"\(attempt (\d+)", m).group(1)) for m in fails]
+    assert attempts[:4] == [1, 2, 4, 8] and attempts == [2 ** i for i in range(len(attempts))], fails
+    assert "8 times in a row over" in fails[3] and "next logged at the 16th" in fails[3]
+    connected = [r.getMessage() for r in caplog.records if "MQTT: connected to" in r.getMessage()]
+    assert re.fullmatch(rf"MQTT: connected to {mosquitto.host}:{mosquitto.port} after \d+ failed attempts over \d+ s",
+                        connected[-1]), connected
 
 
 def test_restarted_home_assistant_gets_discovery_again(mosquitto, make_publisher, mqtt_collector) -> None:

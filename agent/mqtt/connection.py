@@ -3,7 +3,8 @@
 paho's network thread (``loop_start``) owns the socket and reconnects by
 itself; we only choose each wait (paho doubles a fixed delay, we add jitter so
 a fleet of boards does not reconnect in lock-step after a broker restart) and
-log each failed step once with the broker's reason. Nothing here logs a
+log failed steps with the broker's reason (a long run of the same failure is collapsed,
+see :class:`FailureLog`). Nothing here logs a
 password: the broker is always named as ``host:port`` only.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 import logging
 import random
 import ssl
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -40,6 +43,75 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+class FailureLog:
+    """Logs a run of identical connection failures as the first one, then at growing intervals, with a count.
+
+    A broker that is down for a day at a 60 s back-off would otherwise write
+    1,440 identical lines. The 1st, 2nd, 4th, 8th, ... failure of a run is
+    logged until those lines are ``max_interval_s`` apart, then one line every
+    ``max_interval_s``; each says how many there were and when the next comes.
+    A different failure starts a new run and is logged at once. :meth:`succeeded`
+    ends the run and returns a note for the "connected" line.
+    """
+
+    def __init__(self, logger: logging.Logger, max_interval_s: float = 3600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._log = logger
+        self.max_interval_s = max_interval_s
+        self._clock = clock
+        self._key: str | None = None
+        self.count = 0  # failures in the current run
+        self._total = 0  # failures since the last success (over all runs)
+        self._since = 0.0
+        self._first_failure = 0.0
+        self._last_logged = 0.0
+        self._hourly = False  # this run is logged once per max_interval_s
+
+    def failed(self, level: int, key: str, retry_in_s: float, attempt: int) -> bool:
+        """One failed attempt; ``key`` says what failed (a run is made of equal keys). Returns whether it was logged."""
+        now = self._clock()
+        if self._total == 0:
+            self._first_failure = now
+        self._total += 1
+        if key != self._key:
+            self._key, self.count, self._since, self._hourly = key, 0, now, False
+        self.count += 1
+        n = self.count
+        if n > 1 and now - self._last_logged >= self.max_interval_s:
+            self._hourly = True  # powers of two are now further apart than the interval
+        elif self._hourly or n & (n - 1):  # not a power of two
+            return False
+        self._last_logged = now
+        run = ""
+        if n > 1:
+            then = f"in {_duration(self.max_interval_s)}" if self._hourly else \
+                f"at the {_ordinal(2 * n)} or after {_duration(self.max_interval_s)}"
+            run = f"; {n} times in a row over {_duration(now - self._since)}, next logged {then}"
+        self._log.log(level, "MQTT: %s; retrying in %.1f s (attempt %d%s)", key, retry_in_s, attempt, run)
+        return True
+
+    def succeeded(self) -> str:
+        """The run is over: "" after no failure, else e.g. " after 37 failed attempts over 12 min"."""
+        total, self._total, self._key, self.count = self._total, 0, None, 0
+        if not total:
+            return ""
+        attempts = "1 failed attempt" if total == 1 else f"{total} failed attempts"
+        return f" after {attempts} over {_duration(self._clock() - self._first_failure)}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 class FerMqttClient(mqtt.Client):

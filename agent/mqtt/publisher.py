@@ -36,7 +36,7 @@ import paho.mqtt.client as mqtt
 from agent.contracts.errors import ConfigError
 from agent.contracts.events import Event, PublishContext, StateSnapshot
 from agent.mqtt.config import MqttConfig
-from agent.mqtt.connection import Backoff, FerMqttClient, build_client, describe_error
+from agent.mqtt.connection import Backoff, FailureLog, FerMqttClient, build_client, describe_error
 from agent.mqtt.discovery import discovery_messages
 from agent.mqtt.outbox import Outbox, OutMessage
 from agent.mqtt.payloads import STATUS_OFFLINE, STATUS_ONLINE, encode, event_payload, state_payload, stats_payload
@@ -84,6 +84,7 @@ class MqttPublisher:
         self._worker: threading.Thread | None = None
         self._client: FerMqttClient | None = None
         self._backoff = Backoff(cfg.reconnect.min_delay_s, cfg.reconnect.max_delay_s)
+        self._failures = FailureLog(log)  # a run of the same connect failure: 1st, 2nd, 4th, ... logged
         self._connected = False
         self._closing = False
         self._close_deadline = 0.0
@@ -173,9 +174,9 @@ class MqttPublisher:
         self._client = client
         self._worker = threading.Thread(target=self._run, name="fer-mqtt-outbox", daemon=True)
         self._worker.start()
+        log.info("MQTT: connecting to %s as %s (topics %s/...)", self._broker, self.client_id, self.topics.base)
         client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
         client.loop_start()
-        log.info("MQTT: connecting to %s as %s (topics %s/...)", self._broker, self.client_id, self.topics.base)
 
     def close(self, timeout: float | None = None) -> None:
         """Drain what can be sent within ``timeout``, publish ``offline``, disconnect. The rest stays on disk."""
@@ -244,12 +245,21 @@ class MqttPublisher:
         if self._mid_rows:
             self._resync_since = time.monotonic()
         self._connected = True
-        log.info("MQTT: connected to %s", self._broker)
+        log.info("MQTT: connected to %s%s", self._broker, self._failures.succeeded())
         self._wake.set()
         client.publish(self.topics.status, STATUS_ONLINE, qos=1, retain=True)
         if self.cfg.discovery.enabled:
             client.subscribe(self.topics.ha_birth, qos=0)
             self._publish_discovery(client)  # last: a problem here must not keep events from flowing
+
+    def context_changed(self) -> None:
+        """The context changed (a runtime fallback took over): dashboards get discovery with the new backend.
+
+        Events and stats read the context when they are encoded, so they follow by themselves.
+        """
+        client = self._client
+        if client is not None and self._connected:
+            self._publish_discovery(client)
 
     def _publish_discovery(self, client: mqtt.Client) -> None:
         if not self.cfg.discovery.enabled:
@@ -267,8 +277,8 @@ class MqttPublisher:
         if self._closing:
             return
         delay = self._retry_in(client)
-        log.warning("MQTT: cannot connect to %s: %s; retrying in %.1f s (attempt %d)",
-                    self._broker, describe_error(client.last_error), delay, self._backoff.attempt)
+        self._failures.failed(logging.WARNING, f"cannot connect to {self._broker}: {describe_error(client.last_error)}",
+                              delay, self._backoff.attempt)
 
     @_guarded
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
@@ -278,8 +288,8 @@ class MqttPublisher:
             return
         delay = self._retry_in(client)
         if self._refused:
-            log.error("MQTT: broker %s refused the connection: %s; retrying in %.1f s (attempt %d)",
-                      self._broker, self._refused, delay, self._backoff.attempt)
+            self._failures.failed(logging.ERROR, f"broker {self._broker} refused the connection: {self._refused}",
+                                  delay, self._backoff.attempt)
             self._refused = None  # the next attempt reports its own outcome
         elif was_connected:
             log.warning("MQTT: lost connection to %s (%s); queueing to disk, retrying in %.1f s",
@@ -287,8 +297,9 @@ class MqttPublisher:
         else:
             hint = "; does the broker require a client certificate (mqtt.tls.cert_file)?" if (
                 self.cfg.tls.enabled and not self.cfg.tls.cert_file) else ""
-            log.warning("MQTT: connection to %s closed before it was accepted (%s%s); retrying in %.1f s (attempt %d)",
-                        self._broker, reason, hint, delay, self._backoff.attempt)
+            self._failures.failed(logging.WARNING,
+                                  f"connection to {self._broker} closed before it was accepted ({reason}{hint})",
+                                  delay, self._backoff.attempt)
 
     @_guarded
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
