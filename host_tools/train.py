@@ -115,98 +115,83 @@ def train(cfg: TrainConfig) -> dict:
         keras.config.set_dtype_policy(previous)
 
 
-def _train(cfg: TrainConfig) -> dict:
-    import keras
-    import tensorflow as tf
+@dataclass
+class _Data:
+    """The normalised splits a run trains and validates on, with the distillation targets."""
 
-    from host_tools.augment import augment_batch, mixup
-    from host_tools.model import build_model, load_float32
+    norm: Normalization
+    x_train: np.ndarray
+    t_train: np.ndarray  # one-hot labels, or the teachers' blend
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    teachers: list  # host_tools.distill.Teacher, one per --teacher
+    dataset: fer_data.Dataset
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    state_path = out / "state.json"
-    keras.utils.set_random_seed(cfg.seed)
-    # Same seed, same weights: without this, multi-threaded CPU kernels sum in varying order.
-    tf.config.experimental.enable_op_determinism()
 
+def _load_data(cfg: TrainConfig, state_path: Path) -> _Data:
+    teacher_bundles = []
     if cfg.teachers:
-        from host_tools.distill import distillation_targets, load_teachers
+        from host_tools.distill import load_teachers
 
-        teacher_bundles = load_teachers(cfg.teachers)
+        teacher_bundles = load_teachers(cfg.teachers)  # checked before the data set is read
     dataset = fer_data.load(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
     if dataset.skipped:
         print(f"{dataset.skip_summary()}; e.g. {dataset.skipped_examples[0]}", file=sys.stderr)
     train_split = _limit(dataset.split("Training"), cfg.limit, cfg.seed)
     val_split = _limit(dataset.split("PublicTest"), cfg.limit, cfg.seed)
-
     if cfg.resume and state_path.exists():
         norm = Normalization(**json.loads(state_path.read_text())["normalization"])
     else:
         pix = train_split.x.astype(np.float32) / 255.0
         norm = Normalization(mean=round(float(pix.mean()), 4), std=round(float(pix.std()), 4))
-    x_train = normalize(train_split.x, norm)[..., None]
-    x_val = normalize(val_split.x, norm)[..., None]
-    y_train = train_split.y
-    y_val = val_split.y
-    teachers: list = []  # host_tools.distill.Teacher, one per --teacher
+    teachers: list = []
     if cfg.teachers:
-        t_train, teachers = distillation_targets(teacher_bundles, train_split.x, y_train,
+        from host_tools.distill import distillation_targets
+
+        t_train, teachers = distillation_targets(teacher_bundles, train_split.x, train_split.y,
                                                  cfg.distill_alpha, cfg.distill_temperature)
         for t in teachers:
             print(f"teacher {t.model} ({t.bundle}): {t.train_accuracy:.2%} on Training, face and mirror averaged")
     else:
-        t_train = np.eye(NUM_CLASSES, dtype=np.float32)[y_train]
+        t_train = np.eye(NUM_CLASSES, dtype=np.float32)[train_split.y]
+    return _Data(norm, normalize(train_split.x, norm)[..., None], t_train, train_split.y,
+                 normalize(val_split.x, norm)[..., None], val_split.y, teachers, dataset)
 
-    steps_per_epoch = int(np.ceil(len(y_train) / cfg.batch_size))
+
+def _compiled_model(cfg: TrainConfig, steps_per_epoch: int):
+    import keras
+
+    from host_tools.model import build_model
+
+    model = build_model(cfg.widths, cfg.dropout, convs=cfg.convs)
+    if cfg.init_from:
+        # SGDR-style warm restart: same architecture, trained weights, a new LR cycle.
+        model.set_weights(keras.models.load_model(cfg.init_from).get_weights())
+        print(f"initialised weights from {cfg.init_from}")
     total_steps = steps_per_epoch * cfg.epochs
     warmup = int(steps_per_epoch * cfg.warmup_epochs)
-    aug = cfg.augment
-
-    def _train_map(x, y):
-        return mixup(augment_batch(x, aug), y, aug)
-
-    train_ds = (
-        tf.data.Dataset.from_tensor_slices((x_train, t_train))
-        .shuffle(len(y_train), seed=cfg.seed, reshuffle_each_iteration=True)
-        .batch(cfg.batch_size)
-        .map(_train_map, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=cfg.lr / 20, decay_steps=max(total_steps - warmup, 1), alpha=0.01,
+        warmup_target=cfg.lr if warmup else None, warmup_steps=warmup,
     )
-    val_ds = tf.data.Dataset.from_tensor_slices((x_val, tf.one_hot(y_val, NUM_CLASSES))).batch(512)
-
-    last_ckpt, best_ckpt = out / "last.keras", out / "best.keras"
-    initial_epoch, best_acc, elapsed_before = 0, None, 0.0
-    if cfg.resume and last_ckpt.exists() and state_path.exists():
-        state = json.loads(state_path.read_text())
-        initial_epoch = int(state["epochs_done"])
-        best_acc = state.get("best_val_accuracy")
-        elapsed_before = float(state.get("train_seconds", 0.0))
-        model = keras.models.load_model(last_ckpt)
-        print(f"resuming from {last_ckpt} after epoch {initial_epoch} (best PublicTest {best_acc})")
-        if _policy(model) != keras.config.dtype_policy().name:
-            print(f"the checkpoint computes in {_policy(model)}; continuing in it, not in {cfg.precision}")
+    opt_args = dict(learning_rate=schedule if warmup else cfg.lr, weight_decay=cfg.weight_decay,
+                    use_ema=cfg.ema > 0, ema_momentum=cfg.ema or 0.99)
+    if cfg.optimizer == "sgd":
+        opt = keras.optimizers.SGD(momentum=0.9, nesterov=True, **opt_args)
     else:
-        model = build_model(cfg.widths, cfg.dropout, convs=cfg.convs)
-        if cfg.init_from:
-            # SGDR-style warm restart: same architecture, trained weights, a new LR cycle.
-            model.set_weights(keras.models.load_model(cfg.init_from).get_weights())
-            print(f"initialised weights from {cfg.init_from}")
-        schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=cfg.lr / 20, decay_steps=max(total_steps - warmup, 1), alpha=0.01,
-            warmup_target=cfg.lr if warmup else None, warmup_steps=warmup,
-        )
-        opt_args = dict(learning_rate=schedule if warmup else cfg.lr, weight_decay=cfg.weight_decay,
-                        use_ema=cfg.ema > 0, ema_momentum=cfg.ema or 0.99)
-        if cfg.optimizer == "sgd":
-            opt = keras.optimizers.SGD(momentum=0.9, nesterov=True, **opt_args)
-        else:
-            opt = keras.optimizers.AdamW(**opt_args)
-        opt.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-        model.compile(
-            optimizer=opt,
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-            metrics=["accuracy"],
-        )
+        opt = keras.optimizers.AdamW(**opt_args)
+    opt.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    model.compile(
+        optimizer=opt,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _callbacks(cfg: TrainConfig, out: Path, state_path: Path, norm: Normalization, resumed: dict) -> list:
+    import keras
 
     class _State(keras.callbacks.Callback):
         """Persist what --resume needs after each epoch's checkpoints are written."""
@@ -214,53 +199,103 @@ def _train(cfg: TrainConfig) -> dict:
         def __init__(self) -> None:
             super().__init__()
             self.t0 = time.time()
+            self.best_acc = resumed.get("best_val_accuracy")
 
         def on_epoch_end(self, epoch, logs=None):
-            nonlocal best_acc
             acc = float((logs or {}).get("val_accuracy", 0.0))
-            best_acc = acc if best_acc is None else max(best_acc, acc)
+            self.best_acc = acc if self.best_acc is None else max(self.best_acc, acc)
             state_path.write_text(json.dumps({
-                "epochs_done": epoch + 1, "best_val_accuracy": best_acc,
-                "train_seconds": elapsed_before + time.time() - self.t0,
+                "epochs_done": epoch + 1, "best_val_accuracy": self.best_acc,
+                "train_seconds": float(resumed.get("train_seconds", 0.0)) + time.time() - self.t0,
                 "normalization": asdict(norm), "config": asdict(cfg),
             }, indent=2))
 
     # Order matters: last.keras keeps the raw weights (so --resume continues the same run); with --ema
     # the swap callback then puts the averaged weights in place for validation and for best.keras.
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(last_ckpt),
-        keras.callbacks.CSVLogger(out / "log.csv", append=initial_epoch > 0),
+    return [
+        keras.callbacks.ModelCheckpoint(out / "last.keras"),
+        keras.callbacks.CSVLogger(out / "log.csv", append=bool(resumed)),
         *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema > 0 else []),
-        keras.callbacks.ModelCheckpoint(best_ckpt, monitor="val_accuracy", mode="max", save_best_only=True,
-                                        initial_value_threshold=best_acc),
+        keras.callbacks.ModelCheckpoint(out / "best.keras", monitor="val_accuracy", mode="max", save_best_only=True,
+                                        initial_value_threshold=resumed.get("best_val_accuracy")),
         _State(),
     ]
+
+
+def _train(cfg: TrainConfig) -> dict:
+    import keras
+    import tensorflow as tf
+
+    from host_tools.augment import augment_batch, mixup
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "state.json"
+    keras.utils.set_random_seed(cfg.seed)
+    # Same seed, same weights: without this, multi-threaded CPU kernels sum in varying order.
+    tf.config.experimental.enable_op_determinism()
+    d = _load_data(cfg, state_path)
+    aug = cfg.augment
+
+    def _train_map(x, y):
+        return mixup(augment_batch(x, aug), y, aug)
+
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices((d.x_train, d.t_train))
+        .shuffle(len(d.y_train), seed=cfg.seed, reshuffle_each_iteration=True)
+        .batch(cfg.batch_size)
+        .map(_train_map, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    val_ds = tf.data.Dataset.from_tensor_slices((d.x_val, tf.one_hot(d.y_val, NUM_CLASSES))).batch(512)
+
+    last_ckpt = out / "last.keras"
+    resumed: dict = {}
+    if cfg.resume and last_ckpt.exists() and state_path.exists():
+        resumed = json.loads(state_path.read_text())
+        model = keras.models.load_model(last_ckpt)
+        print(f"resuming from {last_ckpt} after epoch {resumed['epochs_done']} "
+              f"(best PublicTest {resumed.get('best_val_accuracy')})")
+        if _policy(model) != keras.config.dtype_policy().name:
+            print(f"the checkpoint computes in {_policy(model)}; continuing in it, not in {cfg.precision}")
+    else:
+        model = _compiled_model(cfg, int(np.ceil(len(d.y_train) / cfg.batch_size)))
+    initial_epoch = int(resumed.get("epochs_done", 0))
     t_start = time.time()
     if initial_epoch < cfg.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
-                  callbacks=callbacks, shuffle=False,  # tf.data already reshuffles each epoch
+                  callbacks=_callbacks(cfg, out, state_path, d.norm, resumed),
+                  shuffle=False,  # tf.data already reshuffles each epoch
                   verbose=1 if sys.stdout.isatty() else 2)
-    train_seconds = elapsed_before + time.time() - t_start
+    train_seconds = float(resumed.get("train_seconds", 0.0)) + time.time() - t_start
+    return _score(cfg, out, d, model, train_seconds)
 
-    best = load_float32(best_ckpt)  # scored as it will be exported
-    probs = best.predict(x_val, batch_size=512, verbose=0)
-    rep = metrics.report(y_val, probs)
+
+def _score(cfg: TrainConfig, out: Path, d: _Data, model, train_seconds: float) -> dict:
+    """Score the best checkpoint as it will be exported; write metrics.json and the plots."""
+    import tensorflow as tf
+
+    from host_tools.model import load_float32
+
+    best = load_float32(out / "best.keras")
+    rep = metrics.report(d.y_val, best.predict(d.x_val, batch_size=512, verbose=0))
     summary = {
-        "publictest": {k: v for k, v in rep.items()},
+        "publictest": dict(rep),
         "train_seconds": round(train_seconds, 1),
         "epochs": cfg.epochs,
         "best_epoch": _best_epoch(out / "log.csv"),
-        "train_rows": len(y_train),
+        "train_rows": len(d.y_train),
         "machine": machine_line(),
         "tensorflow": tf.__version__,
         "precision": _policy(model),  # the checkpoint's on --resume, whatever --precision said
-        "teachers": [asdict(t) for t in teachers],
-        "normalization": asdict(norm),
+        "teachers": [asdict(t) for t in d.teachers],
+        "normalization": asdict(d.norm),
         "config": asdict(cfg),
     }
-    if "PrivateTest" in dataset.splits and not cfg.limit:
-        priv = dataset.split("PrivateTest")
-        summary["privatetest"] = metrics.report(priv.y, best.predict(normalize(priv.x, norm)[..., None], batch_size=512, verbose=0))
+    if "PrivateTest" in d.dataset.splits and not cfg.limit:
+        priv = d.dataset.split("PrivateTest")
+        x_priv = normalize(priv.x, d.norm)[..., None]
+        summary["privatetest"] = metrics.report(priv.y, best.predict(x_priv, batch_size=512, verbose=0))
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     plots.training_curves(out / "log.csv", out / "training_curves.png")
     plots.confusion(rep["confusion_matrix"], out / "confusion_matrix.png")
