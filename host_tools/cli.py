@@ -22,6 +22,8 @@ COMMANDS = [
     "host_tools.evaluate",
     "host_tools.export",
     "host_tools.convert",
+    "host_tools.onnx_export",
+    "host_tools.compile",
     "host_tools.make_raw",
     "host_tools.show_results",
 ]

@@ -2,8 +2,12 @@
 
 Writes model.tflite (float32), model_int8.tflite (int8 weights and
 activations, float32 input/output so one raw tensor feeds both), a SavedModel,
-a frozen GraphDef for snpe-tensorflow-to-dlc, the BlazeFace detector models,
-training plots and metrics, and ``manifest.json`` with every file's sha256.
+a frozen GraphDef for snpe-tensorflow-to-dlc, model.onnx (float32) and
+model_qdq.onnx (QDQ for the QNN HTP, see host_tools/onnx_export.py), the
+BlazeFace detector models (short-range in ONNX and QDQ too), training plots
+and metrics, and ``manifest.json`` with every file's sha256. Both quantised
+files are calibrated on the same class-balanced Training faces
+(:func:`host_tools.calibration.balanced_indices`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from agent.contracts.labels import LABELS
 from agent.contracts.manifest import InputSpec, Manifest, Normalization, OutputSpec, file_entry
 from agent.contracts.preprocess import normalize
 from host_tools import data as fer_data
-from host_tools import metrics, tflite_eval
+from host_tools import calibration, metrics, onnx_export, tflite_eval
 from host_tools.model import INPUT_NAME, OUTPUT_NAME, load_float32
 
 SIDE = 48
@@ -51,6 +55,7 @@ def export_bundle(
     seed: int = 0,
     saved_model: bool = True,
     flip_average: bool = False,
+    onnx: bool = True,
 ) -> Manifest:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -64,9 +69,58 @@ def export_bundle(
 
     model = load_float32(ckpt)
     out.mkdir(parents=True, exist_ok=True)
+    concrete, frozen = _serving_graph(tf, model, flip_average)
+    # Training faces spread over all classes calibrate both quantised files (int8 TFLite, QDQ ONNX).
+    train = dataset.split("Training")
+    idx = calibration.balanced_indices(train.y, calibration_rows, seed)
+    calib = normalize(train.x[idx], norm)[..., None].astype(np.float32)
+    _write_tflite(tf, out, frozen, model, calib)
 
+    # Frozen GraphDef with plain node names for snpe-tensorflow-to-dlc (and the ONNX export).
+    graph_def = frozen.graph.as_graph_def()
+    tf.io.write_graph(graph_def, str(out), "model.pb", as_text=False)
+    out_node = _output_node(graph_def)
+    files = {
+        "tflite": file_entry(out, "model.tflite", **_names(out / "model.tflite")),
+        "tflite_int8": file_entry(out, "model_int8.tflite", **_names(out / "model_int8.tflite")),
+        "frozen_graph": file_entry(out, "model.pb", input_node=INPUT_NAME, output_node=out_node),
+    }
+    if saved_model:
+        sm = out / "saved_model"
+        shutil.rmtree(sm, ignore_errors=True)
+        tf.saved_model.save(model, str(sm), signatures={"serving_default": concrete})
+        files["saved_model"] = file_entry(out, "saved_model")
+    files.update(_copy_blazeface(out))
+    if onnx:  # model.onnx + model_qdq.onnx for the QNN HTP, BlazeFace short too
+        info = onnx_export.calibration_info(train.y[idx], seed)
+        files.update(onnx_export.classifier_onnx(out, graph_def, INPUT_NAME, out_node, calib, info))
+        files.update(onnx_export.blazeface_onnx(out, files))
+    for name_ in ("training_curves.png", "confusion_matrix.png", "metrics.json", "log.csv"):
+        if (run_dir / name_).exists():
+            shutil.copyfile(run_dir / name_, out / ("training_" + name_ if name_ in ("metrics.json", "log.csv") else name_))
+
+    manifest = Manifest(
+        model_name=name,
+        model_version=version,
+        labels=LABELS,
+        input=InputSpec(name=INPUT_NAME, shape=(1, SIDE, SIDE, 1), normalization=norm),
+        output=OutputSpec(name=out_node, kind="probabilities"),
+        files=files,
+        metrics=_measure(out, dataset, norm, summary),
+        extra={"model": {"created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                         "framework": f"tensorflow {tf.__version__}",
+                         "architecture": "VGG-style CNN, see host_tools/model.py",
+                         "views": (["face", "mirrored face"] if flip_average else ["face"])}},
+        root=out,
+    )
+    manifest.write(out)
+    return manifest
+
+
+def _serving_graph(tf, model, flip_average: bool):
+    """The serving function and its frozen form: TFLite (float and int8), the GraphDef and ONNX all come from it."""
     # Mirroring as a matmul with a reversed identity: Reshape/MatMul/Reshape are in every converter's
-    # supported list (SNPE included) and the 0/1 weights quantise exactly; a reverse op is not as portable.
+    # supported list (SNPE and QNN included) and the 0/1 weights quantise exactly; a reverse op is not as portable.
     mirror = tf.constant(np.eye(SIDE, dtype=np.float32)[::-1])
 
     @tf.function(input_signature=[tf.TensorSpec([1, SIDE, SIDE, 1], tf.float32, name=INPUT_NAME)])
@@ -78,21 +132,15 @@ def export_bundle(
         return {OUTPUT_NAME: tf.identity(probs, name=OUTPUT_NAME)}
 
     concrete = serve.get_concrete_function()
-    # Freeze once: TFLite (float and int8) and the GraphDef all come from this graph.
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    frozen = convert_variables_to_constants_v2(concrete)
+    return concrete, convert_variables_to_constants_v2(concrete)
 
-    # Float TFLite.
+
+def _write_tflite(tf, out: Path, frozen, model, calib: np.ndarray) -> None:
+    """model.tflite (float32) and model_int8.tflite (int8 inside, float32 input/output), calibrated on ``calib``."""
     conv = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model)
     (out / "model.tflite").write_bytes(conv.convert())
-
-    # Full-integer TFLite, calibrated on Training faces spread over all classes.
-    train = dataset.split("Training")
-    rng = np.random.default_rng(seed)
-    per_class = max(1, calibration_rows // len(LABELS))
-    idx = np.concatenate([rng.permutation(np.flatnonzero(train.y == c))[:per_class] for c in range(len(LABELS))])
-    calib = normalize(train.x[rng.permutation(idx)], norm)[..., None]
 
     def representative():
         for i in range(len(calib)):
@@ -106,54 +154,20 @@ def export_bundle(
     conv.inference_output_type = tf.float32
     (out / "model_int8.tflite").write_bytes(conv.convert())
 
-    # Frozen GraphDef with plain node names for snpe-tensorflow-to-dlc.
-    graph_def = frozen.graph.as_graph_def()
-    tf.io.write_graph(graph_def, str(out), "model.pb", as_text=False)
-    out_node = _output_node(graph_def)
 
-    files = {
-        "tflite": file_entry(out, "model.tflite", **_names(out / "model.tflite")),
-        "tflite_int8": file_entry(out, "model_int8.tflite", **_names(out / "model_int8.tflite")),
-        "frozen_graph": file_entry(out, "model.pb", input_node=INPUT_NAME, output_node=out_node),
-    }
-    if saved_model:
-        sm = out / "saved_model"
-        shutil.rmtree(sm, ignore_errors=True)
-        tf.saved_model.save(model, str(sm), signatures={"serving_default": concrete})
-        files["saved_model"] = file_entry(out, "saved_model")
-    files.update(_copy_blazeface(out))
-    for name_ in ("training_curves.png", "confusion_matrix.png", "metrics.json", "log.csv"):
-        if (run_dir / name_).exists():
-            shutil.copyfile(run_dir / name_, out / ("training_" + name_ if name_ in ("metrics.json", "log.csv") else name_))
-
-    # Measure what the board will run: both TFLite files on PublicTest.
+def _measure(out: Path, dataset, norm: Normalization, summary: dict[str, Any]) -> dict[str, Any]:
+    """What the board will run: both TFLite files on PublicTest."""
     val = dataset.split("PublicTest")
     x_val = normalize(val.x, norm)[..., None]
     measured: dict[str, Any] = {"split": "PublicTest", "n": len(val)}
-    for role in ("tflite", "tflite_int8"):
-        rep = metrics.report(val.y, tflite_eval.predict(out / files[role].path, x_val))
-        measured[f"accuracy_{'float' if role == 'tflite' else 'int8'}"] = rep["accuracy"]
-    measured["macro_f1_float"] = metrics.report(val.y, tflite_eval.predict(out / "model.tflite", x_val))["macro_f1"]
+    float_probs = tflite_eval.predict(out / "model.tflite", x_val)
+    measured["accuracy_float"] = metrics.report(val.y, float_probs)["accuracy"]
+    measured["accuracy_int8"] = metrics.report(val.y, tflite_eval.predict(out / "model_int8.tflite", x_val))["accuracy"]
+    measured["macro_f1_float"] = metrics.report(val.y, float_probs)["macro_f1"]
     if summary.get("train_seconds"):
         measured["train_seconds"] = summary["train_seconds"]
         measured["train_machine"] = summary.get("machine")
-
-    manifest = Manifest(
-        model_name=name,
-        model_version=version,
-        labels=LABELS,
-        input=InputSpec(name=INPUT_NAME, shape=(1, SIDE, SIDE, 1), normalization=norm),
-        output=OutputSpec(name=out_node, kind="probabilities"),
-        files=files,
-        metrics=measured,
-        extra={"model": {"created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                         "framework": f"tensorflow {tf.__version__}",
-                         "architecture": "VGG-style CNN, see host_tools/model.py",
-                         "views": (["face", "mirrored face"] if flip_average else ["face"])}},
-        root=out,
-    )
-    manifest.write(out)
-    return manifest
+    return measured
 
 
 def _names(tflite_path: Path) -> dict[str, str]:
@@ -187,15 +201,16 @@ def _copy_blazeface(out: Path) -> dict:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="trained run -> model bundle (TFLite float/int8, frozen graph, manifest)",
+    p = sub.add_parser("export", help="trained run -> model bundle (TFLite float/int8, frozen graph, ONNX float/QDQ, manifest)",
                        description="Export a `fer-host train` output directory as a model bundle the agent loads.")
     p.add_argument("run", type=Path, help="training output directory (holds best.keras and metrics.json)")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write (e.g. agent/models/default)")
     p.add_argument("--data", help="FER2013 data for int8 calibration and the export metrics (default: the run's)")
     p.add_argument("--name", default="fer-vgg")
     p.add_argument("--version", default="1.0.0")
-    p.add_argument("--calibration-rows", type=int, default=500, help="Training faces for int8 calibration, balanced")
+    p.add_argument("--calibration-rows", type=int, default=500, help="Training faces for int8 and QDQ calibration, balanced")
     p.add_argument("--no-saved-model", action="store_true", help="skip the SavedModel (8 MB; regenerable)")
+    p.add_argument("--no-onnx", action="store_true", help="skip model.onnx / model_qdq.onnx and the BlazeFace ONNX files")
     p.add_argument("--flip-average", action="store_true",
                    help="put flip test-time averaging in the graph: the output is the mean of the probabilities "
                         "for the face and its mirror image (two passes of the network per face)")
@@ -204,7 +219,7 @@ def register(sub) -> None:
 
 def _run(args) -> int:
     m = export_bundle(args.run, args.out, args.data, args.name, args.version, args.calibration_rows,
-                      saved_model=not args.no_saved_model, flip_average=args.flip_average)
+                      saved_model=not args.no_saved_model, flip_average=args.flip_average, onnx=not args.no_onnx)
     print(f"wrote {args.out}/manifest.json: {m.model_name} {m.model_version}, files: {', '.join(m.files)}")
     acc = m.metrics
     print(f"PublicTest accuracy: float {acc['accuracy_float'] * 100:.2f}%, int8 {acc['accuracy_int8'] * 100:.2f}%")
