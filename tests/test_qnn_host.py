@@ -138,6 +138,17 @@ def test_op_the_htp_rejects_is_named(tmp_path):
     assert qnn.qnn_session(path, cpu_fallback=True).run(None, {"x": np.ones((1, 4), np.float32)})[0].shape == (1, 4)
 
 
+@needs_qnn
+def test_soc_table_matches_the_sdk(tmp_path):
+    """Every row: the installed libQnnHtp prepares soc_model N as that SoC's arch and VTCM."""
+    m = load_manifest(DEFAULT, verify=False)
+    for s in qnn.SOCS.values():
+        ctx = qnn.compile_context(m.path_of("onnx_qdq"), tmp_path / s.name, s.name)
+        got = qnn.context_target(ctx.bin)
+        assert (got["htp_arch"], got["vtcm_mb"]) == (s.htp_arch, s.vtcm_mb), (s.name, got)
+        assert got["soc_type"].lower() in (s.name, "qcs9100"), (s.name, got)  # qcs9075 is prepared as QCS9100
+
+
 @pytest.fixture(scope="module")
 def small_bundle(tmp_path_factory):
     """A bundle exported (flip-average on) from an untrained small net: export runs, training does not."""
