@@ -55,5 +55,12 @@ train: setup-dev
 export: setup-dev
 	$(BIN)/fer-host export runs/default --out agent/models/default --data $(DATA) --no-saved-model --version $(VERSION)
 
+# metrics.accuracy_htp of the default bundle: model_qdq.onnx through the QNN HTP backend, CPU fallback off,
+# on all of PublicTest, recorded in its manifest. On x86_64 the HTP is simulated (0.1-0.3 s per face, so
+# 5-20 minutes for 3589 faces at nice); the timing it reports is the simulator's, never NPU time.
+.PHONY: accuracy-htp
+accuracy-htp: setup-dev
+	nice $(BIN)/fer-host evaluate agent/models/default --backend qnn --data $(DATA) --record
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
