@@ -227,8 +227,9 @@ def add_onnx(bundle: Path, data_path: str, count: int = 500, seed: int = 0, dete
     """Write the ONNX files into an existing bundle (from its frozen graph) and record them in the manifest."""
     import dataclasses
 
-    import tensorflow as tf
+    import tensorflow as tf  # before onnxruntime's QNN libraries (docs/qnn.md, pitfalls)
 
+    _tf2onnx()  # fail before loading the data
     manifest = load_manifest(bundle, verify=False)
     manifest.verify(["frozen_graph"])
     entry = manifest.files["frozen_graph"]
