@@ -21,6 +21,7 @@ class FaceClassifier:
         self.manifest = manifest
         self.runtime = runtime
         self.num_labels = len(manifest.labels)
+        runtime.expect_sizes = [self.num_labels]  # a runtime answering wrongly shaped scores fails the frame
         spec = manifest.input
         self.face_shape = (spec.height, spec.width, spec.channels)
         where = getattr(runtime, "path", None) or manifest.root

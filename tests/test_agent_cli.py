@@ -29,7 +29,7 @@ def test_check_config_error_is_one_line_exit_2(tmp_path):
     proc = fer_agent("check-config", str(path))
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        f"fer-agent check-config: error: {path}: backend.type: 'foo' is not one of auto, snpe, tflite"
+        f"fer-agent check-config: error: {path}: backend.type: 'foo' is not one of auto, qnn, snpe, tflite"
     )
 
 
@@ -45,7 +45,7 @@ def test_run_with_a_missing_source_fails_cleanly(tmp_path):
 
 def test_bad_override_names_the_flag(capsys):
     assert main(["run", "--backend", "cuda"]) == 2
-    assert "--backend: 'cuda' is not one of auto, snpe, tflite" in capsys.readouterr().err
+    assert "--backend: 'cuda' is not one of auto, qnn, snpe, tflite" in capsys.readouterr().err
 
 
 def test_health_subcommand_is_wired(tmp_path, capsys):

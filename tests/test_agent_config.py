@@ -62,7 +62,7 @@ mqtt: {host: broker.local, port: 8883}
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("backend: {type: foo}", "backend.type: 'foo' is not one of auto, snpe, tflite"),
+        ("backend: {type: foo}", "backend.type: 'foo' is not one of auto, qnn, snpe, tflite"),
         ("detector: {type: mtcnn}", "detector.type: 'mtcnn' is not one of blazeface, haar, yunet"),
         ("detector: {bogus: 1}", "detector.bogus: unknown key (allowed: type, runtime, blazeface_model"),
         ("nonsense: 1", "nonsense: unknown key (allowed: source, detector"),
@@ -95,8 +95,8 @@ def test_missing_file(tmp_path):
 
 def test_print_config_is_valid_commented_yaml_that_loads_back_to_defaults(tmp_path):
     text = render_config()
-    assert "# auto = the first usable of snpe, then tflite; snpe = snpe-net-run" in text
-    assert "[auto | snpe | tflite]\n  type: auto" in text
+    assert "# auto = the first usable of qnn, then snpe, then tflite; qnn = QNN HTP" in text
+    assert "[auto | qnn | snpe | tflite]\n  type: auto" in text
     assert yaml.safe_load(text)["detector"]["type"] == "haar"
     assert load_config(write(tmp_path, text)) == AgentConfig()
 
@@ -140,7 +140,7 @@ def test_overrides_win_and_are_validated():
         1884,
     )
     assert cfg.bundle_path() == Path("/opt/bundle") and cfg.preview.path == "out.mp4" and cfg.max_frames == 10
-    with pytest.raises(ConfigError, match="--backend: 'gpu' is not one of auto, snpe, tflite"):
+    with pytest.raises(ConfigError, match="--backend: 'gpu' is not one of auto, qnn, snpe, tflite"):
         apply_overrides(AgentConfig(), backend="gpu")
 
 

@@ -84,15 +84,15 @@ def test_a_new_runtime_is_one_module(plugin_dir, forget, manifest):
     assert cfg.backend.echo.score == 0.5
     with pytest.raises(ConfigError, match=r"backend.echo.score: -1.0 is below the minimum 0.0"):
         parse_config({"backend": {"echo": {"score": -1}}})
-    with pytest.raises(ConfigError, match=r"backend.type: 'nope' is not one of auto, echo, snpe, tflite"):
+    with pytest.raises(ConfigError, match=r"backend.type: 'nope' is not one of auto, echo, qnn, snpe, tflite"):
         parse_config({"backend": {"type": "nope"}})
-    with pytest.raises(ConfigError, match=r"backend.snpe.fallback: 'nope' is not one of none, echo, snpe, tflite"):
+    with pytest.raises(ConfigError, match=r"backend.snpe.fallback: 'nope' is not one of none, echo, qnn, snpe, tflite"):
         parse_config({"backend": {"snpe": {"fallback": "nope"}}})
     text = render_config(cfg)
     assert "  echo:\n    # the score every label gets\n    score: 0.5" in text
     assert "echo = a throwaway runtime for the architecture test" in text
     run_help = build_parser()._subparsers._group_actions[0].choices["run"].format_help()
-    assert "auto, echo, snpe or tflite" in " ".join(run_help.split())
+    assert "auto, echo, qnn, snpe or tflite" in " ".join(run_help.split())
     clf = FaceClassifier(manifest, create_runtime(cfg.backend, FaceClassifier.model(manifest)))
     assert clf.name == "echo" and clf.infer(__import__("numpy").zeros((2, 48, 48, 1), "float32"))[1, 3] == 0.5
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.runtimes.base import RUNTIMES, BundleModel, InferenceError, Runtime
-from agent.runtimes.fallback import maybe_wrap
+from agent.runtimes.fallback import maybe_wrap, start_with_fallback
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,10 @@ def create_runtime(backend: BackendConfig, model: BundleModel, name: str | None 
     def make(runtime_name: str) -> Runtime:
         return RUNTIMES.get(runtime_name)(model, backend.section(runtime_name))
 
-    runtime = maybe_wrap(make(name), make, on_switch)
-    runtime.selection_reason = reason  # type: ignore[attr-defined]
+    first = start_with_fallback(name, backend.section(name), make, model.title)
+    runtime = maybe_wrap(first, make, on_switch)
+    failure = getattr(first, "start_failure", None)
+    runtime.selection_reason = f"{reason}; fallback: {failure}" if failure else reason  # type: ignore[attr-defined]
     log.info("%s runtime: %s (%s)", model.title, runtime.describe(), reason or "configured")
     return runtime
 

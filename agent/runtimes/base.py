@@ -78,9 +78,22 @@ class Runtime(ABC):
         if isinstance(cls.__dict__.get("name"), str) and cls.__dict__["name"]:
             RUNTIMES.register(cls)
 
+    #: Values per item of each output, as the model adapter expects them (None = unchecked); a runtime whose
+    #: outputs do not match fails the frame like any other inference error, so a fallback counts it.
+    expect_sizes: list[int] | None = None
+
     def __init__(self, model: BundleModel, config: Any = None) -> None:
         self.model = model
         self.config = config if config is not None else self.config_class()
+
+    def check(self, outputs: list[np.ndarray], n: int) -> list[np.ndarray]:
+        """``outputs`` unchanged when they match :attr:`expect_sizes` for ``n`` items, else InferenceError."""
+        want = self.expect_sizes
+        if want is not None:
+            got = [int(o.size) // max(n, 1) for o in outputs]
+            if got[: len(want)] != want or any(o.size % max(n, 1) for o in outputs):
+                raise InferenceError(f"{self.name}: outputs of {got} values per item, expected {want}")
+        return outputs
 
     @classmethod
     def unavailable(cls, model: BundleModel, config: Any) -> str | None:

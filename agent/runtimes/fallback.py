@@ -63,7 +63,7 @@ class FallbackRuntime(Runtime):
 
     def __getattr__(self, item: str) -> Any:
         # What adapters read off a runtime (path, input_shape, output_shapes) comes from the one in use.
-        if item in ("primary", "fallback"):
+        if item in ("primary", "fallback", "__setstate__"):
             raise AttributeError(item)
         return getattr(self.active, item)
 
@@ -81,9 +81,9 @@ class FallbackRuntime(Runtime):
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         if self.fallback is not None:
-            return self.fallback.run(batch)
+            return self.check(self.fallback.run(batch), len(batch))
         try:
-            out = self.primary.run(batch)
+            out = self.check(self.primary.run(batch), len(batch))
         except InferenceError as exc:
             self.consecutive_failures += 1
             self.total_failures += 1
@@ -93,7 +93,7 @@ class FallbackRuntime(Runtime):
                         self.fallback_name, exc)
             if self.consecutive_failures < self.after or self._fallback_broken or not self._switch():
                 raise
-            return self.active.run(batch)  # the frame is not lost: the fallback answers it
+            return self.check(self.active.run(batch), len(batch))  # the frame is not lost: the fallback answers it
         self.consecutive_failures = 0
         return out
 
@@ -132,6 +132,21 @@ class FallbackRuntime(Runtime):
 
     def close(self) -> None:
         self.active.close()
+
+
+def start_with_fallback(name: str, config: Any, make_runtime: Callable[[str], Runtime], what: str) -> Runtime:
+    """``make_runtime(name)``; when that fails at start (a session the NPU refuses, a missing SDK library) and the
+    runtime's config names a fallback, the fallback instead, with the reason logged. No fallback: the error stands."""
+    try:
+        return make_runtime(name)
+    except FerError as exc:
+        other = getattr(config, "fallback", None)
+        if not other or other in ("none", name):
+            raise
+        log.error("the %s runtime cannot start for the %s: %s; using %s instead", name, what, exc, other)
+        runtime = make_runtime(other)
+        runtime.start_failure = f"{name} could not start: {str(exc).splitlines()[0]}"  # type: ignore[attr-defined]
+        return runtime
 
 
 def maybe_wrap(primary: Runtime, make_runtime: Callable[[str], Runtime],
