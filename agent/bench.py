@@ -127,7 +127,26 @@ def _tflite_classifier(manifest: Any, model: str) -> Any:
     return FaceClassifier.on(manifest, "tflite", TFLiteConfig(model=model, threads=1))  # type: ignore[arg-type]
 
 
-def bench_classifier(bundle: Path | None, iterations: int) -> list[dict[str, Any]]:
+def _time_faces(classifier: Any, face: np.ndarray, iterations: int, warmup: int) -> dict[str, float]:
+    for _ in range(warmup):
+        classifier.infer(face)
+    times = np.empty(iterations)
+    for i in range(iterations):
+        t0 = time.perf_counter()
+        classifier.infer(face)
+        times[i] = time.perf_counter() - t0
+    ms = times * 1000
+    return {"iterations": iterations, "mean_ms": round(float(ms.mean()), 3), "p50_ms": round(float(np.median(ms)), 3),
+            "p95_ms": round(float(np.percentile(ms, 95)), 3)}
+
+
+def bench_classifier(bundle: Path | None, iterations: int, qnn_iterations: int = 20) -> list[dict[str, Any]]:
+    """ms per face: TFLite float and int8 on one thread, and the qnn runtime when onnxruntime-qnn is installed.
+
+    On x86_64 the qnn row is libQnnHtp.so's HTP *simulator*, labelled so: never an NPU time.
+    """
+    from agent.classify import FaceClassifier
+    from agent.contracts import qnn
     from agent.contracts.manifest import default_bundle_path, load_manifest
     from agent.contracts.preprocess import Box, face_tensor
     from agent.demo import grid_frame
@@ -138,25 +157,19 @@ def bench_classifier(bundle: Path | None, iterations: int) -> list[dict[str, Any
     rows = []
     for model in ("float", "int8"):
         backend = _tflite_classifier(manifest, model)
-        for _ in range(50):
-            backend.infer(face)
-        times = np.empty(iterations)
-        for i in range(iterations):
-            t0 = time.perf_counter()
-            backend.infer(face)
-            times[i] = time.perf_counter() - t0
-        ms = times * 1000
-        rows.append(
-            {
-                "model": model,
-                "file": backend.runtime.path.name,
-                "threads": 1,
-                "iterations": iterations,
-                "mean_ms": round(float(ms.mean()), 3),
-                "p50_ms": round(float(np.median(ms)), 3),
-                "p95_ms": round(float(np.percentile(ms, 95)), 3),
-            }
-        )
+        rows.append({"model": model, "runtime": "tflite", "file": backend.runtime.path.name, "threads": 1,
+                     **_time_faces(backend, face, iterations, 50)})
+    if qnn.qnn_available() and (manifest.has("onnx_qdq") or any(r.startswith("qnn_ctx_") for r in manifest.files)):
+        from agent.runtimes.qnn import QnnConfig
+
+        soc = qnn.detect_soc()
+        ctx = sorted(r for r in manifest.files if r.startswith("qnn_ctx_"))
+        name = soc.name if soc else (ctx[0].removeprefix("qnn_ctx_") if ctx else None)
+        clf = FaceClassifier.on(manifest, "qnn", QnnConfig(soc=name))
+        where = "HTP simulator on x86_64 (not NPU time)" if qnn.htp_is_simulated() else "HTP (NPU)"
+        rows.append({"model": f"qnn, {where}", "runtime": "qnn", "file": clf.runtime.path.name, "threads": 1,
+                     "soc": name, **_time_faces(clf, face, qnn_iterations, 3)})
+        clf.close()
     return rows
 
 

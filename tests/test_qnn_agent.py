@@ -146,3 +146,14 @@ def test_agent_end_to_end_on_qnn_to_mosquitto(tmp_path, mosquitto, mqtt_collecto
     assert {e["label"] for e in events if e["type"] == "appeared"} == {"happy"}
     stats = collector.wait_count("fer/npu/stats", 1, timeout=15)[-1].json()
     assert "HTP simulator on x86_64" in stats["extra"]["backend_detail"]
+
+
+def test_board_dsp_loader_finds_the_wheel_skel_libraries(tmp_path, monkeypatch):
+    """On a board the wheel's libQnnHtpV<arch>Skel.so must be on ADSP_LIBRARY_PATH (';'-separated), after the unit's."""
+    monkeypatch.setenv("ADSP_LIBRARY_PATH", "/opt/vendor/dsp")
+    qnn._point_dsp_loader_at(tmp_path)  # no skel libraries there: nothing changes
+    assert qnn.os.environ["ADSP_LIBRARY_PATH"] == "/opt/vendor/dsp"
+    (tmp_path / "libQnnHtpV68Skel.so").write_bytes(b"")
+    qnn._point_dsp_loader_at(tmp_path)
+    qnn._point_dsp_loader_at(tmp_path)  # idempotent
+    assert qnn.os.environ["ADSP_LIBRARY_PATH"] == f"/opt/vendor/dsp;{tmp_path};/usr/lib/rfsa/adsp;/dsp"

@@ -171,6 +171,8 @@ def register_qnn() -> list[Any]:
     """Register Qualcomm's QNN plugin EP with ONNX Runtime (once per process); returns its OrtEpDevices."""
     global _registered
     ort, oq = _modules()
+    if not htp_is_simulated():
+        _point_dsp_loader_at(Path(oq.get_qnn_htp_path()).parent)
     if not _registered and not any(d.ep_name == EP_NAME for d in ort.get_ep_devices()):
         try:
             ort.register_execution_provider_library(EP_NAME, oq.get_library_path())
@@ -182,6 +184,24 @@ def register_qnn() -> list[Any]:
     if not devices:
         raise QnnError(f"{EP_NAME} registered but offers no device (onnxruntime {ort.__version__})")
     return devices
+
+
+def _point_dsp_loader_at(lib_dir: Path) -> None:
+    """Put the wheel's HTP skel libraries on ``ADSP_LIBRARY_PATH`` (';'-separated) for the board's DSP loader.
+
+    The aarch64 wheel ships ``libQnnHtpV<arch>Skel.so`` next to libQnnHtp.so; FastRPC loads the skel for the
+    board's HTP from the directories in ``ADSP_LIBRARY_PATH`` (Qualcomm's DSP runtime docs), then from the
+    system's ``/usr/lib/rfsa/adsp`` and ``/dsp``. A path the unit's environment already gives comes first.
+    """
+    if not any(lib_dir.glob("libQnnHtpV*Skel.so")):
+        return
+    parts = [p for p in os.environ.get("ADSP_LIBRARY_PATH", "").split(";") if p]
+    if str(lib_dir) not in parts:
+        parts.append(str(lib_dir))
+    for system in ("/usr/lib/rfsa/adsp", "/dsp"):
+        if system not in parts:
+            parts.append(system)
+    os.environ["ADSP_LIBRARY_PATH"] = ";".join(parts)
 
 
 def htp_backend_path() -> str:
