@@ -1,4 +1,4 @@
-"""Per-call overhead of the snpe-net-run subprocess path, measured with the stand-in.
+"""Per-frame overhead of the snpe-net-run subprocess path (measured with the stand-in) and of the in-process qnn runtime.
 
 What it separates (median of --repeat calls each):
 
@@ -14,7 +14,20 @@ What it separates (median of --repeat calls each):
                                 import, model load, N invokes);
 * ``in-process LiteRT``       - the same N faces through one persistent
                                 interpreter: the floor a persistent runtime
-                                (SNPE C API / QNN context) approaches.
+                                (SNPE C API / QNN context) approaches;
+* ``in-process qnn``          - the same N faces through the agent's qnn runtime
+                                (one ONNX Runtime session on the QNN HTP, kept),
+                                and ``qnn session.run alone`` without the runtime
+                                around it: the difference is what the in-process
+                                runtime adds per frame. On x86_64 the HTP is
+                                onnxruntime-qnn's *simulator*, so these two rows are
+                                simulation times (the model's compute dominates),
+                                never NPU times. ``qnn runtime work only`` replaces
+                                the session by one that returns a stored answer:
+                                what the runtime adds per frame without the
+                                model's compute, comparable with ``backend file
+                                work only`` + a process spawn on the snpe path.
+                                Skipped without onnxruntime-qnn.
 
 The real snpe-net-run is a native binary, so its start is cheaper than the
 Python stand-in's, but every call also loads the DLC and initialises the
@@ -81,6 +94,39 @@ def canned_tool(tmp: Path, n: int, output: str, n_labels: int) -> Path:
     return tool
 
 
+def qnn_rows(bundle: Path, x: np.ndarray, repeat: int) -> list[tuple[str, int, float]]:
+    """The qnn runtime and its bare session on the same faces (the bundle's first QNN context, else its QDQ model)."""
+    from agent.contracts import qnn
+    from agent.runtimes.qnn import QnnConfig
+
+    manifest = load_manifest(bundle, verify=False)
+    contexts = sorted(r.removeprefix("qnn_ctx_") for r in manifest.files if r.startswith("qnn_ctx_"))
+    if not qnn.qnn_available() or not (contexts or manifest.has("onnx_qdq")):
+        return []
+    clf = FaceClassifier.on(manifest, "qnn", QnnConfig(soc=contexts[0] if contexts else None))
+    session, name = clf.runtime.session, clf.runtime.session.get_inputs()[0].name
+    where = "HTP simulator" if qnn.htp_is_simulated() else "HTP"
+
+    def bare(x: np.ndarray = x) -> None:
+        for face in x:
+            session.run(None, {name: face[None]})
+
+    rows = [(f"in-process qnn runtime ({where})", len(x), median_ms(lambda: clf.infer(x), repeat)),
+            (f"qnn session.run alone ({where})", len(x), median_ms(bare, repeat))]
+
+    class Answered:  # the session's answer without its compute: what the runtime itself costs per frame
+        def __init__(self, real):
+            self.out = [o.copy() for o in real.run(None, {name: x[:1]})]
+
+        def run(self, _names, _feeds):
+            return self.out
+
+    clf.runtime.session = Answered(session)
+    rows.append(("qnn runtime work only (no compute)", len(x), median_ms(lambda: clf.infer(x), max(repeat, 200))))
+    clf.close()
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default = ROOT / "agent" / "models" / "default"
@@ -131,15 +177,16 @@ def main() -> int:
                     interp.get_tensor(o_det["index"])
 
             rows.append(("in-process LiteRT (persistent)", n, median_ms(litert, args.repeat)))
+            rows += qnn_rows(args.bundle, x, max(3, args.repeat // 3))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"bundle: {args.bundle} ({manifest.model_name} {manifest.model_version}); median of {args.repeat} calls")
-    print(f"{'what':<34} {'faces':>5} {'ms/call':>9}")
+    print(f"{'what':<40} {'faces':>5} {'ms/call':>9}")
     for what, n, ms in rows:
-        print(f"{what:<34} {n or '-':>5} {ms:9.2f}")
+        print(f"{what:<40} {n or '-':>5} {ms:9.3f}")
     if args.json:
-        args.json.write_text(json.dumps([{"what": w, "faces": n, "ms_per_call": round(ms, 3)} for w, n, ms in rows], indent=2) + "\n")
+        args.json.write_text(json.dumps([{"what": w, "faces": n, "ms_per_call": round(ms, 4)} for w, n, ms in rows], indent=2) + "\n")
     return 0
 
 
