@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from agent import __version__
-from agent.sysinfo import cpu_model
+from agent.contracts.sysinfo import cpu_model
 
 DEFAULT_OUT = Path("benchmarks") / "results"
 RESULT_NAME = "agent_bench"

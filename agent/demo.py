@@ -188,9 +188,7 @@ class PrintingSubscriber:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="length of the generated clip (default 6)")
-    parser.add_argument(
-        "--detector", choices=("haar", "blazeface"), default="haar", help="face detector (default haar)"
-    )
+    parser.add_argument("--detector", help="face detector (default: the agent's, detector.type in print-config)")
     parser.add_argument(
         "--all-topics", action="store_true", help="print state, stats and status messages too, not just events"
     )

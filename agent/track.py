@@ -1,7 +1,13 @@
 """Interpret stage: scores -> probabilities -> tracked, smoothed faces -> events.
 
 * A greedy IoU tracker gives each face a stable id across frames.
-* Each face's probabilities are smoothed with an EMA (``tracking.ema_alpha``).
+* Each face's probabilities are smoothed with an EMA whose time constant is
+  ``tracking.smoothing_s``: a frame's weight is ``1 - exp(-dt / smoothing_s)``
+  for the time ``dt`` since the face's previous frame, so a 15 frames/s camera
+  and a 60 frames/s file smooth alike (``ema_alpha`` keeps the older per-frame
+  weight for configs that set it). A detection that continues a face but
+  overlaps its last box less than ``reset_iou`` (someone else sat down there)
+  starts the smoothing afresh instead of inheriting the previous face's.
 * Events are sparse, not one per frame: ``appeared`` once a new face has been
   seen ``confirm_frames`` times; ``changed`` when another emotion has been
   dominant, with at least ``min_confidence``, for ``min_duration_s``
@@ -13,6 +19,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -31,16 +38,27 @@ class TrackingConfig:
     confirm_frames: int = field(
         default=2, metadata={"doc": "frames a new face must be seen before it 'appeared'", "min": 1}
     )
-    ema_alpha: float = field(
-        default=0.3,
-        metadata={"doc": "smoothing: weight of the newest frame's probabilities (1 = none)", "min": 0.01, "max": 1.0},
+    smoothing_s: float = field(
+        default=0.15,
+        metadata={"doc": "smoothing time constant in seconds: a frame dt after the previous one weighs "
+                         "1 - exp(-dt/smoothing_s) (0 = none)", "min": 0.0},
+    )
+    ema_alpha: Optional[float] = field(
+        default=None,
+        metadata={"doc": "per-frame smoothing weight of the newest frame instead of smoothing_s (older configs; "
+                         "depends on the frame rate); empty = smoothing_s", "min": 0.01, "max": 1.0},
+    )
+    reset_iou: float = field(
+        default=0.5,
+        metadata={"doc": "a detection that continues a face but overlaps its last box less than this (a jump: "
+                         "another person in the same place) restarts the smoothing", "min": 0.0, "max": 1.0},
     )
     min_confidence: float = field(
-        default=0.4,
+        default=0.3,
         metadata={"doc": "a new dominant emotion needs at least this smoothed probability", "min": 0.0, "max": 1.0},
     )
     min_duration_s: float = field(
-        default=0.5, metadata={"doc": "... and must stay dominant this long before 'changed' is sent", "min": 0.0}
+        default=0.25, metadata={"doc": "... and must stay dominant this long before 'changed' is sent", "min": 0.0}
     )
     update_interval_s: float = field(
         default=10.0, metadata={"doc": "periodic 'update' event per face (0 = off)", "min": 0.0}
@@ -93,7 +111,11 @@ class Tracker:
             matched_d.add(di)
             t = self.tracks[ti]
             t.box = norm[di]
-            t.probs = cfg.ema_alpha * probs[di] + (1.0 - cfg.ema_alpha) * t.probs
+            if iou < cfg.reset_iou:
+                t.probs = probs[di].astype(np.float32)  # a jump: not the face the smoothed history belongs to
+            else:
+                w = self._weight(now - t.last_seen)
+                t.probs = w * probs[di] + (1.0 - w) * t.probs
             t.last_seen = now
             t.hits += 1
         for di in range(len(norm)):
@@ -114,6 +136,15 @@ class Tracker:
             events.extend(self._judge(t, frame_number, capture_time))
         self.tracks = alive
         return events
+
+    def _weight(self, dt: float) -> float:
+        """Weight of a new frame ``dt`` seconds after the face's previous one."""
+        cfg = self.cfg
+        if cfg.ema_alpha is not None:
+            return cfg.ema_alpha
+        if cfg.smoothing_s <= 0:
+            return 1.0
+        return float(-np.expm1(-max(dt, 0.0) / cfg.smoothing_s))
 
     def _judge(self, t: Track, frame_number: int, now: float) -> list[Event]:
         cfg = self.cfg

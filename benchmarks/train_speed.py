@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from agent.contracts.labels import NUM_CLASSES
-    from agent.sysinfo import machine_line
+    from agent.contracts.sysinfo import machine_line
     from host_tools.augment import AugmentConfig, augment_batch
     from host_tools.model import build_model
 

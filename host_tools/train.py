@@ -22,7 +22,7 @@ import numpy as np
 from agent.contracts.labels import NUM_CLASSES
 from agent.contracts.manifest import Normalization
 from agent.contracts.preprocess import normalize
-from agent.sysinfo import machine_line
+from agent.contracts.sysinfo import machine_line
 from host_tools import data as fer_data
 from host_tools import metrics, plots
 from host_tools.augment import AugmentConfig

@@ -97,7 +97,8 @@ def test_print_config_is_valid_commented_yaml_that_loads_back_to_defaults(tmp_pa
     text = render_config()
     assert "# auto = the first usable of qnn, then snpe, then tflite; qnn = QNN HTP" in text
     assert "[auto | qnn | snpe | tflite]\n  type: auto" in text
-    assert yaml.safe_load(text)["detector"]["type"] == "haar"
+    assert yaml.safe_load(text)["detector"]["type"] == "blazeface"  # the product default: BlazeFace short-range
+    assert yaml.safe_load(text)["detector"]["blazeface_model"] == "short"
     assert load_config(write(tmp_path, text)) == AgentConfig()
 
 

@@ -141,3 +141,61 @@ def test_box_iou():
     assert box_iou((0, 0, 1, 1), (0, 0, 1, 1)) == 1.0
     assert box_iou((0, 0, 1, 1), (2, 2, 1, 1)) == 0.0
     assert box_iou((0, 0, 2, 1), (1, 0, 2, 1)) == pytest.approx(1 / 3)
+
+
+class RateDriver(Driver):
+    """The same at another frame rate."""
+
+    def __init__(self, fps: float, **cfg) -> None:
+        super().__init__(**cfg)
+        self.fps = fps
+
+    def step(self, faces):
+        self.frame += 1
+        boxes = [b for b, _ in faces]
+        probs = np.array([probs_for(x) if isinstance(x, str) else x for _, x in faces], np.float32).reshape(
+            len(faces), len(LABELS))
+        ev = self.tracker.update(boxes, probs, W, H, self.frame, 1000.0 + self.frame / self.fps)
+        self.events += ev
+        return ev
+
+
+@pytest.mark.parametrize("fps", [15.0, 60.0])
+def test_defaults_in_seconds_behave_alike_at_15_and_60_fps(fps):
+    """Smoothing and hysteresis are in seconds: the change comes at the same time, jitter sends nothing."""
+    box = Box(200, 150, 100, 100)
+    d = RateDriver(fps, update_interval_s=0)
+    for label in ["neutral"] * int(fps) + ["happy"] * int(fps):
+        d.step([(box, label)])
+    (change,) = [e for e in d.events if e.type == "changed"]
+    latency = change.capture_time - (1000.0 + (int(fps) + 1) / fps)
+    cfg = TrackingConfig()
+    assert cfg.min_duration_s <= latency <= cfg.min_duration_s + 0.2  # same time at both rates, within a frame or two
+    jitter = RateDriver(fps, update_interval_s=0)
+    for i in range(int(3 * fps)):  # 0.13 s bursts of 'surprise' once a second
+        jitter.step([(box, "surprise" if 0.33 <= (i / fps) % 1.0 < 0.46 else "happy")])
+    assert jitter.types() == [("appeared", 1)]
+
+
+def test_smoothing_weight_follows_the_time_between_frames():
+    t = Tracker(TrackingConfig(smoothing_s=0.2), LABELS)
+    assert t._weight(0.2) == pytest.approx(1 - np.exp(-1.0))
+    assert t._weight(1 / 60) < t._weight(1 / 15) < 1.0
+    assert Tracker(TrackingConfig(smoothing_s=0), LABELS)._weight(0.01) == 1.0
+    assert Tracker(TrackingConfig(ema_alpha=0.3), LABELS)._weight(5.0) == 0.3  # the per-frame weight, when set
+
+
+def test_a_box_that_jumps_does_not_inherit_the_smoothed_probabilities():
+    """Another person sits down in about the same place: the box still matches, but overlaps little."""
+    d = Driver(update_interval_s=0, smoothing_s=1.0, iou_threshold=0.2, reset_iou=0.5)
+    for _ in range(30):
+        d.step([(Box(200, 150, 100, 100), "neutral")])
+    d.step([(Box(240, 150, 100, 100), probs_for("happy", 0.9))])  # IoU 0.43: same track, a jump
+    (track,) = d.tracker.tracks
+    assert track.face_id == 1 and LABELS[int(np.argmax(track.probs))] == "happy"
+    assert track.probs[LABELS.index("happy")] == pytest.approx(0.9)
+    d2 = Driver(update_interval_s=0, smoothing_s=1.0, iou_threshold=0.2, reset_iou=0.5)
+    for _ in range(30):
+        d2.step([(Box(200, 150, 100, 100), "neutral")])
+    d2.step([(Box(205, 150, 100, 100), probs_for("happy", 0.9))])  # a small move: smoothed as before
+    assert LABELS[int(np.argmax(d2.tracker.tracks[0].probs))] == "neutral"

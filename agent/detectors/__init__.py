@@ -38,7 +38,7 @@ def _runtime_choices() -> tuple[str, ...]:
 
 @dataclass
 class DetectorConfig:
-    type: str = field(default="haar", metadata={"doc": _detector_doc, "choices": _detector_choices})
+    type: str = field(default="blazeface", metadata={"doc": _detector_doc, "choices": _detector_choices})
     runtime: str = field(
         default="auto",
         metadata={"doc": "blazeface: runtime of the detector model; auto = the backend's runtime when the bundle "
