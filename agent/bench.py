@@ -265,8 +265,7 @@ def bench_command(args: argparse.Namespace) -> int:
         "command": " ".join(["fer-agent bench", *(shlex.quote(a) for a in sys.argv[2:])]),
         "pipeline": [],
     }
-    from agent.contracts.manifest import default_bundle_path
-    from agent.contracts.manifest import load_manifest
+    from agent.contracts.manifest import default_bundle_path, load_manifest
 
     man = load_manifest(bundle or default_bundle_path())
     result["bundle"] = f"{man.model_name} {man.model_version}"

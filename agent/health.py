@@ -34,7 +34,7 @@ def process_start(pid: int) -> int | None:
     except OSError:
         return None
     try:  # the command name (field 2) may hold spaces and parentheses: split after the last ')'
-        return int(stat[stat.rindex(")") + 2:].split()[19])
+        return int(stat[stat.rindex(")") + 2 :].split()[19])
     except (ValueError, IndexError):
         return None
 
@@ -141,8 +141,9 @@ class HealthReporter:
         self._dirty = False
         return self._write(now, last_frame_time, frames, broker_connected, outbox_depth, backend, status)
 
-    def _write(self, now: float, last_frame_time: float, frames: int, connected: bool,
-               depth: int, backend: str, status: str) -> bool:
+    def _write(
+        self, now: float, last_frame_time: float, frames: int, connected: bool, depth: int, backend: str, status: str
+    ) -> bool:
         wall = self._wall()
         fps = None
         if self._mono_at_write is not None and now > self._mono_at_write:
@@ -216,8 +217,9 @@ def check_health(
     return ok, message
 
 
-def _evaluate(path: Path, max_age_s: float, broker_grace_s: float | None,
-              now: float | None) -> tuple[bool, str, dict[str, Any] | None]:
+def _evaluate(
+    path: Path, max_age_s: float, broker_grace_s: float | None, now: float | None
+) -> tuple[bool, str, dict[str, Any] | None]:
     now = time.time() if now is None else now
     try:
         text = path.read_text(encoding="utf-8")
@@ -249,7 +251,11 @@ def _evaluate(path: Path, max_age_s: float, broker_grace_s: float | None,
 
     if frame_age is None:
         started_age = _age(now, data.get("started")) or written_age
-        return False, f"no frame processed yet ({frames} frames, agent started {started_age:.0f} s ago, status: {status or '-'})", data
+        return (
+            False,
+            f"no frame processed yet ({frames} frames, agent started {started_age:.0f} s ago, status: {status or '-'})",
+            data,
+        )
     if frame_age > max_age_s:
         hint = " (health file not updated either: agent hung or stopped?)" if written_age > max_age_s else ""
         return False, f"no frames for {frame_age:.0f} s (limit {max_age_s:g} s){hint}; status: {status or '-'}", data
@@ -262,7 +268,9 @@ def _evaluate(path: Path, max_age_s: float, broker_grace_s: float | None,
         broker = f"broker connected, outbox {depth}"
     elif down_for is not None and down_for <= broker_grace_s:
         broker = f"broker reconnecting ({down_for:.0f} s), outbox {depth}"
-    elif trend == "draining" or (last_drain_age is not None and last_drain_age <= broker_grace_s and trend != "growing"):
+    elif trend == "draining" or (
+        last_drain_age is not None and last_drain_age <= broker_grace_s and trend != "growing"
+    ):
         broker = f"broker disconnected, outbox draining ({depth})"
     else:
         down = f" for {down_for:.0f} s" if down_for is not None else ""
@@ -279,14 +287,22 @@ def _evaluate(path: Path, max_age_s: float, broker_grace_s: float | None,
 
 # --------------------------------------------------------------------------- fer-agent health
 
+
 def add_health_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fer-agent health`` (agent/cli.py adds the subcommand and calls :func:`health_command`)."""
-    parser.add_argument("--config", "-c", metavar="YAML",
-                        help=f"agent config whose service: section names the health file (default: {SYSTEM_CONFIG} "
-                             "if readable)")
+    parser.add_argument(
+        "--config",
+        "-c",
+        metavar="YAML",
+        help=f"agent config whose service: section names the health file (default: {SYSTEM_CONFIG} if readable)",
+    )
     parser.add_argument("--health-file", metavar="PATH", help="health file to read; overrides --config")
-    parser.add_argument("--max-age", type=float, metavar="S",
-                        help="seconds since the last frame before it is unhealthy (default: service.health_max_age_s)")
+    parser.add_argument(
+        "--max-age",
+        type=float,
+        metavar="S",
+        help="seconds since the last frame before it is unhealthy (default: service.health_max_age_s)",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of one line")
 
 

@@ -27,15 +27,31 @@ HEALTH_FORMAT_VERSION = 1
 
 @dataclass
 class ServiceConfig:
-    state_dir: str | None = field(default=None, metadata={"doc": "outbox and other state; empty = $STATE_DIRECTORY or ~/.local/state/fer-agent"})
+    state_dir: str | None = field(
+        default=None, metadata={"doc": "outbox and other state; empty = $STATE_DIRECTORY or ~/.local/state/fer-agent"}
+    )
     health_file: str | None = field(
         default=None,
-        metadata={"doc": "health snapshot read by `fer-agent health`; empty = $RUNTIME_DIRECTORY/health.json, "
-                         "/run/fer-agent/health.json when installed, else $XDG_RUNTIME_DIR/fer-agent/health.json"},
+        metadata={
+            "doc": "health snapshot read by `fer-agent health`; empty = $RUNTIME_DIRECTORY/health.json, "
+            "/run/fer-agent/health.json when installed, else $XDG_RUNTIME_DIR/fer-agent/health.json"
+        },
     )
-    health_max_age_s: float = field(default=30.0, metadata={"doc": "unhealthy when the last processed frame is older than this (seconds)", "min": 0.1})
-    health_interval_s: float = field(default=2.0, metadata={"doc": "minimum seconds between health file writes (the frame loop calls it every frame)", "min": 0.0})
-    broker_grace_s: float = field(default=60.0, metadata={"doc": "a broker outage shorter than this still counts as healthy (reconnecting)", "min": 0.0})
+    health_max_age_s: float = field(
+        default=30.0,
+        metadata={"doc": "unhealthy when the last processed frame is older than this (seconds)", "min": 0.1},
+    )
+    health_interval_s: float = field(
+        default=2.0,
+        metadata={
+            "doc": "minimum seconds between health file writes (the frame loop calls it every frame)",
+            "min": 0.0,
+        },
+    )
+    broker_grace_s: float = field(
+        default=60.0,
+        metadata={"doc": "a broker outage shorter than this still counts as healthy (reconnecting)", "min": 0.0},
+    )
 
     def __post_init__(self) -> None:
         # agent.config checks types and "min" already; this also guards direct construction
@@ -49,6 +65,7 @@ class ServiceConfig:
 
 
 # --------------------------------------------------------------------------- paths
+
 
 def _first_dir(value: str | None) -> str | None:
     """systemd joins several ``RuntimeDirectory=`` entries with ':'; the first is ours."""

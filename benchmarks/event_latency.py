@@ -32,8 +32,8 @@ import paho.mqtt.client as mqtt
 import yaml
 from mqtt_publish import free_port, start_mosquitto  # same folder: one way to start a test broker
 
-from agent.demo import write_clip
 from agent.contracts.sysinfo import machine_line
+from agent.demo import write_clip
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -1,4 +1,4 @@
-"""Per-frame overhead of the snpe-net-run subprocess path (measured with the stand-in) and of the in-process qnn runtime.
+"""Per-frame overhead of snpe-net-run as a process per frame (the stand-in) and of the in-process qnn runtime.
 
 What it separates (median of --repeat calls each):
 
@@ -54,11 +54,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "stand_ins"))
 
-from fake_sdk import make_fake_sdk
+from fake_sdk import make_fake_sdk  # noqa: E402 - tests/stand_ins on sys.path first
 
-from agent.classify import FaceClassifier
-from agent.runtimes.snpe import SnpeConfig
-from agent.contracts.manifest import load_manifest
+from agent.classify import FaceClassifier  # noqa: E402
+from agent.contracts.manifest import load_manifest  # noqa: E402
+from agent.runtimes.snpe import SnpeConfig  # noqa: E402
 
 
 def median_ms(fn, repeat: int) -> float:
@@ -89,7 +89,7 @@ def canned_tool(tmp: Path, n: int, output: str, n_labels: int) -> Path:
         (canned / f"Result_{i}").mkdir(parents=True, exist_ok=True)
         np.full(n_labels, 1.0 / n_labels, "<f4").tofile(canned / f"Result_{i}" / f"{output}.raw")
     tool = tmp / f"canned-net-run-{n}"
-    tool.write_text(f"#!/bin/sh\n# args: --container C --input_list L --output_dir D\ncp -r {canned}/. \"$6\"\n")
+    tool.write_text(f'#!/bin/sh\n# args: --container C --input_list L --output_dir D\ncp -r {canned}/. "$6"\n')
     tool.chmod(0o755)
     return tool
 
@@ -111,8 +111,10 @@ def qnn_rows(bundle: Path, x: np.ndarray, repeat: int) -> list[tuple[str, int, f
         for face in x:
             session.run(None, {name: face[None]})
 
-    rows = [(f"in-process qnn runtime ({where})", len(x), median_ms(lambda: clf.infer(x), repeat)),
-            (f"qnn session.run alone ({where})", len(x), median_ms(bare, repeat))]
+    rows = [
+        (f"in-process qnn runtime ({where})", len(x), median_ms(lambda: clf.infer(x), repeat)),
+        (f"qnn session.run alone ({where})", len(x), median_ms(bare, repeat)),
+    ]
 
     class Answered:  # the session's answer without its compute: what the runtime itself costs per frame
         def __init__(self, real):
@@ -130,11 +132,17 @@ def qnn_rows(bundle: Path, x: np.ndarray, repeat: int) -> list[tuple[str, int, f
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default = ROOT / "agent" / "models" / "default"
-    ap.add_argument("--bundle", type=Path, default=default if (default / "manifest.json").exists() else ROOT / "tests" / "stand_ins" / "tiny_bundle")
+    ap.add_argument(
+        "--bundle",
+        type=Path,
+        default=default if (default / "manifest.json").exists() else ROOT / "tests" / "stand_ins" / "tiny_bundle",
+    )
     ap.add_argument("--faces", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
-    ap.add_argument("--tool", type=Path, default=None, help="a real snpe-net-run: time it on the bundle's DLC (no stand-in)")
+    ap.add_argument(
+        "--tool", type=Path, default=None, help="a real snpe-net-run: time it on the bundle's DLC (no stand-in)"
+    )
     ap.add_argument("--runtime", default="cpu", choices=("cpu", "gpu", "dsp", "aip"))
     args = ap.parse_args()
 
@@ -146,7 +154,9 @@ def main() -> int:
             bundle, sdk = prepare(args.bundle, tmp)
         manifest = load_manifest(bundle, verify=False)
         run_cfg = {"snpe_net_run": str(args.tool)} if args.tool else {"sdk_root": str(sdk)}
-        rows: list[tuple[str, int, float]] = [("spawn /bin/true", 0, median_ms(lambda: subprocess.run(["/bin/true"], check=True), args.repeat))]
+        rows: list[tuple[str, int, float]] = [
+            ("spawn /bin/true", 0, median_ms(lambda: subprocess.run(["/bin/true"], check=True), args.repeat))
+        ]
         from ai_edge_litert.interpreter import Interpreter
 
         interp = Interpreter(model_path=str(manifest.path_of("tflite")))
@@ -159,7 +169,9 @@ def main() -> int:
             canned = tmp / "canned"
             # Default work dir (tmpfs), as on the board.
             io_only = FaceClassifier.on(manifest, "snpe", SnpeConfig(runtime="cpu", snpe_net_run=str(tool)))
-            io_only.runtime.runner._call = lambda cmd, r=io_only.runtime.runner, c=canned: shutil.copytree(c, r.output_dir)  # no process
+            io_only.runtime.runner._call = lambda cmd, r=io_only.runtime.runner, c=canned: shutil.copytree(
+                c, r.output_dir
+            )  # no process
             rows.append(("backend file work only", n, median_ms(lambda b=io_only, x=x: b.infer(x), args.repeat)))
             io_only.close()
             shell = FaceClassifier.on(manifest, "snpe", SnpeConfig(runtime="cpu", snpe_net_run=str(tool)))
@@ -186,7 +198,9 @@ def main() -> int:
     for what, n, ms in rows:
         print(f"{what:<40} {n or '-':>5} {ms:9.3f}")
     if args.json:
-        args.json.write_text(json.dumps([{"what": w, "faces": n, "ms_per_call": round(ms, 4)} for w, n, ms in rows], indent=2) + "\n")
+        args.json.write_text(
+            json.dumps([{"what": w, "faces": n, "ms_per_call": round(ms, 4)} for w, n, ms in rows], indent=2) + "\n"
+        )
     return 0
 
 

@@ -44,9 +44,17 @@ from agent.track import Tracker, TrackingConfig  # noqa: E402
 
 #: (name, tracking settings): the agent's old defaults (per-frame EMA), then candidates in seconds.
 SETTINGS: list[tuple[str, dict]] = [
-    ("old default: ema_alpha 0.3/frame, 0.5 s, conf 0.4", {"ema_alpha": 0.3, "min_duration_s": 0.5, "min_confidence": 0.4}),
-    ("default now: " + (lambda c: f"smoothing {c.smoothing_s:g} s, {c.min_duration_s:g} s, conf {c.min_confidence:g}")(
-        TrackingConfig()), {}),
+    (
+        "old default: ema_alpha 0.3/frame, 0.5 s, conf 0.4",
+        {"ema_alpha": 0.3, "min_duration_s": 0.5, "min_confidence": 0.4},
+    ),
+    (
+        "default now: "
+        + (lambda c: f"smoothing {c.smoothing_s:g} s, {c.min_duration_s:g} s, conf {c.min_confidence:g}")(
+            TrackingConfig()
+        ),
+        {},
+    ),
     ("smoothing 0.2 s, 0.5 s, conf 0.4", {"smoothing_s": 0.2, "min_duration_s": 0.5, "min_confidence": 0.4}),
     ("smoothing 0.2 s, 0.3 s, conf 0.4", {"smoothing_s": 0.2, "min_duration_s": 0.3, "min_confidence": 0.4}),
     ("smoothing 0.2 s, 0.3 s, conf 0.3", {"smoothing_s": 0.2, "min_duration_s": 0.3, "min_confidence": 0.3}),
@@ -84,8 +92,9 @@ def jittered_scores(x: np.ndarray, clf: FaceClassifier, norm, rng: np.random.Gen
     return out
 
 
-def replay(scores: np.ndarray, truth: np.ndarray, setting: dict, fps: float, hold_s: float,
-           rng: np.random.Generator) -> tuple[float, float, list[float]]:
+def replay(
+    scores: np.ndarray, truth: np.ndarray, setting: dict, fps: float, hold_s: float, rng: np.random.Generator
+) -> tuple[float, float, list[float]]:
     """End-of-hold accuracy, share of holds whose true label was reached, latencies (s) to the true label."""
     tracker = Tracker(TrackingConfig(update_interval_s=0, **setting), LABELS)
     per_hold = int(round(hold_s * fps))
@@ -153,25 +162,53 @@ def main() -> int:
     for name, setting in SETTINGS:
         for fps in (15.0, 60.0):
             acc, reached, lat = replay(scores, truth, setting, fps, args.hold, np.random.default_rng(args.seed + 1))
-            med, p90 = (round(float(np.median(lat)), 3), round(float(np.percentile(lat, 90)), 3)) if lat else (None, None)
-            rows.append(Row(name, fps, round(acc, 4), round(classifier_right, 4), round(reached, 4), med, p90,
-                            false_changes(setting, fps)))
-            print(f"{name:<52} {fps:>4.0f} fps: end-of-hold right {acc:6.1%} (classifier {classifier_right:.1%}), "
-                  f"reached {reached:.1%}, change->right median {med} s p90 {p90} s, false changes {rows[-1].false_changes}")
-    result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_line(),
-              "bundle": f"{manifest.model_name} {manifest.model_version}", "faces": len(pick), "hold_s": args.hold,
-              "seconds": round(time.time() - t0, 1), "command": " ".join(["python benchmarks/tracking_sweep.py", *sys.argv[1:]]),
-              "rows": [asdict(r) for r in rows]}
+            med, p90 = (
+                (round(float(np.median(lat)), 3), round(float(np.percentile(lat, 90)), 3)) if lat else (None, None)
+            )
+            rows.append(
+                Row(
+                    name,
+                    fps,
+                    round(acc, 4),
+                    round(classifier_right, 4),
+                    round(reached, 4),
+                    med,
+                    p90,
+                    false_changes(setting, fps),
+                )
+            )
+            print(
+                f"{name:<52} {fps:>4.0f} fps: end-of-hold right {acc:6.1%} (classifier {classifier_right:.1%}), "
+                f"reached {reached:.1%}, change->right median {med} s p90 {p90} s, "
+                f"false changes {rows[-1].false_changes}"
+            )
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine_line(),
+        "bundle": f"{manifest.model_name} {manifest.model_version}",
+        "faces": len(pick),
+        "hold_s": args.hold,
+        "seconds": round(time.time() - t0, 1),
+        "command": " ".join(["python benchmarks/tracking_sweep.py", *sys.argv[1:]]),
+        "rows": [asdict(r) for r in rows],
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tracking_sweep.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"# One seat, expression changing every {args.hold:g} s: events vs tracking settings ({result['date']})", "",
-             f"{len(pick)} PublicTest faces, {manifest.model_name} {manifest.model_version} int8 with crop jitter, "
-             f"machine {result['machine']}. Command: `{result['command']}`.", "",
-             "| setting | frames/s | end-of-hold right | classifier right | reached | change -> right median s | p90 s "
-             "| false changes (jitter) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# One seat, expression changing every {args.hold:g} s: events vs tracking settings ({result['date']})",
+        "",
+        f"{len(pick)} PublicTest faces, {manifest.model_name} {manifest.model_version} int8 with crop jitter, "
+        f"machine {result['machine']}. Command: `{result['command']}`.",
+        "",
+        "| setting | frames/s | end-of-hold right | classifier right | reached | change -> right median s | p90 s "
+        "| false changes (jitter) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r.setting} | {r.fps:.0f} | {r.end_of_hold_right:.1%} | {r.classifier_right:.1%} | "
-                     f"{r.reached:.1%} | {r.change_to_right_median_s} | {r.change_to_right_p90_s} | {r.false_changes} |")
+        lines.append(
+            f"| {r.setting} | {r.fps:.0f} | {r.end_of_hold_right:.1%} | {r.classifier_right:.1%} | "
+            f"{r.reached:.1%} | {r.change_to_right_median_s} | {r.change_to_right_p90_s} | {r.false_changes} |"
+        )
     (args.out / "tracking_sweep.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / 'tracking_sweep.md'}")
     return 0

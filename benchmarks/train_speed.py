@@ -48,8 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=60, help="timed training steps per measurement")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=2, help="interleaved measurements per shape")
-    ap.add_argument("--precision", nargs="+", default=["float32"], choices=[p for p in PRECISIONS if p != "auto"],
-                    help="Keras dtype policies to time, each with every shape")
+    ap.add_argument(
+        "--precision",
+        nargs="+",
+        default=["float32"],
+        choices=[p for p in PRECISIONS if p != "auto"],
+        help="Keras dtype policies to time, each with every shape",
+    )
     args = ap.parse_args(argv)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -69,9 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     x = rng.standard_normal((n, 48, 48, 1), dtype=np.float32)
     y = rng.integers(0, NUM_CLASSES, n)
     aug = AugmentConfig()
-    ds = (tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size)
-          .map(lambda a, b: (augment_batch(a, aug), tf.one_hot(b, NUM_CLASSES)), num_parallel_calls=tf.data.AUTOTUNE)
-          .prefetch(tf.data.AUTOTUNE))
+    ds = (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .batch(args.batch_size)
+        .map(lambda a, b: (augment_batch(a, aug), tf.one_hot(b, NUM_CLASSES)), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
     models, names = [], []
     for widths, convs in args.shapes:
         for precision in args.precision:
@@ -80,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             m.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="categorical_crossentropy")
             m.fit(ds.take(5), epochs=1, verbose=0, shuffle=False)  # build, trace and warm kernels outside the timing
             models.append(m)
-            names.append(f"{','.join(map(str, widths))}/{','.join(map(str, convs))}"
-                         + (f" {precision}" if len(args.precision) > 1 else ""))
+            names.append(
+                f"{','.join(map(str, widths))}/{','.join(map(str, convs))}"
+                + (f" {precision}" if len(args.precision) > 1 else "")
+            )
     keras.config.set_dtype_policy("float32")
     times: list[list[float]] = [[] for _ in models]
     for _ in range(args.repeat):
@@ -90,10 +100,12 @@ def main(argv: list[str] | None = None) -> int:
             m.fit(ds, epochs=1, verbose=0, shuffle=False)
             times[i].append((time.perf_counter() - t0) / n * TRAIN_ROWS)
     print(f"# s per FER2013 training epoch (validation excluded), {args.repeat} interleaved runs; {machine_line()}")
-    for shape, m, ts in zip(names, models, times):
+    for shape, m, ts in zip(names, models, times, strict=False):
         runs = " ".join(f"{t:.1f}" for t in ts)
-        print(f"{shape:<38} {m.count_params() / 1e6:5.2f} M params  fastest {min(ts):5.1f} s/epoch"
-              f"  median {statistics.median(ts):5.1f}  (runs: {runs})")
+        print(
+            f"{shape:<38} {m.count_params() / 1e6:5.2f} M params  fastest {min(ts):5.1f} s/epoch"
+            f"  median {statistics.median(ts):5.1f}  (runs: {runs})"
+        )
     return 0
 
 

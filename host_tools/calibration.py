@@ -31,7 +31,11 @@ class RawSet:
     labels: list[int] = field(default_factory=list)
 
     def per_class(self) -> dict[str, int]:
-        counts = np.bincount(np.asarray(self.labels, dtype=np.int64), minlength=NUM_CLASSES) if self.labels else np.zeros(NUM_CLASSES, int)
+        counts = (
+            np.bincount(np.asarray(self.labels, dtype=np.int64), minlength=NUM_CLASSES)
+            if self.labels
+            else np.zeros(NUM_CLASSES, int)
+        )
         return {LABELS[i]: int(c) for i, c in enumerate(counts)}
 
 
@@ -59,9 +63,16 @@ def balanced_indices(y: np.ndarray, n: int, seed: int = 0, num_classes: int = NU
     return idx[rng.permutation(len(idx))]  # classes interleaved, like real traffic
 
 
-def write_split_tensors(split: Split, indices: np.ndarray, spec: InputSpec, out_dir: Path, prefix: str,
-                        list_name: str = "input_list.txt", output_names: list[str] | None = None,
-                        input_name: str | None = None) -> RawSet:
+def write_split_tensors(
+    split: Split,
+    indices: np.ndarray,
+    spec: InputSpec,
+    out_dir: Path,
+    prefix: str,
+    list_name: str = "input_list.txt",
+    output_names: list[str] | None = None,
+    input_name: str | None = None,
+) -> RawSet:
     """Preprocess the chosen rows with the manifest's contract and write one raw file each plus the input list."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
@@ -77,5 +88,6 @@ def write_split_tensors(split: Split, indices: np.ndarray, spec: InputSpec, out_
 
 def make_calibration(split: Split, spec: InputSpec, out_dir: Path, n: int, seed: int = 0) -> RawSet:
     """The calibration input list for snpe-dlc-quant(ize): absolute paths, no output-name header."""
-    return write_split_tensors(split, balanced_indices(split.y, n, seed), spec, out_dir, prefix="calib",
-                               list_name="calibration_list.txt")
+    return write_split_tensors(
+        split, balanced_indices(split.y, n, seed), spec, out_dir, prefix="calib", list_name="calibration_list.txt"
+    )

@@ -31,8 +31,11 @@ from agent.contracts.errors import FerError
 from agent.contracts.manifest import Manifest, file_entry, load_manifest
 from host_tools.snpe_sdk import Sdk, SdkError, find_sdk, run_tool
 
-SOURCES = {"tensorflow": ("frozen_graph", "snpe-tensorflow-to-dlc"), "tflite": ("tflite", "snpe-tflite-to-dlc"),
-           "onnx": ("onnx", "snpe-onnx-to-dlc")}
+SOURCES = {
+    "tensorflow": ("frozen_graph", "snpe-tensorflow-to-dlc"),
+    "tflite": ("tflite", "snpe-tflite-to-dlc"),
+    "onnx": ("onnx", "snpe-onnx-to-dlc"),
+}
 QUANTIZERS = ("auto", "snpe-dlc-quant", "snpe-dlc-quantize")
 DLC_FILES = {"dlc": "model.dlc", "dlc_quantized": "model_quantized.dlc", "dlc_htp": "model_htp.dlc"}
 
@@ -61,7 +64,9 @@ def tensor_names(manifest: Manifest, source: str, model: Path) -> tuple[str, str
     role = SOURCES[source][0]
     extra = manifest.files[role].extra if role in manifest.files else {}
     if source == "tensorflow":
-        return str(extra.get("input_node") or manifest.input.name), str(extra.get("output_node") or manifest.output.name)
+        return str(extra.get("input_node") or manifest.input.name), str(
+            extra.get("output_node") or manifest.output.name
+        )
     if source == "tflite":
         if extra.get("input_tensor") and extra.get("output_tensor"):
             return str(extra["input_tensor"]), str(extra["output_tensor"])
@@ -71,32 +76,80 @@ def tensor_names(manifest: Manifest, source: str, model: Path) -> tuple[str, str
     return str(extra.get("input_name") or manifest.input.name), str(extra.get("output_name") or manifest.output.name)
 
 
-def build_plan(manifest: Manifest, bundle: Path, tool: Any, source: str = "tensorflow", model: Path | None = None,
-               quantize: bool = True, quantizer: str = "snpe-dlc-quantize", calibration_list: Path | None = None,
-               htp_socs: str | None = None, quantizer_args: list[str] | None = None) -> Plan:
+def build_plan(
+    manifest: Manifest,
+    bundle: Path,
+    tool: Any,
+    source: str = "tensorflow",
+    model: Path | None = None,
+    quantize: bool = True,
+    quantizer: str = "snpe-dlc-quantize",
+    calibration_list: Path | None = None,
+    htp_socs: str | None = None,
+    quantizer_args: list[str] | None = None,
+) -> Plan:
     """The exact commands; ``tool(name)`` gives each tool's path (or bare name for a dry run)."""
     role, converter = SOURCES[source]
     model = model or manifest.path_of(role)
     in_name, out_name = tensor_names(manifest, source, model)
     dims = ",".join(str(d) for d in manifest.input.shape)
     dlc = bundle / DLC_FILES["dlc"]
-    cmd = [str(tool(converter)), "--input_network", str(model), "--input_dim", in_name, dims,
-           "--out_node", out_name, "--output_path", str(dlc)]
+    cmd = [
+        str(tool(converter)),
+        "--input_network",
+        str(model),
+        "--input_dim",
+        in_name,
+        dims,
+        "--out_node",
+        out_name,
+        "--output_path",
+        str(dlc),
+    ]
     common = {"input_name": in_name, "output_name": out_name}
     steps = [Step("dlc", cmd, dlc, {**common, "source": source, "source_file": model.name, "quantized": False})]
     if quantize:
         if calibration_list is None:
-            raise FerError("quantising needs calibration faces: pass --data FER2013.csv (or image tree), "
-                           "--calibration-list FILE, or --no-quantize")
+            raise FerError(
+                "quantising needs calibration faces: pass --data FER2013.csv (or image tree), "
+                "--calibration-list FILE, or --no-quantize"
+            )
         qdlc = bundle / DLC_FILES["dlc_quantized"]
-        steps.append(Step("dlc_quantized", [str(tool(quantizer)), "--input_dlc", str(dlc), "--input_list", str(calibration_list),
-                                            "--output_dlc", str(qdlc), *(quantizer_args or [])],
-                          qdlc, {**common, "quantized": True, "quantizer": quantizer}))
+        steps.append(
+            Step(
+                "dlc_quantized",
+                [
+                    str(tool(quantizer)),
+                    "--input_dlc",
+                    str(dlc),
+                    "--input_list",
+                    str(calibration_list),
+                    "--output_dlc",
+                    str(qdlc),
+                    *(quantizer_args or []),
+                ],
+                qdlc,
+                {**common, "quantized": True, "quantizer": quantizer},
+            )
+        )
         if htp_socs:
             hdlc = bundle / DLC_FILES["dlc_htp"]
-            steps.append(Step("dlc_htp", [str(tool("snpe-dlc-graph-prepare")), "--input_dlc", str(qdlc),
-                                          "--output_dlc", str(hdlc), "--htp_socs", htp_socs],
-                              hdlc, {**common, "quantized": True, "htp_socs": htp_socs.split(",")}))
+            steps.append(
+                Step(
+                    "dlc_htp",
+                    [
+                        str(tool("snpe-dlc-graph-prepare")),
+                        "--input_dlc",
+                        str(qdlc),
+                        "--output_dlc",
+                        str(hdlc),
+                        "--htp_socs",
+                        htp_socs,
+                    ],
+                    hdlc,
+                    {**common, "quantized": True, "htp_socs": htp_socs.split(",")},
+                )
+            )
     elif htp_socs:
         raise FerError("--htp-socs needs a quantized DLC: drop --no-quantize")
     return Plan(steps, in_name, out_name)
@@ -124,13 +177,30 @@ def detector_steps(manifest: Manifest, bundle: Path, tool: Any) -> list[Step]:
         (inp,) = interp.get_input_details()
         outs = [d["name"] for d in interp.get_output_details()]
         dlc = model.with_suffix(".dlc")
-        cmd = [str(tool("snpe-tflite-to-dlc")), "--input_network", str(model), "--input_dim", inp["name"],
-               ",".join(str(int(d)) for d in inp["shape"])]
+        cmd = [
+            str(tool("snpe-tflite-to-dlc")),
+            "--input_network",
+            str(model),
+            "--input_dim",
+            inp["name"],
+            ",".join(str(int(d)) for d in inp["shape"]),
+        ]
         for name in outs:
             cmd += ["--out_node", name]
         cmd += ["--output_path", str(dlc)]
-        steps.append(Step(f"{role}_dlc", cmd, dlc, {"input_name": inp["name"], "output_names": outs,
-                                                    "input_shape": [int(d) for d in inp["shape"]], "quantized": False}))
+        steps.append(
+            Step(
+                f"{role}_dlc",
+                cmd,
+                dlc,
+                {
+                    "input_name": inp["name"],
+                    "output_names": outs,
+                    "input_shape": [int(d) for d in inp["shape"]],
+                    "quantized": False,
+                },
+            )
+        )
     if not steps:
         raise FerError(f"{bundle}: --detectors given but the bundle has no {' or '.join(DETECTOR_ROLES)} file")
     return steps
@@ -144,11 +214,25 @@ def pick_quantizer(sdk: Sdk | None, choice: str) -> str:
     return "snpe-dlc-quantize"  # present in every SNPE release
 
 
-def convert(bundle: Path, source: str = "tensorflow", model: Path | None = None, data: Path | None = None,
-            calibration_list: Path | None = None, calibration_count: int = 200, seed: int = 0, quantize: bool = True,
-            quantizer: str = "auto", htp_socs: str | None = None, sdk_root: str | None = None, dry_run: bool = False,
-            work_dir: Path | None = None, quantizer_args: list[str] | None = None, tool_timeout_s: float | None = None,
-            detectors: bool = False, echo=print) -> Manifest | Plan:
+def convert(
+    bundle: Path,
+    source: str = "tensorflow",
+    model: Path | None = None,
+    data: Path | None = None,
+    calibration_list: Path | None = None,
+    calibration_count: int = 200,
+    seed: int = 0,
+    quantize: bool = True,
+    quantizer: str = "auto",
+    htp_socs: str | None = None,
+    sdk_root: str | None = None,
+    dry_run: bool = False,
+    work_dir: Path | None = None,
+    quantizer_args: list[str] | None = None,
+    tool_timeout_s: float | None = None,
+    detectors: bool = False,
+    echo=print,
+) -> Manifest | Plan:
     """Run (or with ``dry_run`` only print) the conversion; returns the updated manifest (or the plan)."""
     bundle = Path(bundle).absolute()  # recorded commands must work from any directory
     manifest = load_manifest(bundle, verify=False)
@@ -172,7 +256,10 @@ def convert(bundle: Path, source: str = "tensorflow", model: Path | None = None,
     tool = sdk.tool if sdk is not None else (lambda name: name)
     q = pick_quantizer(sdk, quantizer)
     if sdk is not None and sdk.root is not None and "stand-in" in _read(sdk.root / "sdk.yaml"):
-        echo(f"# WARNING: {sdk.root} is the test stand-in SDK: its DLCs are JSON placeholders; never ship them to a board")
+        echo(
+            f"# WARNING: {sdk.root} is the test stand-in SDK: its DLCs are JSON placeholders; "
+            "never ship them to a board"
+        )
 
     calib_info: dict[str, Any] | None = None
     temp: Path | None = None
@@ -189,8 +276,10 @@ def convert(bundle: Path, source: str = "tensorflow", model: Path | None = None,
     if dry_run:
         echo(f"# {sdk.describe() if sdk else 'SNPE SDK not found: tools shown by name'}")
         if calib_info:
-            echo(f"# calibration: {calibration_count} Training faces balanced across classes (seed {seed}) "
-                 f"from {data} -> {calibration_list}")
+            echo(
+                f"# calibration: {calibration_count} Training faces balanced across classes (seed {seed}) "
+                f"from {data} -> {calibration_list}"
+            )
         for c in plan.commands():
             echo(c)
         return plan
@@ -209,14 +298,18 @@ def convert(bundle: Path, source: str = "tensorflow", model: Path | None = None,
         elif quantize and calibration_list is not None:
             if not calibration_list.exists():
                 raise FerError(f"{calibration_list}: calibration list does not exist")
-            n = sum(1 for line in calibration_list.read_text().splitlines() if line.strip() and not line.startswith("#"))
+            n = sum(
+                1 for line in calibration_list.read_text().splitlines() if line.strip() and not line.startswith("#")
+            )
             calib_info = {"count": n, "list": str(calibration_list)}
         done: list[Step] = []
         for step in plan.steps:
             echo(f"$ {shlex.join(step.cmd)}")
             run_tool(step.cmd, timeout_s=tool_timeout_s)
             if not step.output.exists() or step.output.stat().st_size == 0:
-                raise FerError(f"{Path(step.cmd[0]).name} exited 0 but wrote no {step.output}\n  command: {shlex.join(step.cmd)}")
+                raise FerError(
+                    f"{Path(step.cmd[0]).name} exited 0 but wrote no {step.output}\n  command: {shlex.join(step.cmd)}"
+                )
             done.append(step)
     finally:
         if temp is not None:
@@ -258,29 +351,65 @@ def record(manifest: Manifest, bundle: Path, steps: list[Step], sdk: Sdk | None,
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="bundle -> SNPE DLC (+ quantised, + HTP-prepared), recorded in the manifest",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "convert",
+        help="bundle -> SNPE DLC (+ quantised, + HTP-prepared), recorded in the manifest",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("bundle", type=Path, help="model bundle directory (manifest.json)")
-    p.add_argument("--source", choices=sorted(SOURCES), default="tensorflow",
-                   help="which bundle model to convert: tensorflow (frozen_graph, default), tflite, onnx")
-    p.add_argument("--model", type=Path, default=None, help="convert this file instead of the bundle's (e.g. an ONNX export)")
+    p.add_argument(
+        "--source",
+        choices=sorted(SOURCES),
+        default="tensorflow",
+        help="which bundle model to convert: tensorflow (frozen_graph, default), tflite, onnx",
+    )
+    p.add_argument(
+        "--model", type=Path, default=None, help="convert this file instead of the bundle's (e.g. an ONNX export)"
+    )
     p.add_argument("--data", type=Path, default=None, help="FER2013 CSV or image tree for calibration faces")
-    p.add_argument("--calibration-count", type=int, default=200, metavar="N",
-                   help="calibration faces from Training, balanced across classes (default 200)")
-    p.add_argument("--calibration-list", type=Path, default=None, help="an existing calibration input list instead of --data")
+    p.add_argument(
+        "--calibration-count",
+        type=int,
+        default=200,
+        metavar="N",
+        help="calibration faces from Training, balanced across classes (default 200)",
+    )
+    p.add_argument(
+        "--calibration-list", type=Path, default=None, help="an existing calibration input list instead of --data"
+    )
     p.add_argument("--seed", type=int, default=0, help="calibration sample seed (default 0)")
-    p.add_argument("--work-dir", type=Path, default=None, help="keep calibration tensors here (default: a temp dir, removed)")
+    p.add_argument(
+        "--work-dir", type=Path, default=None, help="keep calibration tensors here (default: a temp dir, removed)"
+    )
     p.add_argument("--no-quantize", dest="quantize", action="store_false", help="float DLC only (CPU/GPU runtimes)")
-    p.add_argument("--quantizer", choices=QUANTIZERS, default="auto",
-                   help="auto = snpe-dlc-quant when the SDK has it, else snpe-dlc-quantize")
-    p.add_argument("--quantizer-arg", dest="quantizer_args", action="append", default=[], metavar="ARG",
-                   help="extra quantizer argument, repeatable (e.g. --quantizer-arg=--use_enhanced_quantizer)")
-    p.add_argument("--htp-socs", default=None, metavar="SOCS",
-                   help="also run snpe-dlc-graph-prepare for these SoCs (comma-separated, e.g. sm8550,qcs6490)")
+    p.add_argument(
+        "--quantizer",
+        choices=QUANTIZERS,
+        default="auto",
+        help="auto = snpe-dlc-quant when the SDK has it, else snpe-dlc-quantize",
+    )
+    p.add_argument(
+        "--quantizer-arg",
+        dest="quantizer_args",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra quantizer argument, repeatable (e.g. --quantizer-arg=--use_enhanced_quantizer)",
+    )
+    p.add_argument(
+        "--htp-socs",
+        default=None,
+        metavar="SOCS",
+        help="also run snpe-dlc-graph-prepare for these SoCs (comma-separated, e.g. sm8550,qcs6490)",
+    )
     p.add_argument("--sdk-root", default=None, help="SDK root (default $SNPE_ROOT, $QAIRT_SDK_ROOT, then PATH)")
     p.add_argument("--tool-timeout", type=float, default=None, metavar="S", help="give up on a tool after S seconds")
-    p.add_argument("--detectors", action="store_true",
-                   help="also convert the bundle's BlazeFace models to float DLCs (roles blazeface_short_dlc, blazeface_full_dlc)")
+    p.add_argument(
+        "--detectors",
+        action="store_true",
+        help="also convert the bundle's BlazeFace models to float DLCs (roles blazeface_short_dlc, blazeface_full_dlc)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the exact commands; run and change nothing")
     p.set_defaults(func=run)
 
@@ -289,17 +418,35 @@ def run(args: argparse.Namespace) -> int:
     if args.calibration_count <= 0:
         raise FerError(f"--calibration-count must be > 0, got {args.calibration_count}")
     if args.quantize and not args.dry_run and args.data is None and args.calibration_list is None:
-        raise FerError("quantising needs calibration faces: pass --data FER2013.csv (or image tree), "
-                       "--calibration-list FILE, or --no-quantize")
-    result = convert(args.bundle, source=args.source, model=args.model, data=args.data,
-                     calibration_list=args.calibration_list, calibration_count=args.calibration_count, seed=args.seed,
-                     quantize=args.quantize, quantizer=args.quantizer, htp_socs=args.htp_socs, sdk_root=args.sdk_root,
-                     dry_run=args.dry_run, work_dir=args.work_dir, quantizer_args=args.quantizer_args,
-                     tool_timeout_s=args.tool_timeout, detectors=args.detectors)
+        raise FerError(
+            "quantising needs calibration faces: pass --data FER2013.csv (or image tree), "
+            "--calibration-list FILE, or --no-quantize"
+        )
+    result = convert(
+        args.bundle,
+        source=args.source,
+        model=args.model,
+        data=args.data,
+        calibration_list=args.calibration_list,
+        calibration_count=args.calibration_count,
+        seed=args.seed,
+        quantize=args.quantize,
+        quantizer=args.quantizer,
+        htp_socs=args.htp_socs,
+        sdk_root=args.sdk_root,
+        dry_run=args.dry_run,
+        work_dir=args.work_dir,
+        quantizer_args=args.quantizer_args,
+        tool_timeout_s=args.tool_timeout,
+        detectors=args.detectors,
+    )
     if isinstance(result, Manifest):
         for role in [*DLC_FILES, *(f"{r}_dlc" for r in DETECTOR_ROLES)]:
             if role in result.files:
                 e = result.files[role]
                 print(f"{role}: {args.bundle / e.path} sha256 {e.sha256[:16]}...")
-        print(f"manifest updated: {args.bundle / 'manifest.json'} (snpe.sdk_version {result.extra['snpe']['sdk_version']})")
+        print(
+            f"manifest updated: {args.bundle / 'manifest.json'} "
+            f"(snpe.sdk_version {result.extra['snpe']['sdk_version']})"
+        )
     return 0

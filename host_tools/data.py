@@ -33,8 +33,12 @@ _QUOTE_MAX = 40  # characters of a bad value quoted in a message (a pixels field
 _WHERE_MAX = 10  # rows / files named in the skip summary
 # Folder names used by image-folder releases, mapped to FER2013's Usage values.
 _FOLDER_SPLITS = {
-    "train": "Training", "training": "Training",
-    "validation": "PublicTest", "val": "PublicTest", "publictest": "PublicTest", "test": "PublicTest",
+    "train": "Training",
+    "training": "Training",
+    "validation": "PublicTest",
+    "val": "PublicTest",
+    "publictest": "PublicTest",
+    "test": "PublicTest",
     "privatetest": "PrivateTest",
 }
 
@@ -95,7 +99,9 @@ class Dataset:
         where = ", ".join(self.skipped_where)
         if self.skipped > len(self.skipped_where):
             where += f", ... ({self.skipped - len(self.skipped_where)} more)"
-        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped_reasons.items(), key=lambda kv: -kv[1]))
+        reasons = ", ".join(
+            f"{n} {reason}" for reason, n in sorted(self.skipped_reasons.items(), key=lambda kv: -kv[1])
+        )
         return f"skipped {self.skipped} bad {unit} of {self.source} ({unit} {where}): {reasons}"
 
     def split(self, name: str) -> Split:
@@ -136,7 +142,9 @@ def load(source: str | Path, skip_bad_rows: bool = False, cache_dir: Path | None
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("FER_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "fer-host")
+    base = os.environ.get("FER_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "fer-host"
+    )
     return Path(base)
 
 
@@ -159,8 +167,11 @@ def _write_cache(path: Path, data: Dataset) -> None:
             arrays[f"{name}_x"] = s.x
             arrays[f"{name}_y"] = s.y
         arrays["skipped"] = np.array(data.skipped)
-        arrays["skipped_detail"] = np.array(json.dumps({"where": data.skipped_where, "reasons": data.skipped_reasons,
-                                                        "examples": data.skipped_examples}))
+        arrays["skipped_detail"] = np.array(
+            json.dumps(
+                {"where": data.skipped_where, "reasons": data.skipped_reasons, "examples": data.skipped_examples}
+            )
+        )
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
@@ -205,10 +216,14 @@ def load_csv(path: Path, skip_bad_rows: bool = False) -> Dataset:
             missing = [c for c in ("emotion", "pixels", "Usage") if c not in cols]
             if missing:
                 if cols and cols[0].lstrip("-").isdigit():  # a data row where the header should be
-                    raise DataError(f"{path}: row 1: no header line; expected the first line to be {HEADER}, "
-                                    f"got a data row ({quote(','.join(header))})")
-                raise DataError(f"{path}: row 1: missing column(s) {', '.join(missing)} "
-                                f"(expected header {HEADER}, got {quote(','.join(cols), 80)})")
+                    raise DataError(
+                        f"{path}: row 1: no header line; expected the first line to be {HEADER}, "
+                        f"got a data row ({quote(','.join(header))})"
+                    )
+                raise DataError(
+                    f"{path}: row 1: missing column(s) {', '.join(missing)} "
+                    f"(expected header {HEADER}, got {quote(','.join(cols), 80)})"
+                )
             ie, ip, iu = cols.index("emotion"), cols.index("pixels"), cols.index("Usage")
             for rowno, row in enumerate(reader, start=2):
                 if not row:
@@ -257,8 +272,10 @@ def _parse_row(row: list[str], ie: int, ip: int, iu: int) -> tuple[int, np.ndarr
         bad = max(tokens, key=lambda t: len(t.lstrip("-0")))
         raise BadRow("with a pixel outside 0-255", f"pixel value {quote(bad)} outside 0-255") from None
     if values.min() < 0 or values.max() > 255:
-        raise BadRow("with a pixel outside 0-255",
-                     f"pixel value {int(values.min() if values.min() < 0 else values.max())} outside 0-255")
+        raise BadRow(
+            "with a pixel outside 0-255",
+            f"pixel value {int(values.min() if values.min() < 0 else values.max())} outside 0-255",
+        )
     return label, values.astype(np.uint8), usage
 
 
@@ -272,7 +289,9 @@ def load_folders(root: Path, skip_bad_rows: bool = False) -> Dataset:
         try:
             split = resolve_split_name(sdir.name)
         except DataError:
-            raise DataError(f"{sdir}: unknown split folder; expected train, validation, test, Training, PublicTest or PrivateTest") from None
+            raise DataError(
+                f"{sdir}: unknown split folder; expected train, validation, test, Training, PublicTest or PrivateTest"
+            ) from None
         xs: list[np.ndarray] = []
         ys: list[int] = []
         for cdir in sorted(d for d in sdir.iterdir() if d.is_dir()):

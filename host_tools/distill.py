@@ -41,7 +41,7 @@ class Teacher:
 def load_teachers(bundles: list[str] | tuple[str, ...]) -> list[Manifest]:
     """Read and check every teacher bundle; called before the data set is loaded, so a typo fails fast."""
     manifests = [load_manifest(bundle) for bundle in bundles]  # label order and every file's sha256
-    for bundle, manifest in zip(bundles, manifests):
+    for bundle, manifest in zip(bundles, manifests, strict=False):
         if manifest.output.kind != "probabilities":
             raise FerError(f"{bundle}: a teacher must output probabilities, its manifest says {manifest.output.kind!r}")
         manifest.path_of("tflite")  # the float file is the one run; names the role if the bundle lacks it
@@ -70,8 +70,9 @@ def soft_targets(labels: np.ndarray, teacher: np.ndarray, alpha: float, temperat
     return ((1.0 - alpha) * one_hot + alpha * soft).astype(np.float32)
 
 
-def distillation_targets(teachers: list[Manifest], faces: np.ndarray, labels: np.ndarray, alpha: float,
-                         temperature: float = 1.0) -> tuple[np.ndarray, list[Teacher]]:
+def distillation_targets(
+    teachers: list[Manifest], faces: np.ndarray, labels: np.ndarray, alpha: float, temperature: float = 1.0
+) -> tuple[np.ndarray, list[Teacher]]:
     """Targets from the mean of the teachers' probabilities; reports each teacher's accuracy on ``faces``."""
     if not teachers:
         raise ValueError("needs at least one teacher bundle")
@@ -80,7 +81,12 @@ def distillation_targets(teachers: list[Manifest], faces: np.ndarray, labels: np
         probs = teacher_probabilities(manifest, faces)
         if probs.shape != total.shape:
             raise FerError(f"{manifest.root}: teacher output has shape {probs.shape[1:]}, expected ({NUM_CLASSES},)")
-        used.append(Teacher(str(manifest.root), f"{manifest.model_name} {manifest.model_version}",
-                            round(float((probs.argmax(1) == labels).mean()), 4)))
+        used.append(
+            Teacher(
+                str(manifest.root),
+                f"{manifest.model_name} {manifest.model_version}",
+                round(float((probs.argmax(1) == labels).mean()), 4),
+            )
+        )
         total += probs
     return soft_targets(labels, total / len(teachers), alpha, temperature), used

@@ -27,7 +27,12 @@ def report(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
         precision = tp / pred if pred else 0.0
         recall = tp / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4), "support": support}
+        per_class[name] = {
+            "precision": round(precision, 4),
+            "recall": round(recall, 4),
+            "f1": round(f1, 4),
+            "support": support,
+        }
     return {
         "n": int(len(y_true)),
         "accuracy": round(float((y_pred == y_true).mean()), 4) if len(y_true) else 0.0,

@@ -29,19 +29,25 @@ DEFAULT_CONVS = (1, 2, 2, 2)  # 3x3 convs per stage
 def check_shape(widths: tuple[int, ...], convs: tuple[int, ...]) -> None:
     """Raise ValueError unless there is one conv count >= 1 and one width >= 1 per stage."""
     if not widths or len(convs) != len(widths) or min(convs) < 1 or min(widths) < 1:
-        raise ValueError(f"needs widths >= 1 and one conv count >= 1 per stage of widths {list(widths)} "
-                         f"({len(widths)} stages), got convs {list(convs)}")
+        raise ValueError(
+            f"needs widths >= 1 and one conv count >= 1 per stage of widths {list(widths)} "
+            f"({len(widths)} stages), got convs {list(convs)}"
+        )
 
 
-def build_model(widths: tuple[int, ...] = DEFAULT_WIDTHS, dropout: float = 0.4, side: int = 48,
-                convs: tuple[int, ...] = DEFAULT_CONVS) -> keras.Model:
+def build_model(
+    widths: tuple[int, ...] = DEFAULT_WIDTHS,
+    dropout: float = 0.4,
+    side: int = 48,
+    convs: tuple[int, ...] = DEFAULT_CONVS,
+) -> keras.Model:
     check_shape(widths, convs)
     import keras  # imported here so `fer-host --help` does not pay TensorFlow's start-up
     from keras import layers
 
     inp = keras.Input((side, side, 1), name=INPUT_NAME)
     x = inp
-    for stage, (width, n_conv) in enumerate(zip(widths, convs)):
+    for stage, (width, n_conv) in enumerate(zip(widths, convs, strict=False)):
         for j in range(n_conv):
             x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"s{stage}_conv{j}")(x)
             x = layers.BatchNormalization(name=f"s{stage}_bn{j}")(x)

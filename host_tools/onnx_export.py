@@ -34,8 +34,12 @@ OPSET = 17
 ONNX_FILES = {"onnx": "model.onnx", "onnx_qdq": "model_qdq.onnx"}
 BLAZEFACE_SHORT = "blazeface_short"
 ONNX_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
-QDQ_RECIPE = {"quantizer": "onnxruntime.quantization get_qnn_qdq_config", "activations": "uint8", "weights": "uint8",
-              "calibration_method": "MinMax"}
+QDQ_RECIPE = {
+    "quantizer": "onnxruntime.quantization get_qnn_qdq_config",
+    "activations": "uint8",
+    "weights": "uint8",
+    "calibration_method": "MinMax",
+}
 
 
 def _tf2onnx():
@@ -43,8 +47,9 @@ def _tf2onnx():
         import onnx  # noqa: F401
         import tf2onnx
     except ImportError as exc:
-        raise FerError(f"ONNX export needs tf2onnx and onnx ({exc.name} is not installed): "
-                       "pip install 'fer-agent[host]'") from None
+        raise FerError(
+            f"ONNX export needs tf2onnx and onnx ({exc.name} is not installed): pip install 'fer-agent[host]'"
+        ) from None
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     return tf2onnx
 
@@ -78,16 +83,24 @@ def graph_to_onnx(graph_def: Any, out_path: Path, input_node: str, output_node: 
     import onnx
 
     try:
-        model, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=[f"{input_node}:0"],
-                                                  output_names=[f"{output_node}:0"], opset=OPSET)
+        model, _ = tf2onnx.convert.from_graph_def(
+            graph_def, input_names=[f"{input_node}:0"], output_names=[f"{output_node}:0"], opset=OPSET
+        )
     except Exception as exc:
-        raise FerError(f"tf2onnx.convert.from_graph_def (frozen graph {input_node} -> {output_node}) failed: "
-                       f"{' '.join(str(exc).split())}") from None
+        raise FerError(
+            f"tf2onnx.convert.from_graph_def (frozen graph {input_node} -> {output_node}) failed: "
+            f"{' '.join(str(exc).split())}"
+        ) from None
     _rename(model, {f"{input_node}:0": input_node, f"{output_node}:0": output_node})
     _check(model, "frozen graph")
     onnx.save(model, str(out_path))
-    return {"input_name": input_node, "output_name": output_node, "layout": "NHWC", "opset": OPSET,
-            "tf2onnx": tf2onnx.__version__}
+    return {
+        "input_name": input_node,
+        "output_name": output_node,
+        "layout": "NHWC",
+        "opset": OPSET,
+        "tf2onnx": tf2onnx.__version__,
+    }
 
 
 def tflite_to_onnx(tflite_path: Path, out_path: Path) -> dict[str, Any]:
@@ -103,8 +116,14 @@ def tflite_to_onnx(tflite_path: Path, out_path: Path) -> dict[str, Any]:
     onnx.save(model, str(out_path))
     inp = model.graph.input[0]
     shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]
-    return {"input_name": inp.name, "output_names": [o.name for o in model.graph.output], "input_shape": shape,
-            "layout": "NHWC", "opset": OPSET, "tf2onnx": tf2onnx.__version__}
+    return {
+        "input_name": inp.name,
+        "output_names": [o.name for o in model.graph.output],
+        "input_shape": shape,
+        "layout": "NHWC",
+        "opset": OPSET,
+        "tf2onnx": tf2onnx.__version__,
+    }
 
 
 def quantize_qdq(float_path: Path, out_path: Path, input_name: str, samples: np.ndarray) -> dict[str, Any]:
@@ -125,7 +144,7 @@ def quantize_qdq(float_path: Path, out_path: Path, input_name: str, samples: np.
             if self.i >= len(samples):
                 return None
             self.i += 1
-            return {input_name: np.ascontiguousarray(samples[self.i - 1:self.i], dtype=np.float32)}
+            return {input_name: np.ascontiguousarray(samples[self.i - 1 : self.i], dtype=np.float32)}
 
     root = logging.getLogger()
     level = root.level
@@ -134,21 +153,24 @@ def quantize_qdq(float_path: Path, out_path: Path, input_name: str, samples: np.
         cfg = get_qnn_qdq_config(str(float_path), Reader())
         quantize(str(float_path), str(out_path), cfg)
     except Exception as exc:
-        raise FerError(f"{float_path}: QDQ quantisation (get_qnn_qdq_config + quantize) failed: "
-                       f"{' '.join(str(exc).split())}") from None
+        raise FerError(
+            f"{float_path}: QDQ quantisation (get_qnn_qdq_config + quantize) failed: {' '.join(str(exc).split())}"
+        ) from None
     finally:
         root.setLevel(level)
     return {**QDQ_RECIPE, "calibration_count": int(len(samples))}
 
 
-def classifier_onnx(out: Path, graph_def: Any, input_node: str, output_node: str, calib: np.ndarray,
-                    calib_info: dict[str, Any]) -> dict[str, FileEntry]:
+def classifier_onnx(
+    out: Path, graph_def: Any, input_node: str, output_node: str, calib: np.ndarray, calib_info: dict[str, Any]
+) -> dict[str, FileEntry]:
     """``model.onnx`` and ``model_qdq.onnx`` in bundle ``out``; ``calib`` is [N, 48, 48, 1] normalised faces."""
     info = graph_to_onnx(graph_def, out / ONNX_FILES["onnx"], input_node, output_node)
     qinfo = quantize_qdq(out / ONNX_FILES["onnx"], out / ONNX_FILES["onnx_qdq"], input_node, calib)
-    return {"onnx": file_entry(out, ONNX_FILES["onnx"], **info, quantized=False),
-            "onnx_qdq": file_entry(out, ONNX_FILES["onnx_qdq"], **info, quantized=True, **qinfo,
-                                   calibration=calib_info)}
+    return {
+        "onnx": file_entry(out, ONNX_FILES["onnx"], **info, quantized=False),
+        "onnx_qdq": file_entry(out, ONNX_FILES["onnx_qdq"], **info, quantized=True, **qinfo, calibration=calib_info),
+    }
 
 
 def blazeface_frames(size: int = 128) -> np.ndarray:
@@ -164,7 +186,7 @@ def blazeface_frames(size: int = 128) -> np.ndarray:
     for side in (512, 400, 300, 220, 160):
         for x, y in ((0, 0), (512 - side, 0), (0, 512 - side), ((512 - side) // 2, 0), (170 - side // 4, 40)):
             x, y = min(max(0, x), 512 - side), min(max(0, y), 512 - side)
-            crop = photo[y:y + side, x:x + side]
+            crop = photo[y : y + side, x : x + side]
             frames += [crop, crop[:, ::-1]]
     wide = np.zeros((384, 512, 3), np.uint8)  # a landscape frame: letterbox padding as in the agent
     wide[:, 64:448] = cv2.resize(photo, (384, 384), interpolation=cv2.INTER_AREA)
@@ -181,7 +203,7 @@ def _letterbox(rgb: np.ndarray, size: int) -> np.ndarray:
     rw, rh = max(1, int(round(w * s))), max(1, int(round(h * s)))
     px, py = (size - rw) // 2, (size - rh) // 2
     canvas = np.zeros((size, size, 3), np.uint8)
-    canvas[py:py + rh, px:px + rw] = cv2.resize(np.ascontiguousarray(rgb), (rw, rh), interpolation=cv2.INTER_AREA)
+    canvas[py : py + rh, px : px + rw] = cv2.resize(np.ascontiguousarray(rgb), (rw, rh), interpolation=cv2.INTER_AREA)
     return canvas.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
@@ -198,10 +220,17 @@ def blazeface_onnx(out: Path, manifest_files: dict[str, FileEntry]) -> dict[str,
     rel = lambda p: p.relative_to(out).as_posix()  # noqa: E731
     lic = manifest_files[BLAZEFACE_SHORT].extra.get("license")
     common = {**info, **({"license": lic} if lic else {}), "source_file": Path(src).name}
-    return {f"{BLAZEFACE_SHORT}_onnx": file_entry(out, rel(fp), **common, quantized=False),
-            f"{BLAZEFACE_SHORT}_onnx_qdq": file_entry(out, rel(qp), **common, quantized=True, **qinfo,
-                                                      calibration={"frames": len(frames),
-                                                                   "source": "skimage.data.astronaut crops"})}
+    return {
+        f"{BLAZEFACE_SHORT}_onnx": file_entry(out, rel(fp), **common, quantized=False),
+        f"{BLAZEFACE_SHORT}_onnx_qdq": file_entry(
+            out,
+            rel(qp),
+            **common,
+            quantized=True,
+            **qinfo,
+            calibration={"frames": len(frames), "source": "skimage.data.astronaut crops"},
+        ),
+    }
 
 
 def calibration_faces(data_path: str, manifest: Manifest, count: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -219,8 +248,13 @@ def calibration_faces(data_path: str, manifest: Manifest, count: int, seed: int)
 def calibration_info(labels: np.ndarray, seed: int) -> dict[str, Any]:
     """The manifest's record of the calibration faces: how many, which seed, per class."""
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(LABELS))
-    return {"count": int(len(labels)), "seed": seed, "split": "Training", "balanced": True,
-            "per_class": {lab: int(c) for lab, c in zip(LABELS, counts)}}
+    return {
+        "count": int(len(labels)),
+        "seed": seed,
+        "split": "Training",
+        "balanced": True,
+        "per_class": {lab: int(c) for lab, c in zip(LABELS, counts, strict=False)},
+    }
 
 
 def add_onnx(bundle: Path, data_path: str, count: int = 500, seed: int = 0, detectors: bool = True) -> Manifest:
@@ -237,8 +271,16 @@ def add_onnx(bundle: Path, data_path: str, count: int = 500, seed: int = 0, dete
     graph_def.ParseFromString(manifest.path_of("frozen_graph").read_bytes())
     calib, info = calibration_faces(data_path, manifest, count, seed)
     files = dict(manifest.files)
-    files.update(classifier_onnx(bundle, graph_def, str(entry.extra.get("input_node", manifest.input.name)),
-                                 str(entry.extra.get("output_node", manifest.output.name)), calib, info))
+    files.update(
+        classifier_onnx(
+            bundle,
+            graph_def,
+            str(entry.extra.get("input_node", manifest.input.name)),
+            str(entry.extra.get("output_node", manifest.output.name)),
+            calib,
+            info,
+        )
+    )
     if detectors:
         manifest.verify([BLAZEFACE_SHORT] if BLAZEFACE_SHORT in files else [])
         files.update(blazeface_onnx(bundle, files))
@@ -248,10 +290,13 @@ def add_onnx(bundle: Path, data_path: str, count: int = 500, seed: int = 0, dete
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("onnx", help="add model.onnx / model_qdq.onnx (QNN HTP) and BlazeFace ONNX to a bundle",
-                       description="Convert a bundle's frozen graph to ONNX (float32) and a QDQ model for the QNN HTP "
-                                   "backend, calibrated on class-balanced Training faces; BlazeFace short-range too. "
-                                   "`fer-host export` does this as part of the export.")
+    p = sub.add_parser(
+        "onnx",
+        help="add model.onnx / model_qdq.onnx (QNN HTP) and BlazeFace ONNX to a bundle",
+        description="Convert a bundle's frozen graph to ONNX (float32) and a QDQ model for the QNN HTP "
+        "backend, calibrated on class-balanced Training faces; BlazeFace short-range too. "
+        "`fer-host export` does this as part of the export.",
+    )
     p.add_argument("bundle", type=Path, help="model bundle directory (with manifest.json and model.pb)")
     p.add_argument("--data", required=True, help="FER2013 data: Training faces for the QDQ calibration")
     p.add_argument("--calibration-rows", type=int, default=500, help="Training faces, balanced across classes")

@@ -46,8 +46,13 @@ def output_name_for(manifest: Manifest, list_outputs: list[str], override: str |
     return manifest.output.name
 
 
-def decode(output_dir: Path, input_list: Path, manifest: Manifest, output_name: str | None = None,
-           apply_softmax: bool | None = None) -> list[Row]:
+def decode(
+    output_dir: Path,
+    input_list: Path,
+    manifest: Manifest,
+    output_name: str | None = None,
+    apply_softmax: bool | None = None,
+) -> list[Row]:
     """One row per input-list line; every missing or wrongly sized result file is an error naming it."""
     if not output_dir.is_dir():
         raise FerError(f"{output_dir}: output directory does not exist")
@@ -59,11 +64,20 @@ def decode(output_dir: Path, input_list: Path, manifest: Manifest, output_name: 
     use_softmax = manifest.output.kind == "logits" if apply_softmax is None else apply_softmax
     rows = []
     for n, entry in enumerate(parsed.entries):
-        scores = read_result(output_dir, n, name, len(labels), context=f"input-list line {n + 1}: {' '.join(entry.values())}")
+        scores = read_result(
+            output_dir, n, name, len(labels), context=f"input-list line {n + 1}: {' '.join(entry.values())}"
+        )
         probs = to_probabilities(scores.astype(np.float64), "logits" if use_softmax else "probabilities")
         best = int(np.argmax(probs))
-        rows.append(Row(n, " ".join(entry.values()), labels[best], float(probs[best]),
-                        {lab: float(p) for lab, p in zip(labels, probs)}))
+        rows.append(
+            Row(
+                n,
+                " ".join(entry.values()),
+                labels[best],
+                float(probs[best]),
+                {lab: float(p) for lab, p in zip(labels, probs, strict=False)},
+            )
+        )
     return rows
 
 
@@ -86,16 +100,35 @@ def attach_truth(rows: list[Row], index_csv: Path) -> int:
 def render(rows: list[Row], fmt: str, labels: list[str]) -> str:
     with_truth = any(r.truth for r in rows)
     if fmt == "json":
-        return json.dumps([{"index": r.index, "file": r.file, "label": r.label, "confidence": round(r.confidence, 6),
-                            **({"truth": r.truth} if with_truth else {}),
-                            "probabilities": {k: round(v, 6) for k, v in r.probabilities.items()}} for r in rows], indent=2)
+        return json.dumps(
+            [
+                {
+                    "index": r.index,
+                    "file": r.file,
+                    "label": r.label,
+                    "confidence": round(r.confidence, 6),
+                    **({"truth": r.truth} if with_truth else {}),
+                    "probabilities": {k: round(v, 6) for k, v in r.probabilities.items()},
+                }
+                for r in rows
+            ],
+            indent=2,
+        )
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["index", "file", "label", "confidence", *(["truth"] if with_truth else []), *labels])
         for r in rows:
-            w.writerow([r.index, r.file, r.label, f"{r.confidence:.6f}", *([r.truth] if with_truth else []),
-                        *(f"{r.probabilities[k]:.6f}" for k in labels)])
+            w.writerow(
+                [
+                    r.index,
+                    r.file,
+                    r.label,
+                    f"{r.confidence:.6f}",
+                    *([r.truth] if with_truth else []),
+                    *(f"{r.probabilities[k]:.6f}" for k in labels),
+                ]
+            )
         return buf.getvalue().rstrip("\n")
     width = max([len(Path(r.file).name) for r in rows] + [4])
     truth_head = f"{'truth':<8} " if with_truth else ""
@@ -103,8 +136,10 @@ def render(rows: list[Row], fmt: str, labels: list[str]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         truth = f"{(r.truth or '?'):<8} " if with_truth else ""
-        lines.append(f"{Path(r.file).name:<{width}}  {r.label:<8} {r.confidence:6.3f}  {truth}"
-                     + " ".join(f"{r.probabilities[k]:8.3f}" for k in labels))
+        lines.append(
+            f"{Path(r.file).name:<{width}}  {r.label:<8} {r.confidence:6.3f}  {truth}"
+            + " ".join(f"{r.probabilities[k]:8.3f}" for k in labels)
+        )
     known = [r for r in rows if r.truth]
     if known:
         right = sum(r.truth == r.label for r in known)
@@ -113,17 +148,31 @@ def render(rows: list[Row], fmt: str, labels: list[str]) -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("show-results", help="decode snpe-net-run Result_<n>/<output>.raw files into labels",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "show-results",
+        help="decode snpe-net-run Result_<n>/<output>.raw files into labels",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("output_dir", type=Path, help="snpe-net-run --output_dir")
     p.add_argument("--input-list", type=Path, required=True, help="the input list snpe-net-run was given")
-    p.add_argument("--bundle", type=Path, default=None, help="model bundle (labels, output name/kind); default: the packaged one")
+    p.add_argument(
+        "--bundle", type=Path, default=None, help="model bundle (labels, output name/kind); default: the packaged one"
+    )
     p.add_argument("--output-name", default=None, help="output tensor name (default: from the manifest)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    p.add_argument("--softmax", choices=("auto", "yes", "no"), default="auto",
-                   help="auto = apply when the manifest says the output is logits")
-    p.add_argument("--truth", default="auto", metavar="INDEX_CSV",
-                   help="true labels: make-raw's index.csv (auto = index.csv beside the input list, if any; none = off)")
+    p.add_argument(
+        "--softmax",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="auto = apply when the manifest says the output is logits",
+    )
+    p.add_argument(
+        "--truth",
+        default="auto",
+        metavar="INDEX_CSV",
+        help="true labels: make-raw's index.csv (auto = index.csv beside the input list, if any; none = off)",
+    )
     p.set_defaults(func=run)
 
 
@@ -131,8 +180,13 @@ def run(args: argparse.Namespace) -> int:
     from host_tools.make_raw import default_bundle
 
     manifest = load_manifest(args.bundle or default_bundle(), verify=False)
-    rows = decode(args.output_dir, args.input_list, manifest, args.output_name,
-                  None if args.softmax == "auto" else args.softmax == "yes")
+    rows = decode(
+        args.output_dir,
+        args.input_list,
+        manifest,
+        args.output_name,
+        None if args.softmax == "auto" else args.softmax == "yes",
+    )
     if args.truth != "none":
         index = args.input_list.parent / "index.csv" if args.truth == "auto" else Path(args.truth)
         if index.exists():

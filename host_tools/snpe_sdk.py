@@ -15,8 +15,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.contracts.snpe_sdk import SDK_ENV_VARS, VERSION_RE, find_tool, sdk_root_of, sdk_roots, sdk_version_in
 from agent.contracts.errors import FerError
+from agent.contracts.snpe_sdk import SDK_ENV_VARS, VERSION_RE, find_tool, sdk_root_of, sdk_roots, sdk_version_in
 
 # Phrases the converters print when the graph has an op they cannot map.
 _UNSUPPORTED_RE = re.compile(r"(not supported|unsupported|no translation registered|unknown op)", re.IGNORECASE)
@@ -42,8 +42,10 @@ class Sdk:
     def tool(self, name: str) -> Path:
         path, searched = find_tool(name, str(self.root) if self.root else self.explicit_root)
         if path is None:
-            raise SdkError(f"SNPE tool {name} not found (searched {'; '.join(searched)}); "
-                           f"is this SDK version {self.version or '?'} complete? See docs/snpe.md")
+            raise SdkError(
+                f"SNPE tool {name} not found (searched {'; '.join(searched)}); "
+                f"is this SDK version {self.version or '?'} complete? See docs/snpe.md"
+            )
         return path
 
     def has(self, name: str) -> bool:
@@ -60,14 +62,18 @@ def find_sdk(sdk_root: str | None = None, probe_tool: str = "snpe-net-run") -> S
             raise SdkError(f"{where} points to {root}, which is not a directory")
         if (root / "bin").is_dir():
             return Sdk(root=root, version=sdk_version(root), found_via=where, explicit_root=sdk_root)
-        raise SdkError(f"{where}={root} has no bin/ directory; point it at the SDK root (the directory holding bin/, lib/)")
+        raise SdkError(
+            f"{where}={root} has no bin/ directory; point it at the SDK root (the directory holding bin/, lib/)"
+        )
     for tool in (probe_tool, "snpe-tensorflow-to-dlc", "snpe-dlc-quant", "snpe-dlc-quantize"):
         path, _ = find_tool(tool)
         if path is not None:
             root = sdk_root_of(path)
             return Sdk(root=root, version=sdk_version(root, path), found_via=f"PATH ({path})")
-    raise SdkError("Qualcomm SNPE/QAIRT SDK not found: set $SNPE_ROOT or $QAIRT_SDK_ROOT to the SDK root "
-                   f"(checked {', '.join('$' + v for v in SDK_ENV_VARS)} and PATH); use --dry-run to see the commands without it")
+    raise SdkError(
+        "Qualcomm SNPE/QAIRT SDK not found: set $SNPE_ROOT or $QAIRT_SDK_ROOT to the SDK root "
+        f"(checked {', '.join('$' + v for v in SDK_ENV_VARS)} and PATH); use --dry-run to see the commands without it"
+    )
 
 
 def sdk_version(root: Path | None, tool: Path | None = None) -> str | None:
@@ -99,8 +105,11 @@ def run_tool(cmd: list[str], timeout_s: float | None = None, cwd: Path | None = 
         tail = "\n".join(f"  | {line}" for line in text.splitlines()[-15:]) or "  | (no output)"
         hint = ""
         if _UNSUPPORTED_RE.search(text):
-            hint = ("\n  hint: the graph has an op this SDK's converter does not support; check the SDK's supported-ops "
-                    "list (docs/snpe.md) and change the model or try another converter (--source tflite / tensorflow)")
-        raise ToolFailed(f"{Path(cmd[0]).name} failed with exit code {proc.returncode}\n  command: {shown}\n"
-                         f"  stderr:\n{tail}{hint}")
+            hint = (
+                "\n  hint: the graph has an op this SDK's converter does not support; check the SDK's supported-ops "
+                "list (docs/snpe.md) and change the model or try another converter (--source tflite / tensorflow)"
+            )
+        raise ToolFailed(
+            f"{Path(cmd[0]).name} failed with exit code {proc.returncode}\n  command: {shown}\n  stderr:\n{tail}{hint}"
+        )
     return proc

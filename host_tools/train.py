@@ -28,7 +28,6 @@ from host_tools import metrics, plots
 from host_tools.augment import AugmentConfig
 from host_tools.model import DEFAULT_CONVS, DEFAULT_WIDTHS, check_shape
 
-
 OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with native bfloat16 maths
@@ -92,8 +91,10 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not 0.0 <= self.distill_alpha <= 1.0 or self.distill_temperature <= 0:
-            raise ValueError(f"--distill-alpha must be in [0, 1] and --distill-temperature > 0, "
-                             f"got {self.distill_alpha} and {self.distill_temperature}")
+            raise ValueError(
+                f"--distill-alpha must be in [0, 1] and --distill-temperature > 0, "
+                f"got {self.distill_alpha} and {self.distill_temperature}"
+            )
 
 
 def _limit(split: fer_data.Split, n: int, seed: int) -> fer_data.Split:
@@ -149,14 +150,23 @@ def _load_data(cfg: TrainConfig, state_path: Path) -> _Data:
     if cfg.teachers:
         from host_tools.distill import distillation_targets
 
-        t_train, teachers = distillation_targets(teacher_bundles, train_split.x, train_split.y,
-                                                 cfg.distill_alpha, cfg.distill_temperature)
+        t_train, teachers = distillation_targets(
+            teacher_bundles, train_split.x, train_split.y, cfg.distill_alpha, cfg.distill_temperature
+        )
         for t in teachers:
             print(f"teacher {t.model} ({t.bundle}): {t.train_accuracy:.2%} on Training, face and mirror averaged")
     else:
         t_train = np.eye(NUM_CLASSES, dtype=np.float32)[train_split.y]
-    return _Data(norm, normalize(train_split.x, norm)[..., None], t_train, train_split.y,
-                 normalize(val_split.x, norm)[..., None], val_split.y, teachers, dataset)
+    return _Data(
+        norm,
+        normalize(train_split.x, norm)[..., None],
+        t_train,
+        train_split.y,
+        normalize(val_split.x, norm)[..., None],
+        val_split.y,
+        teachers,
+        dataset,
+    )
 
 
 def _compiled_model(cfg: TrainConfig, steps_per_epoch: int):
@@ -172,11 +182,18 @@ def _compiled_model(cfg: TrainConfig, steps_per_epoch: int):
     total_steps = steps_per_epoch * cfg.epochs
     warmup = int(steps_per_epoch * cfg.warmup_epochs)
     schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=cfg.lr / 20, decay_steps=max(total_steps - warmup, 1), alpha=0.01,
-        warmup_target=cfg.lr if warmup else None, warmup_steps=warmup,
+        initial_learning_rate=cfg.lr / 20,
+        decay_steps=max(total_steps - warmup, 1),
+        alpha=0.01,
+        warmup_target=cfg.lr if warmup else None,
+        warmup_steps=warmup,
     )
-    opt_args = dict(learning_rate=schedule if warmup else cfg.lr, weight_decay=cfg.weight_decay,
-                    use_ema=cfg.ema > 0, ema_momentum=cfg.ema or 0.99)
+    opt_args = dict(
+        learning_rate=schedule if warmup else cfg.lr,
+        weight_decay=cfg.weight_decay,
+        use_ema=cfg.ema > 0,
+        ema_momentum=cfg.ema or 0.99,
+    )
     if cfg.optimizer == "sgd":
         opt = keras.optimizers.SGD(momentum=0.9, nesterov=True, **opt_args)
     else:
@@ -204,11 +221,18 @@ def _callbacks(cfg: TrainConfig, out: Path, state_path: Path, norm: Normalizatio
         def on_epoch_end(self, epoch, logs=None):
             acc = float((logs or {}).get("val_accuracy", 0.0))
             self.best_acc = acc if self.best_acc is None else max(self.best_acc, acc)
-            state_path.write_text(json.dumps({
-                "epochs_done": epoch + 1, "best_val_accuracy": self.best_acc,
-                "train_seconds": float(resumed.get("train_seconds", 0.0)) + time.time() - self.t0,
-                "normalization": asdict(norm), "config": asdict(cfg),
-            }, indent=2))
+            state_path.write_text(
+                json.dumps(
+                    {
+                        "epochs_done": epoch + 1,
+                        "best_val_accuracy": self.best_acc,
+                        "train_seconds": float(resumed.get("train_seconds", 0.0)) + time.time() - self.t0,
+                        "normalization": asdict(norm),
+                        "config": asdict(cfg),
+                    },
+                    indent=2,
+                )
+            )
 
     # Order matters: last.keras keeps the raw weights (so --resume continues the same run); with --ema
     # the swap callback then puts the averaged weights in place for validation and for best.keras.
@@ -216,8 +240,13 @@ def _callbacks(cfg: TrainConfig, out: Path, state_path: Path, norm: Normalizatio
         keras.callbacks.ModelCheckpoint(out / "last.keras"),
         keras.callbacks.CSVLogger(out / "log.csv", append=bool(resumed)),
         *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema > 0 else []),
-        keras.callbacks.ModelCheckpoint(out / "best.keras", monitor="val_accuracy", mode="max", save_best_only=True,
-                                        initial_value_threshold=resumed.get("best_val_accuracy")),
+        keras.callbacks.ModelCheckpoint(
+            out / "best.keras",
+            monitor="val_accuracy",
+            mode="max",
+            save_best_only=True,
+            initial_value_threshold=resumed.get("best_val_accuracy"),
+        ),
         _State(),
     ]
 
@@ -254,8 +283,10 @@ def _train(cfg: TrainConfig) -> dict:
     if cfg.resume and last_ckpt.exists() and state_path.exists():
         resumed = json.loads(state_path.read_text())
         model = keras.models.load_model(last_ckpt)
-        print(f"resuming from {last_ckpt} after epoch {resumed['epochs_done']} "
-              f"(best PublicTest {resumed.get('best_val_accuracy')})")
+        print(
+            f"resuming from {last_ckpt} after epoch {resumed['epochs_done']} "
+            f"(best PublicTest {resumed.get('best_val_accuracy')})"
+        )
         if _policy(model) != keras.config.dtype_policy().name:
             print(f"the checkpoint computes in {_policy(model)}; continuing in it, not in {cfg.precision}")
     else:
@@ -263,10 +294,15 @@ def _train(cfg: TrainConfig) -> dict:
     initial_epoch = int(resumed.get("epochs_done", 0))
     t_start = time.time()
     if initial_epoch < cfg.epochs:
-        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
-                  callbacks=_callbacks(cfg, out, state_path, d.norm, resumed),
-                  shuffle=False,  # tf.data already reshuffles each epoch
-                  verbose=1 if sys.stdout.isatty() else 2)
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=cfg.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=_callbacks(cfg, out, state_path, d.norm, resumed),
+            shuffle=False,  # tf.data already reshuffles each epoch
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
     train_seconds = float(resumed.get("train_seconds", 0.0)) + time.time() - t_start
     return _score(cfg, out, d, model, train_seconds)
 
@@ -300,8 +336,10 @@ def _score(cfg: TrainConfig, out: Path, d: _Data, model, train_seconds: float) -
     plots.training_curves(out / "log.csv", out / "training_curves.png")
     plots.confusion(rep["confusion_matrix"], out / "confusion_matrix.png")
     print(metrics.format_table(rep, title=f"best checkpoint on PublicTest (epoch {summary['best_epoch']})"))
-    print(f"training wall time {train_seconds / 60:.1f} min ({summary['precision']}) on {summary['machine']}; "
-          f"outputs in {out}")
+    print(
+        f"training wall time {train_seconds / 60:.1f} min ({summary['precision']}) on {summary['machine']}; "
+        f"outputs in {out}"
+    )
     return summary
 
 
@@ -321,8 +359,11 @@ def _best_epoch(log_csv: Path) -> int:
 def register(sub) -> None:
     d = TrainConfig(data="")
     a = d.augment
-    p = sub.add_parser("train", help="train the classifier on FER2013 (CSV or image folders)",
-                       description="Train on Training, select on PublicTest; writes checkpoints, log.csv, plots and metrics.json.")
+    p = sub.add_parser(
+        "train",
+        help="train the classifier on FER2013 (CSV or image folders)",
+        description="Train on Training, select on PublicTest; writes checkpoints, log.csv, plots and metrics.json.",
+    )
     p.add_argument("--data", required=True, help="FER2013 .csv/.csv.gz or image-folder root")
     p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
     p.add_argument("--epochs", type=int, default=d.epochs)
@@ -332,36 +373,59 @@ def register(sub) -> None:
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--dropout", type=float, default=d.dropout)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
-                   help="adamw, or sgd with Nesterov momentum 0.9 (weight decay is decoupled in both: "
-                        "keras scales it by the learning rate, so SGD needs ~10x the coupled-L2 value)")
-    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
-                   help="mixed_bfloat16 computes in bfloat16 with float32 weights (24 %% faster epochs on this "
-                        "AVX512-BF16 CPU); auto picks it on CPUs with AVX512-BF16 or AMX, float32 elsewhere; "
-                        "export is float32 either way")
-    p.add_argument("--ema", type=float, default=d.ema,
-                   help="weight moving-average momentum for validation and best.keras, e.g. 0.998 (0 = off)")
+    p.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=d.optimizer,
+        help="adamw, or sgd with Nesterov momentum 0.9 (weight decay is decoupled in both: "
+        "keras scales it by the learning rate, so SGD needs ~10x the coupled-L2 value)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=d.precision,
+        help="mixed_bfloat16 computes in bfloat16 with float32 weights (24 %% faster epochs on this "
+        "AVX512-BF16 CPU); auto picks it on CPUs with AVX512-BF16 or AMX, float32 elsewhere; "
+        "export is float32 either way",
+    )
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=d.ema,
+        help="weight moving-average momentum for validation and best.keras, e.g. 0.998 (0 = off)",
+    )
     p.add_argument("--widths", default=",".join(map(str, d.widths)), help="conv widths per stage")
     p.add_argument("--convs", default=",".join(map(str, d.convs)), help="3x3 convs per stage (one count per width)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--limit", type=int, default=0, help="use at most N rows per split (smoke runs)")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip and count bad rows instead of stopping")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.keras")
-    p.add_argument("--init-from", help="start from this .keras checkpoint's weights with a fresh schedule (warm restart)")
-    p.add_argument("--teacher", action="append", default=[], metavar="BUNDLE",
-                   help="distil from this model bundle (repeat for an ensemble): targets become "
-                        "(1 - alpha) * label + alpha * teacher probabilities (face and mirror averaged)")
-    p.add_argument("--distill-alpha", type=float, default=d.distill_alpha,
-                   help="teacher weight in the targets, 0..1")
-    p.add_argument("--distill-temperature", type=float, default=d.distill_temperature,
-                   help="soften the teacher's probabilities as softmax(logits / T)")
+    p.add_argument(
+        "--init-from", help="start from this .keras checkpoint's weights with a fresh schedule (warm restart)"
+    )
+    p.add_argument(
+        "--teacher",
+        action="append",
+        default=[],
+        metavar="BUNDLE",
+        help="distil from this model bundle (repeat for an ensemble): targets become "
+        "(1 - alpha) * label + alpha * teacher probabilities (face and mirror averaged)",
+    )
+    p.add_argument("--distill-alpha", type=float, default=d.distill_alpha, help="teacher weight in the targets, 0..1")
+    p.add_argument(
+        "--distill-temperature",
+        type=float,
+        default=d.distill_temperature,
+        help="soften the teacher's probabilities as softmax(logits / T)",
+    )
     p.add_argument("--no-flip", action="store_true")
     p.add_argument("--rotation", type=float, default=a.rotation_deg, help="max rotation, degrees")
     p.add_argument("--scale", type=float, default=a.scale, help="max zoom in/out fraction")
     p.add_argument("--shift", type=float, default=a.shift_px, help="max shift in pixels (= reflect-pad crop)")
     p.add_argument("--erase-prob", type=float, default=a.erase_prob, help="random-erasing probability")
-    p.add_argument("--mixup", type=float, default=a.mixup_alpha,
-                   help="mixup Beta(alpha, alpha) parameter, e.g. 0.2 (0 = off)")
+    p.add_argument(
+        "--mixup", type=float, default=a.mixup_alpha, help="mixup Beta(alpha, alpha) parameter, e.g. 0.2 (0 = off)"
+    )
     p.add_argument("--mixup-prob", type=float, default=a.mixup_prob, help="share of faces mixed when --mixup > 0")
     p.set_defaults(func=_run)
 
@@ -381,15 +445,37 @@ def _run(args) -> int:
     widths, convs = _int_list("--widths", args.widths), _int_list("--convs", args.convs)
     try:
         cfg = TrainConfig(
-            data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
-            dropout=args.dropout, optimizer=args.optimizer, precision=args.precision,
-            ema=args.ema, widths=widths, convs=convs, seed=args.seed, limit=args.limit, skip_bad_rows=args.skip_bad_rows,
-            resume=args.resume, init_from=args.init_from, teachers=tuple(args.teacher),
-            distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature,
-            augment=AugmentConfig(flip=not args.no_flip, rotation_deg=args.rotation, scale=args.scale,
-                                  shift_px=args.shift, erase_prob=args.erase_prob,
-                                  mixup_alpha=args.mixup, mixup_prob=args.mixup_prob),
+            data=args.data,
+            out=args.out,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            warmup_epochs=args.warmup_epochs,
+            label_smoothing=args.label_smoothing,
+            dropout=args.dropout,
+            optimizer=args.optimizer,
+            precision=args.precision,
+            ema=args.ema,
+            widths=widths,
+            convs=convs,
+            seed=args.seed,
+            limit=args.limit,
+            skip_bad_rows=args.skip_bad_rows,
+            resume=args.resume,
+            init_from=args.init_from,
+            teachers=tuple(args.teacher),
+            distill_alpha=args.distill_alpha,
+            distill_temperature=args.distill_temperature,
+            augment=AugmentConfig(
+                flip=not args.no_flip,
+                rotation_deg=args.rotation,
+                scale=args.scale,
+                shift_px=args.shift,
+                erase_prob=args.erase_prob,
+                mixup_alpha=args.mixup,
+                mixup_prob=args.mixup_prob,
+            ),
         )
     except ValueError as exc:  # TrainConfig's own checks, worded for the command line
         raise FerError(str(exc)) from None

@@ -189,8 +189,7 @@ def _require_mosquitto() -> None:
 @pytest.fixture(scope="session")
 def manifest():
     """The committed default bundle's manifest (the agent's fallback model; missing it is a defect, not a skip)."""
-    from agent.contracts.manifest import default_bundle_path
-    from agent.contracts.manifest import load_manifest
+    from agent.contracts.manifest import default_bundle_path, load_manifest
 
     return load_manifest(default_bundle_path())
 

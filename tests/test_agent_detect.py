@@ -6,13 +6,13 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.demo import astronaut_bgr, background, grid_faces, grid_frame
 from agent.boxes import iou as box_iou
 from agent.boxes import iou_matrix
+from agent.contracts.errors import FerError
+from agent.demo import astronaut_bgr, background, grid_faces, grid_frame
 from agent.detectors import DetectorConfig, create_detector
 from agent.detectors.blazeface import BLAZEFACE_OPTIONS, ssd_anchors, weighted_nms
 from agent.detectors.haar import HaarDetector
-from agent.contracts.errors import FerError
 
 DETECTORS = [("haar", "short"), ("blazeface", "short"), ("blazeface", "full")]
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from agent.classify import FaceClassifier
+from agent.contracts.preprocess import image_tensor
+from agent.demo import astronaut_bgr, face_patch
 from agent.runtimes import BackendConfig, InferenceError, create_runtime
 from agent.runtimes.tflite import TFLiteConfig
-from agent.demo import astronaut_bgr, face_patch
-from agent.contracts.preprocess import image_tensor
 
 
 def TFLiteBackend(manifest, cfg):  # noqa: N802 - reads like the class it stands for

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.contracts.labels import LABELS
-from agent.contracts.preprocess import Box
 from agent.boxes import iou as box_iou
+from agent.contracts.labels import LABELS
 from agent.contracts.manifest import to_probabilities
+from agent.contracts.preprocess import Box
 from agent.track import Tracker, TrackingConfig
 
 W, H, FPS = 640, 480, 30.0

@@ -93,7 +93,7 @@ def test_raw_tensor_is_bare_float32_le_nhwc(tmp_path):
     assert len(blob) == 48 * 48 * 4
     assert blob[:8] == np.array([0.0, 1 / 7], dtype="<f4").tobytes()
     # NHWC: the 49th value is row 1, column 0.
-    assert np.frombuffer(blob[48 * 4:49 * 4], "<f4")[0] == pytest.approx(48 / 7)
+    assert np.frombuffer(blob[48 * 4 : 49 * 4], "<f4")[0] == pytest.approx(48 / 7)
     np.testing.assert_array_equal(read_raw(p, (1, 48, 48, 1))[0], t)
     with pytest.raises(FerError, match="holds 9216 bytes, expected 36864 for shape"):
         read_raw(p, (1, 96, 96, 1))
@@ -102,12 +102,16 @@ def test_raw_tensor_is_bare_float32_le_nhwc(tmp_path):
 def test_input_list_round_trip_and_multi_input(tmp_path):
     lst = write_input_list(tmp_path / "in.txt", ["/w/a.raw", "/w/b.raw"], output_names=["probabilities"])
     assert lst.read_text() == "#probabilities\n/w/a.raw\n/w/b.raw\n"
-    pct = write_input_list(tmp_path / "pct.txt", [{"input": "/w/a.raw", "mask": "/w/m.raw"}], ["probabilities"], mark="%")
+    pct = write_input_list(
+        tmp_path / "pct.txt", [{"input": "/w/a.raw", "mask": "/w/m.raw"}], ["probabilities"], mark="%"
+    )
     assert pct.read_text() == "%probabilities\ninput:=/w/a.raw mask:=/w/m.raw\n"
     assert parse_input_list(pct).entries == [{"input": "/w/a.raw", "mask": "/w/m.raw"}]
     parsed = parse_input_list(lst)
     assert parsed.output_names == ["probabilities"] and parsed.paths() == ["/w/a.raw", "/w/b.raw"]
-    (tmp_path / "multi.txt").write_text("#out1 out2\ninput:=/w/a.raw mask:=/w/m.raw\n\ninput:=/w/b.raw mask:=/w/n.raw\n")
+    (tmp_path / "multi.txt").write_text(
+        "#out1 out2\ninput:=/w/a.raw mask:=/w/m.raw\n\ninput:=/w/b.raw mask:=/w/n.raw\n"
+    )
     multi = parse_input_list(tmp_path / "multi.txt")
     assert multi.entries[1] == {"input": "/w/b.raw", "mask": "/w/n.raw"} and multi.output_names == ["out1", "out2"]
     (tmp_path / "late.txt").write_text("/w/a.raw\n#out\n")

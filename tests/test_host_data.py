@@ -8,9 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fer_synth import synth_images, write_csv
 
 from agent.contracts.labels import LABELS, label_index
-from fer_synth import synth_images, write_csv
 from host_tools import data as fer_data
 from host_tools.data import DataError
 
@@ -91,8 +91,11 @@ def test_skip_summary_names_the_first_rows_and_counts_each_reason(tmp_path):
 
 def test_missing_column(tmp_path):
     path = _write_rows(tmp_path / "cols.csv", ["3,Training"], header="emotion,Usage")
-    with pytest.raises(DataError, match=r"row 1: missing column\(s\) pixels \(expected header emotion,pixels,Usage, "
-                                        r"got 'emotion,Usage'\)"):
+    with pytest.raises(
+        DataError,
+        match=r"row 1: missing column\(s\) pixels \(expected header emotion,pixels,Usage, "
+        r"got 'emotion,Usage'\)",
+    ):
         fer_data.load(path)
 
 
@@ -102,8 +105,10 @@ def test_csv_without_header_line_is_one_short_line(tmp_path):
     with pytest.raises(DataError) as err:
         fer_data.load(path)
     msg = str(err.value)
-    assert msg.startswith(f"{path}: row 1: no header line; expected the first line to be emotion,pixels,Usage, "
-                          "got a data row ('3,7 7 7 7 7")
+    assert msg.startswith(
+        f"{path}: row 1: no header line; expected the first line to be emotion,pixels,Usage, "
+        "got a data row ('3,7 7 7 7 7"
+    )
     assert "... (4,618 characters))" in msg and len(msg) < len(str(path)) + 200 and "\n" not in msg
 
 
@@ -188,7 +193,9 @@ def test_unknown_class_folder(tmp_path):
 
 def test_label_order_is_fer2013():
     assert LABELS == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-    assert [label_index(n) for n in ("Angry", "DISGUSTED", "fearful", "happy", "Sad", "surprised", "neutral")] == list(range(7))
+    assert [label_index(n) for n in ("Angry", "DISGUSTED", "fearful", "happy", "Sad", "surprised", "neutral")] == list(
+        range(7)
+    )
     with pytest.raises(KeyError):
         label_index("contempt")
 

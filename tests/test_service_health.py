@@ -1,4 +1,7 @@
-"""sd_notify protocol, watchdog rate limiting and health-file states (agent/notify.py, agent/health.py, agent/service.py)."""
+"""sd_notify protocol, watchdog rate limiting and health-file states.
+
+Code: agent/notify.py, agent/health.py, agent/service.py.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import os
 import socket
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,6 +114,7 @@ def test_send_failure_is_swallowed(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- health
+
 
 def _reporter(tmp_path: Path, wall: FakeClock, mono: FakeClock, **kw) -> HealthReporter:
     return HealthReporter(tmp_path / "run" / "health.json", wall_clock=wall, clock=mono, **kw)
@@ -234,18 +239,24 @@ def test_write_error_is_not_raised(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- paths and command
 
+
 def test_resolve_health_file_order(tmp_path: Path) -> None:
     absent = tmp_path / "absent"
     kw = {"system_runtime_dir": absent / "run", "system_config": absent / "etc" / "agent.yaml"}
     cfg = ServiceConfig(health_file=str(tmp_path / "x.json"))
     assert service.resolve_health_file(cfg, {"RUNTIME_DIRECTORY": "/r"}, **kw) == tmp_path / "x.json"
-    assert service.resolve_health_file(None, {"RUNTIME_DIRECTORY": "/run/fer-agent:/run/other"}, **kw) == Path("/run/fer-agent/health.json")
-    assert service.resolve_health_file(None, {"XDG_RUNTIME_DIR": "/run/user/7"}, **kw) == Path("/run/user/7/fer-agent/health.json")
+    assert service.resolve_health_file(None, {"RUNTIME_DIRECTORY": "/run/fer-agent:/run/other"}, **kw) == Path(
+        "/run/fer-agent/health.json"
+    )
+    assert service.resolve_health_file(None, {"XDG_RUNTIME_DIR": "/run/user/7"}, **kw) == Path(
+        "/run/user/7/fer-agent/health.json"
+    )
     # installed board, person's shell: same file as the service's $RUNTIME_DIRECTORY
     installed = tmp_path / "run" / "fer-agent"
     installed.mkdir(parents=True)
-    got = service.resolve_health_file(None, {"XDG_RUNTIME_DIR": "/run/user/1000"}, system_runtime_dir=installed,
-                                      system_config=absent / "agent.yaml")
+    got = service.resolve_health_file(
+        None, {"XDG_RUNTIME_DIR": "/run/user/1000"}, system_runtime_dir=installed, system_config=absent / "agent.yaml"
+    )
     assert got == installed / "health.json"
 
 
@@ -303,15 +314,17 @@ def test_health_command_bad_config_is_one_line(tmp_path: Path, capsys) -> None:
     assert err.startswith("fer-agent health: error: ") and len(err.strip().splitlines()) == 1
 
 
-def _child_health_file(tmp_path: Path) -> tuple[Path, "subprocess.Popen"]:
+def _child_health_file(tmp_path: Path) -> tuple[Path, Any]:
     """A health file written by another live process (the agent stand-in), which the test then kills."""
     import subprocess
     import sys
 
     p = tmp_path / "health.json"
-    code = ("import sys, time; from agent.health import HealthReporter; "
-            "HealthReporter(sys.argv[1]).update(time.time(), 93, True, 0, 'tflite', 'running'); "
-            "print('ready', flush=True); time.sleep(60)")
+    code = (
+        "import sys, time; from agent.health import HealthReporter; "
+        "HealthReporter(sys.argv[1]).update(time.time(), 93, True, 0, 'tflite', 'running'); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
     child = subprocess.Popen([sys.executable, "-c", code, str(p)], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "ready"
     return p, child
@@ -356,11 +369,15 @@ def test_fer_agent_health_cli_end_to_end(tmp_path: Path) -> None:
     if not exe.exists():
         pytest.skip("fer-agent console script not installed (pip install -e .)")
     p = tmp_path / "health.json"
-    r = subprocess.run([str(exe), "health", "--health-file", str(p)], check=False, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [str(exe), "health", "--health-file", str(p)], check=False, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 1 and r.stdout.strip() == f"unhealthy: agent not running or health file missing: {p}"
     HealthReporter(p).update(time.time(), 42, True, 0, "tflite", "running")
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(f"service:\n  health_file: {p}\n")
-    r = subprocess.run([str(exe), "health", "-c", str(cfg), "--json"], check=False, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [str(exe), "health", "-c", str(cfg), "--json"], check=False, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["health"]["frames"] == 42

@@ -13,11 +13,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
 from snpe_testing import HOST_ARCH, add_dlcs, copy_bundle, litert_predict, make_fake_sdk, read_log, tool_path
 
 from agent.classify import FaceClassifier
-from agent.runtimes.base import InferenceError
-from agent.runtimes.snpe import SnpeConfig, SnpeNetRun, SnpeRuntime, dlc_kind_for
-from agent.contracts.snpe_sdk import find_tool
 from agent.contracts.errors import ConfigError
 from agent.contracts.manifest import load_manifest
+from agent.contracts.snpe_sdk import find_tool
+from agent.runtimes.base import InferenceError
+from agent.runtimes.snpe import SnpeConfig, SnpeNetRun, SnpeRuntime, dlc_kind_for
 
 
 class SnpeBackend(FaceClassifier):
@@ -53,8 +53,18 @@ def bundle(tmp_path_factory, sdk) -> Path:
 @pytest.fixture
 def env(monkeypatch, sdk, tmp_path):
     """SDK on $SNPE_ROOT, a call log, nothing else that could leak in."""
-    for var in ("SNPE_ROOT", "QAIRT_SDK_ROOT", "SNPE_NET_RUN", "SNPE_STAND_IN_EXIT", "SNPE_STAND_IN_SKIP",
-                "SNPE_STAND_IN_SHORT", "SNPE_STAND_IN_SLEEP", "SNPE_STAND_IN_FAIL_FILE", "LD_LIBRARY_PATH", "ADSP_LIBRARY_PATH"):
+    for var in (
+        "SNPE_ROOT",
+        "QAIRT_SDK_ROOT",
+        "SNPE_NET_RUN",
+        "SNPE_STAND_IN_EXIT",
+        "SNPE_STAND_IN_SKIP",
+        "SNPE_STAND_IN_SHORT",
+        "SNPE_STAND_IN_SLEEP",
+        "SNPE_STAND_IN_FAIL_FILE",
+        "LD_LIBRARY_PATH",
+        "ADSP_LIBRARY_PATH",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SNPE_ROOT", str(sdk))
     log = tmp_path / "calls.jsonl"
@@ -72,15 +82,30 @@ def cfg(tmp_path: Path, **kw) -> SnpeConfig:
 
 # ---------------------------------------------------------------- command lines
 
-@pytest.mark.parametrize("runtime,flags", [("cpu", []), ("gpu", ["--use_gpu"]), ("dsp", ["--use_dsp"]), ("aip", ["--use_aip"])])
+
+@pytest.mark.parametrize(
+    "runtime,flags", [("cpu", []), ("gpu", ["--use_gpu"]), ("dsp", ["--use_dsp"]), ("aip", ["--use_aip"])]
+)
 def test_runtime_maps_to_snpe_net_run_flag(env, bundle, tmp_path, runtime, flags):
-    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime=runtime, perf_profile="high_performance", userbuffer="float"))
+    b = SnpeBackend(
+        load_manifest(bundle), cfg(tmp_path, runtime=runtime, perf_profile="high_performance", userbuffer="float")
+    )
     try:
         r = b.runner
         dlc = {"cpu": "model.dlc", "gpu": "model.dlc", "dsp": "model_htp.dlc", "aip": "model_quantized.dlc"}[runtime]
         assert r.command() == [
-            str(r.tool), "--container", str((bundle / dlc).resolve()), "--input_list", str(r.input_list),
-            "--output_dir", str(r.output_dir), *flags, "--perf_profile", "high_performance", "--userbuffer_float"]
+            str(r.tool),
+            "--container",
+            str((bundle / dlc).resolve()),
+            "--input_list",
+            str(r.input_list),
+            "--output_dir",
+            str(r.output_dir),
+            *flags,
+            "--perf_profile",
+            "high_performance",
+            "--userbuffer_float",
+        ]
         assert r.tool.name == "snpe-net-run" and r.tool.parent.name == HOST_ARCH
     finally:
         b.close()
@@ -95,7 +120,9 @@ def test_describe_names_runtime_dlc_and_sdk_version(env, bundle, tmp_path):
 
 
 def test_empty_perf_profile_and_extra_args(env, bundle, tmp_path):
-    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu", perf_profile="", extra_args=["--enable_cpu_fallback"]))
+    b = SnpeBackend(
+        load_manifest(bundle), cfg(tmp_path, runtime="cpu", perf_profile="", extra_args=["--enable_cpu_fallback"])
+    )
     try:
         cmd = b.runner.command()
         assert "--perf_profile" not in cmd and not any(a.startswith("--userbuffer") for a in cmd)
@@ -114,6 +141,7 @@ def test_dsp_uses_quantized_dlc_without_htp(env, tmp_path, sdk):
 
 
 # ---------------------------------------------------------------- numbers
+
 
 def test_several_faces_one_call_matches_litert(env, bundle, tmp_path):
     x = faces(3)
@@ -172,6 +200,7 @@ def test_wrong_face_shape_is_rejected(env, bundle, tmp_path):
 
 
 # ---------------------------------------------------------------- failures
+
 
 def test_missing_output_names_file(env, bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("SNPE_STAND_IN_SKIP", "1")
@@ -241,10 +270,16 @@ def test_files_cleaned_up(env, bundle, tmp_path):
 
 # ---------------------------------------------------------------- environment and discovery
 
+
 def test_library_paths_reach_the_tool(env, bundle, tmp_path, sdk, monkeypatch):
     monkeypatch.setenv("LD_LIBRARY_PATH", "/existing")
-    c = cfg(tmp_path, runtime="dsp", ld_library_path=["/opt/vendor/lib"],
-            adsp_library_path=["/opt/qairt/lib/hexagon-v73/unsigned", "/usr/lib/rfsa/adsp"], env={"EXTRA_VAR": "1"})
+    c = cfg(
+        tmp_path,
+        runtime="dsp",
+        ld_library_path=["/opt/vendor/lib"],
+        adsp_library_path=["/opt/qairt/lib/hexagon-v73/unsigned", "/usr/lib/rfsa/adsp"],
+        env={"EXTRA_VAR": "1"},
+    )
     b = SnpeBackend(load_manifest(bundle), c)
     try:
         b.infer(faces(1))
@@ -299,8 +334,18 @@ def test_missing_tool_is_a_clear_error(monkeypatch, bundle, tmp_path):
         SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu", snpe_net_run=str(tmp_path / "missing")))
 
 
-@pytest.mark.parametrize("field,value", [("runtime", "npu"), ("perf_profile", "turbo"), ("userbuffer", "tf16x"),
-                                         ("timeout_s", 0), ("fallback_after", 0), ("dlc_role", "onnx"), ("fallback", "gpu")])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("runtime", "npu"),
+        ("perf_profile", "turbo"),
+        ("userbuffer", "tf16x"),
+        ("timeout_s", 0),
+        ("fallback_after", 0),
+        ("dlc_role", "onnx"),
+        ("fallback", "gpu"),
+    ],
+)
 def test_config_errors_name_the_key(field, value):
     with pytest.raises(ValueError, match=f"^{field}: "):
         SnpeConfig(**{field: value})
@@ -312,8 +357,14 @@ def test_config_errors_name_the_key(field, value):
 
 def test_config_loads_through_the_agent_yaml_parser():
     config = pytest.importorskip("agent.config")
-    cfg = config.parse_config({"backend": {"type": "snpe", "snpe": {"runtime": "gpu", "env": {"A": "1"}, "fallback_after": 2}}})
-    assert cfg.backend.snpe.runtime == "gpu" and cfg.backend.snpe.env == {"A": "1"} and cfg.backend.snpe.fallback_after == 2
+    cfg = config.parse_config(
+        {"backend": {"type": "snpe", "snpe": {"runtime": "gpu", "env": {"A": "1"}, "fallback_after": 2}}}
+    )
+    assert (
+        cfg.backend.snpe.runtime == "gpu"
+        and cfg.backend.snpe.env == {"A": "1"}
+        and cfg.backend.snpe.fallback_after == 2
+    )
     with pytest.raises(ConfigError, match="backend.snpe.runtime"):
         config.parse_config({"backend": {"snpe": {"runtime": "npu"}}})
 

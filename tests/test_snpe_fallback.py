@@ -60,14 +60,20 @@ def run_frames(runtime: Runtime, n: int) -> list[str]:
 def test_switches_after_k_consecutive_failures_and_says_so(caplog):
     primary = Scripted("snpe", 1.0, fail=set(range(2, 100)))
     made = []
-    fb = FallbackRuntime(primary, lambda: made.append(1) or Scripted("tflite", 2.0), after=3,
-                         on_switch=lambda name, why: made.append((name, why)))
+    fb = FallbackRuntime(
+        primary,
+        lambda: made.append(1) or Scripted("tflite", 2.0),
+        after=3,
+        on_switch=lambda name, why: made.append((name, why)),
+    )
     with caplog.at_level(logging.WARNING, logger="agent.runtimes.fallback"):
         results = run_frames(fb, 6)
     # frame 1 ok, frames 2-3 fail, frame 4 is the 3rd failure: switch, and the fallback answers it
     assert results == ["ok:1", "fail", "fail", "ok:2", "ok:2", "ok:2"]
     assert fb.switched and fb.active.name == "tflite" and fb.name == "tflite" and primary.closed
-    assert made[0] == 1 and made[1][0] == "tflite" and "snpe failed 3 consecutive frames" in made[1][1]  # built once, told
+    assert (
+        made[0] == 1 and made[1][0] == "tflite" and "snpe failed 3 consecutive frames" in made[1][1]
+    )  # built once, told
     assert "snpe broke on frame 4" in fb.switch_reason and "second line" not in fb.switch_reason
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == [f"switching the classifier from the snpe runtime to tflite: {fb.switch_reason}"]
@@ -106,7 +112,13 @@ def test_maybe_wrap_reads_the_config():
 def test_snpe_to_real_tflite_backend(tmp_path, monkeypatch):
     """The real thing: snpe-net-run stand-in failing K times, then LiteRT answers with the model's numbers."""
     tflite_mod = pytest.importorskip("agent.runtimes.tflite")
-    for var in ("SNPE_STAND_IN_EXIT", "SNPE_STAND_IN_SKIP", "SNPE_STAND_IN_SHORT", "SNPE_STAND_IN_SLEEP", "SNPE_NET_RUN"):
+    for var in (
+        "SNPE_STAND_IN_EXIT",
+        "SNPE_STAND_IN_SKIP",
+        "SNPE_STAND_IN_SHORT",
+        "SNPE_STAND_IN_SLEEP",
+        "SNPE_NET_RUN",
+    ):
         monkeypatch.delenv(var, raising=False)
     sdk = make_fake_sdk(tmp_path / "sdk")
     bundle = add_dlcs(copy_bundle(tmp_path / "bundle"), sdk)
@@ -116,8 +128,13 @@ def test_snpe_to_real_tflite_backend(tmp_path, monkeypatch):
     manifest = load_manifest(bundle)
     cfg = SnpeConfig(runtime="cpu", fallback_after=2, work_dir=str(tmp_path / "w"))
     model = FaceClassifier.model(manifest)
-    fb = FaceClassifier(manifest, maybe_wrap(SnpeRuntime(model, cfg),
-                        lambda name: tflite_mod.TFLiteRuntime(model, tflite_mod.TFLiteConfig(model="float"))))
+    fb = FaceClassifier(
+        manifest,
+        maybe_wrap(
+            SnpeRuntime(model, cfg),
+            lambda name: tflite_mod.TFLiteRuntime(model, tflite_mod.TFLiteConfig(model="float")),
+        ),
+    )
     x = np.random.default_rng(5).normal(size=(2, 48, 48, 1)).astype(np.float32)
     want = litert_predict(bundle / "model.tflite", x)
     np.testing.assert_allclose(fb.infer(x), want, rtol=1e-5, atol=1e-6)  # snpe works
@@ -138,16 +155,18 @@ def test_create_backend_wraps_snpe_from_config(tmp_path, monkeypatch):
     sdk = make_fake_sdk(tmp_path / "sdk")
     bundle = add_dlcs(copy_bundle(tmp_path / "bundle"), sdk)
     monkeypatch.setenv("SNPE_ROOT", str(sdk))
-    cfg = config.parse_config({"backend": {"type": "snpe", "snpe": {"runtime": "cpu", "fallback_after": 2,
-                                                                   "work_dir": str(tmp_path / "w")}}})
+    cfg = config.parse_config(
+        {"backend": {"type": "snpe", "snpe": {"runtime": "cpu", "fallback_after": 2, "work_dir": str(tmp_path / "w")}}}
+    )
     b = create_runtime(cfg.backend, FaceClassifier.model(load_manifest(bundle)))
     try:
         assert isinstance(b, FallbackRuntime) and b.after == 2 and b.name == "snpe"
         assert "falls back to tflite after 2" in b.describe()
     finally:
         b.close()
-    cfg = config.parse_config({"backend": {"type": "snpe", "snpe": {"runtime": "cpu", "fallback": "none",
-                                                                   "work_dir": str(tmp_path / "w")}}})
+    cfg = config.parse_config(
+        {"backend": {"type": "snpe", "snpe": {"runtime": "cpu", "fallback": "none", "work_dir": str(tmp_path / "w")}}}
+    )
     b = create_runtime(cfg.backend, FaceClassifier.model(load_manifest(bundle)))
     assert isinstance(b, SnpeRuntime)
     b.close()
@@ -160,7 +179,13 @@ def test_after_a_fallback_every_payload_names_the_runtime_in_use(tmp_path, monke
     from agent.demo import write_clip
     from agent.runner import run_agent
 
-    for var in ("SNPE_STAND_IN_EXIT", "SNPE_STAND_IN_SKIP", "SNPE_STAND_IN_SHORT", "SNPE_STAND_IN_SLEEP", "SNPE_NET_RUN"):
+    for var in (
+        "SNPE_STAND_IN_EXIT",
+        "SNPE_STAND_IN_SKIP",
+        "SNPE_STAND_IN_SHORT",
+        "SNPE_STAND_IN_SLEEP",
+        "SNPE_NET_RUN",
+    ):
         monkeypatch.delenv(var, raising=False)
     sdk = make_fake_sdk(tmp_path / "sdk")
     bundle = add_dlcs(copy_bundle(tmp_path / "bundle"), sdk)
@@ -169,12 +194,17 @@ def test_after_a_fallback_every_payload_names_the_runtime_in_use(tmp_path, monke
     fail_file.touch()
     monkeypatch.setenv("SNPE_STAND_IN_FAIL_FILE", str(fail_file))
     clip = write_clip(tmp_path / "clip.mp4", seconds=2.0)
-    cfg = parse_config({
-        "backend": {"type": "snpe", "snpe": {"runtime": "cpu", "fallback_after": 2, "work_dir": str(tmp_path / "w")}},
-        "model": {"bundle": str(bundle)},
-        "mqtt": {"device_id": "fb"},
-        "service": {"state_dir": str(tmp_path / "state"), "health_file": str(tmp_path / "health.json")},
-    })
+    cfg = parse_config(
+        {
+            "backend": {
+                "type": "snpe",
+                "snpe": {"runtime": "cpu", "fallback_after": 2, "work_dir": str(tmp_path / "w")},
+            },
+            "model": {"bundle": str(bundle)},
+            "mqtt": {"device_id": "fb"},
+            "service": {"state_dir": str(tmp_path / "state"), "health_file": str(tmp_path / "health.json")},
+        }
+    )
     apply_overrides(cfg, source=str(clip), broker=f"{mosquitto.host}:{mosquitto.port}")
     collector = mqtt_collector(mosquitto.host, mosquitto.port, ["fer/fb/#", "homeassistant/#"])
     summary = run_agent(cfg)
@@ -186,5 +216,10 @@ def test_after_a_fallback_every_payload_names_the_runtime_in_use(tmp_path, monke
     assert stats["extra"]["backend_reason"].startswith("fallback: snpe failed 2 consecutive frames")
     discovery = [m for m in collector.messages if m.topic.startswith("homeassistant/")]
     assert discovery and "(snpe)" in discovery[0].json()["device"]["model"]  # as published on connect
-    collector.wait_for(lambda c: any(m.topic.startswith("homeassistant/") and "(tflite)" in m.json()["device"]["model"]
-                                     for m in list(c.messages)), timeout=10, what="discovery naming tflite")
+    collector.wait_for(
+        lambda c: any(
+            m.topic.startswith("homeassistant/") and "(tflite)" in m.json()["device"]["model"] for m in list(c.messages)
+        ),
+        timeout=10,
+        what="discovery naming tflite",
+    )

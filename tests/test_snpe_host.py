@@ -25,8 +25,17 @@ from host_tools import calibration, convert, show_results
 from host_tools.cli import main as fer_host
 from host_tools.snpe_sdk import SdkError, ToolFailed, find_sdk, sdk_version
 
-ENV_VARS = ("SNPE_ROOT", "QAIRT_SDK_ROOT", "SNPE_NET_RUN", "SNPE_STAND_IN_EXIT", "SNPE_STAND_IN_SKIP", "SNPE_STAND_IN_SHORT",
-            "SNPE_STAND_IN_SLEEP", "SNPE_STAND_IN_FAIL_FILE", "SNPE_STAND_IN_UNSUPPORTED_OP")
+ENV_VARS = (
+    "SNPE_ROOT",
+    "QAIRT_SDK_ROOT",
+    "SNPE_NET_RUN",
+    "SNPE_STAND_IN_EXIT",
+    "SNPE_STAND_IN_SKIP",
+    "SNPE_STAND_IN_SHORT",
+    "SNPE_STAND_IN_SLEEP",
+    "SNPE_STAND_IN_FAIL_FILE",
+    "SNPE_STAND_IN_UNSUPPORTED_OP",
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,16 +81,23 @@ def dry_run(bundle: Path, **kw) -> list[str]:
 
 # ---------------------------------------------------------------- exact command lines
 
+
 def test_tensorflow_converter_command_uses_manifest_names(env, bundle, sdk, tmp_path):
     calib = tmp_path / "calib.txt"
     cmds = dry_run(bundle, calibration_list=calib, htp_socs="sm8550,qcs6490")
     b = str(bundle)
     assert cmds == [
-        (f"{tool_path(sdk, 'snpe-tensorflow-to-dlc')} --input_network {b}/model.pb --input_dim input 1,48,48,1 "
-         f"--out_node probabilities --output_path {b}/model.dlc"),
-        f"{tool_path(sdk, 'snpe-dlc-quant')} --input_dlc {b}/model.dlc --input_list {calib} --output_dlc {b}/model_quantized.dlc",
-        (f"{tool_path(sdk, 'snpe-dlc-graph-prepare')} --input_dlc {b}/model_quantized.dlc --output_dlc {b}/model_htp.dlc "
-         "--htp_socs sm8550,qcs6490"),
+        (
+            f"{tool_path(sdk, 'snpe-tensorflow-to-dlc')} --input_network {b}/model.pb --input_dim input 1,48,48,1 "
+            f"--out_node probabilities --output_path {b}/model.dlc"
+        ),
+        f"{tool_path(sdk, 'snpe-dlc-quant')} --input_dlc {b}/model.dlc --input_list {calib} "
+        f"--output_dlc {b}/model_quantized.dlc",
+        (
+            f"{tool_path(sdk, 'snpe-dlc-graph-prepare')} --input_dlc {b}/model_quantized.dlc "
+            f"--output_dlc {b}/model_htp.dlc "
+            "--htp_socs sm8550,qcs6490"
+        ),
     ]
 
 
@@ -97,27 +113,35 @@ def test_names_and_dims_come_from_the_manifest(env, bundle, tmp_path):
 
 def test_tflite_converter_command(env, bundle, sdk):
     (cmd,) = dry_run(bundle, source="tflite", quantize=False)
-    assert cmd == (f"{tool_path(sdk, 'snpe-tflite-to-dlc')} --input_network {bundle}/model.tflite "
-                   f"--input_dim serving_default_input:0 1,48,48,1 --out_node PartitionedCall:0 --output_path {bundle}/model.dlc")
+    assert cmd == (
+        f"{tool_path(sdk, 'snpe-tflite-to-dlc')} --input_network {bundle}/model.tflite "
+        f"--input_dim serving_default_input:0 1,48,48,1 --out_node PartitionedCall:0 --output_path {bundle}/model.dlc"
+    )
 
 
 def test_onnx_converter_command(env, bundle, sdk, tmp_path):
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"onnx")
     (cmd,) = dry_run(bundle, source="onnx", model=onnx, quantize=False)
-    assert cmd == (f"{tool_path(sdk, 'snpe-onnx-to-dlc')} --input_network {onnx} --input_dim input 1,48,48,1 "
-                   f"--out_node probabilities --output_path {bundle}/model.dlc")
+    assert cmd == (
+        f"{tool_path(sdk, 'snpe-onnx-to-dlc')} --input_network {onnx} --input_dim input 1,48,48,1 "
+        f"--out_node probabilities --output_path {bundle}/model.dlc"
+    )
 
 
 def test_quantizer_choice(env, bundle, tmp_path, monkeypatch):
     calib = tmp_path / "c.txt"
-    old = make_fake_sdk(tmp_path / "snpe-1.68.0.3932", tools=("snpe-tensorflow-to-dlc", "snpe-dlc-quantize", "snpe-net-run"))
+    old = make_fake_sdk(
+        tmp_path / "snpe-1.68.0.3932", tools=("snpe-tensorflow-to-dlc", "snpe-dlc-quantize", "snpe-net-run")
+    )
     (old / "sdk.yaml").unlink()
     monkeypatch.setenv("SNPE_ROOT", str(old))
     assert find_sdk().version == "1.68.0.3932"  # from the directory name when there is no sdk.yaml
     cmds = dry_run(bundle, calibration_list=calib, quantizer_args=["--use_enhanced_quantizer"])
-    assert cmds[1] == (f"{tool_path(old, 'snpe-dlc-quantize')} --input_dlc {bundle}/model.dlc --input_list {calib} "
-                       f"--output_dlc {bundle}/model_quantized.dlc --use_enhanced_quantizer")
+    assert cmds[1] == (
+        f"{tool_path(old, 'snpe-dlc-quantize')} --input_dlc {bundle}/model.dlc --input_list {calib} "
+        f"--output_dlc {bundle}/model_quantized.dlc --use_enhanced_quantizer"
+    )
     with pytest.raises(SdkError, match="snpe-dlc-quant not found"):
         dry_run(bundle, calibration_list=calib, quantizer="snpe-dlc-quant")
 
@@ -133,7 +157,10 @@ def test_dry_run_without_sdk_names_tools_and_changes_nothing(monkeypatch, bundle
     assert (bundle / "manifest.json").read_text() == before and not (bundle / "model.dlc").exists()
     with pytest.raises(SdkError, match=r"SDK not found: set \$SNPE_ROOT or \$QAIRT_SDK_ROOT") as err:
         convert.convert(bundle, quantize=False)
-    assert f"first command: snpe-tensorflow-to-dlc --input_network {bundle}/model.pb --input_dim input 1,48,48,1" in str(err.value)
+    assert (
+        f"first command: snpe-tensorflow-to-dlc --input_network {bundle}/model.pb --input_dim input 1,48,48,1"
+        in str(err.value)
+    )
 
 
 def test_htp_needs_quantize(env, bundle):
@@ -143,19 +170,26 @@ def test_htp_needs_quantize(env, bundle):
 
 # ---------------------------------------------------------------- real runs with the stand-ins
 
+
 def test_full_convert_records_dlcs_commands_and_calibration(env, bundle, sdk, tmp_path):
     data = fer_csv(tmp_path / "fer.csv", [6, 2, 6, 6, 6, 6, 6])
     work = tmp_path / "work"
-    m = convert.convert(bundle, data=data, calibration_count=14, seed=3, htp_socs="sm8550", work_dir=work, echo=lambda s: None)
+    m = convert.convert(
+        bundle, data=data, calibration_count=14, seed=3, htp_socs="sm8550", work_dir=work, echo=lambda s: None
+    )
     load_manifest(bundle).verify()  # every sha256 matches
     assert {"dlc", "dlc_quantized", "dlc_htp"} <= set(m.files)
-    assert m.files["dlc"].extra["output_name"] == "probabilities" and m.files["dlc_quantized"].extra["quantized"] is True
+    assert (
+        m.files["dlc"].extra["output_name"] == "probabilities" and m.files["dlc_quantized"].extra["quantized"] is True
+    )
     block = m.extra["snpe"]
     assert block["sdk_version"] == "2.26.0.240828" and block["sdk_root"] == str(sdk)
     calls = read_log(env)
     assert [c["tool"] for c in calls] == ["snpe-tensorflow-to-dlc", "snpe-dlc-quant", "snpe-dlc-graph-prepare"]
     # the manifest records exactly what ran
-    assert [c["command"] for c in block["commands"]] == [shlex.join([str(tool_path(sdk, c["tool"])), *c["argv"]]) for c in calls]
+    assert [c["command"] for c in block["commands"]] == [
+        shlex.join([str(tool_path(sdk, c["tool"])), *c["argv"]]) for c in calls
+    ]
     # calibration: count, balance, byte size
     assert block["calibration"]["count"] == 14 and block["calibration"]["per_class"] == {lab: 2 for lab in LABELS}
     listed = [line for line in (work / "calibration_list.txt").read_text().splitlines() if line]
@@ -184,7 +218,10 @@ def test_unsupported_op_shows_command_and_stderr(env, bundle, sdk, monkeypatch, 
         convert.convert(bundle, quantize=False, echo=lambda s: None)
     msg = str(err.value)
     assert "snpe-tensorflow-to-dlc failed with exit code 1" in msg
-    assert f"command: {tool_path(sdk, 'snpe-tensorflow-to-dlc')} --input_network {bundle}/model.pb --input_dim input" in msg
+    assert (
+        f"command: {tool_path(sdk, 'snpe-tensorflow-to-dlc')} --input_network {bundle}/model.pb --input_dim input"
+        in msg
+    )
     assert "FancyAttention" in msg and "hint:" in msg
     assert fer_host(["convert", str(bundle), "--no-quantize"]) == 2
     assert "FancyAttention" in capsys.readouterr().err
@@ -204,6 +241,7 @@ def test_sdk_version_sources(tmp_path):
 
 # ---------------------------------------------------------------- calibration selection
 
+
 def test_balanced_indices_equal_share_and_deterministic():
     y = np.repeat(np.arange(7), [50, 15, 40, 80, 60, 30, 70])
     idx = calibration.balanced_indices(y, 70, seed=1)
@@ -222,6 +260,7 @@ def test_balanced_indices_redistributes_a_short_class():
 
 # ---------------------------------------------------------------- make-raw
 
+
 def test_make_raw_images_and_folders_use_the_shared_preprocessing(env, tmp_path):
     spec = load_manifest(TINY_BUNDLE).input
     folder = tmp_path / "imgs"
@@ -233,10 +272,27 @@ def test_make_raw_images_and_folders_use_the_shared_preprocessing(env, tmp_path)
     single = tmp_path / "b.png"
     cv2.imwrite(str(single), grey)
     out = tmp_path / "raw"
-    assert fer_host(["make-raw", str(folder), str(single), "--bundle", str(TINY_BUNDLE), "--out", str(out), "--named",
-                     "--output-header", "layer"]) == 0
+    assert (
+        fer_host(
+            [
+                "make-raw",
+                str(folder),
+                str(single),
+                "--bundle",
+                str(TINY_BUNDLE),
+                "--out",
+                str(out),
+                "--named",
+                "--output-header",
+                "layer",
+            ]
+        )
+        == 0
+    )
     lines = (out / "input_list.txt").read_text().splitlines()
-    assert lines[0] == "#probabilities" and lines[1] == f"input:={out / 'a.raw'}" and lines[2] == f"input:={out / 'b.raw'}"
+    assert (
+        lines[0] == "#probabilities" and lines[1] == f"input:={out / 'a.raw'}" and lines[2] == f"input:={out / 'b.raw'}"
+    )
     np.testing.assert_array_equal(read_raw(out / "a.raw", (48, 48, 1)), image_tensor(colour, spec))
     np.testing.assert_array_equal(read_raw(out / "b.raw", (48, 48, 1)), image_tensor(grey, spec))
 
@@ -244,8 +300,23 @@ def test_make_raw_images_and_folders_use_the_shared_preprocessing(env, tmp_path)
 def test_make_raw_csv_rows_limit_and_prefix(env, tmp_path):
     data = fer_csv(tmp_path / "fer.csv", [2] * 7, public=6)
     out = tmp_path / "raw"
-    assert fer_host(["make-raw", str(data), "--bundle", str(TINY_BUNDLE), "--out", str(out), "--limit", "4",
-                     "--path-prefix", "/data/fer"]) == 0
+    assert (
+        fer_host(
+            [
+                "make-raw",
+                str(data),
+                "--bundle",
+                str(TINY_BUNDLE),
+                "--out",
+                str(out),
+                "--limit",
+                "4",
+                "--path-prefix",
+                "/data/fer",
+            ]
+        )
+        == 0
+    )
     lines = (out / "input_list.txt").read_text().splitlines()
     assert lines == [f"/data/fer/PublicTest_0000{i}_{LABELS[i]}.raw" for i in range(4)]
     assert all((out / Path(p).name).stat().st_size == 9216 for p in lines)
@@ -257,7 +328,9 @@ def test_make_raw_csv_rows_limit_and_prefix(env, tmp_path):
 def test_make_raw_calibration_mode(env, tmp_path):
     data = fer_csv(tmp_path / "fer.csv", [4] * 7)
     out = tmp_path / "cal"
-    assert fer_host(["make-raw", str(data), "--bundle", str(TINY_BUNDLE), "--out", str(out), "--calibration", "14"]) == 0
+    assert (
+        fer_host(["make-raw", str(data), "--bundle", str(TINY_BUNDLE), "--out", str(out), "--calibration", "14"]) == 0
+    )
     lines = (out / "input_list.txt").read_text().splitlines()
     assert len(lines) == 14 and not lines[0].startswith("#")
     labels = [Path(p).stem.rsplit("_", 1)[1] for p in lines]
@@ -265,15 +338,30 @@ def test_make_raw_calibration_mode(env, tmp_path):
 
 
 def test_make_raw_bad_input(env, tmp_path, capsys):
-    assert fer_host(["make-raw", str(tmp_path / "nope.png"), "--bundle", str(TINY_BUNDLE), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        fer_host(["make-raw", str(tmp_path / "nope.png"), "--bundle", str(TINY_BUNDLE), "--out", str(tmp_path / "o")])
+        == 2
+    )
     assert "nope.png: no such file" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- show-results
 
+
 def _net_run(sdk: Path, dlc: Path, input_list: Path, out: Path) -> None:
-    subprocess.run([str(tool_path(sdk, "snpe-net-run")), "--container", str(dlc), "--input_list", str(input_list),
-                    "--output_dir", str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(tool_path(sdk, "snpe-net-run")),
+            "--container",
+            str(dlc),
+            "--input_list",
+            str(input_list),
+            "--output_dir",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
 
 
 @pytest.fixture
@@ -281,7 +369,9 @@ def net_run_output(env, bundle, sdk, tmp_path):
     convert.convert(bundle, quantize=False, echo=lambda s: None)
     data = fer_csv(tmp_path / "fer.csv", [1] * 7, public=5)
     raws = tmp_path / "raws"
-    assert fer_host(["make-raw", str(data), "--bundle", str(bundle), "--out", str(raws), "--output-header", "tensor"]) == 0
+    assert (
+        fer_host(["make-raw", str(data), "--bundle", str(bundle), "--out", str(raws), "--output-header", "tensor"]) == 0
+    )
     assert (raws / "input_list.txt").read_text().startswith("%probabilities\n")
     out = tmp_path / "out"
     _net_run(sdk, bundle / "model.dlc", raws / "input_list.txt", out)
@@ -290,7 +380,9 @@ def net_run_output(env, bundle, sdk, tmp_path):
 
 def test_show_results_matches_the_stand_in_numbers(net_run_output, capsys):
     bundle, lst, out = net_run_output
-    assert fer_host(["show-results", str(out), "--input-list", str(lst), "--bundle", str(bundle), "--format", "json"]) == 0
+    assert (
+        fer_host(["show-results", str(out), "--input-list", str(lst), "--bundle", str(bundle), "--format", "json"]) == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     files = [line for line in lst.read_text().splitlines() if not line.startswith("%")]
     x = np.stack([read_raw(f, (48, 48, 1)) for f in files])
@@ -310,11 +402,26 @@ def test_show_results_table_and_csv(net_run_output, capsys):
     with open(lst.parent / "index.csv", newline="") as fh:
         truths = [r["label"] for r in csv.DictReader(fh)]
     predicted = [line.split()[1] for line in table[2:7]]
-    right = sum(t == p for t, p in zip(truths, predicted))
+    right = sum(t == p for t, p in zip(truths, predicted, strict=False))
     assert [line.split()[3] for line in table[2:7]] == truths
     assert table[-1].startswith(f"accuracy: {right}/5 = ")
-    assert fer_host(["show-results", str(out), "--input-list", str(lst), "--bundle", str(bundle), "--format", "csv",
-                     "--truth", "none"]) == 0
+    assert (
+        fer_host(
+            [
+                "show-results",
+                str(out),
+                "--input-list",
+                str(lst),
+                "--bundle",
+                str(bundle),
+                "--format",
+                "csv",
+                "--truth",
+                "none",
+            ]
+        )
+        == 0
+    )
     rows = list(csv.reader(capsys.readouterr().out.splitlines()))
     assert rows[0] == ["index", "file", "label", "confidence", *LABELS] and len(rows) == 6
 
@@ -346,6 +453,7 @@ def test_show_results_missing_and_short_files(net_run_output):
 
 # ---------------------------------------------------------------- the detector on the same path
 
+
 def _blazeface_short() -> Path:
     import importlib.util
 
@@ -361,25 +469,38 @@ def _blazeface_short() -> Path:
 def test_detector_dlc_runs_through_snpe_net_run(env, bundle, sdk, tmp_path):
     import shutil
 
-    from agent.runtimes.snpe import SnpeConfig, SnpeNetRun
     from agent.contracts.manifest import sha256_of
+    from agent.runtimes.snpe import SnpeConfig, SnpeNetRun
 
     (bundle / "detectors").mkdir()
     shutil.copy(_blazeface_short(), bundle / "detectors" / "face_detection_short_range.tflite")
     raw = json.loads((bundle / "manifest.json").read_text())
-    raw["files"]["blazeface_short"] = {"path": "detectors/face_detection_short_range.tflite",
-                                       "sha256": sha256_of(bundle / "detectors" / "face_detection_short_range.tflite")}
+    raw["files"]["blazeface_short"] = {
+        "path": "detectors/face_detection_short_range.tflite",
+        "sha256": sha256_of(bundle / "detectors" / "face_detection_short_range.tflite"),
+    }
     (bundle / "manifest.json").write_text(json.dumps(raw))
     lines: list[str] = []
     m = convert.convert(bundle, quantize=False, detectors=True, echo=lines.append)
-    assert f"--input_dim input 1,128,128,3 --out_node regressors --out_node classificators --output_path {bundle}/detectors/face_detection_short_range.dlc" in lines[-1]
+    assert (
+        "--input_dim input 1,128,128,3 --out_node regressors --out_node classificators "
+        f"--output_path {bundle}/detectors/face_detection_short_range.dlc"
+        in lines[-1]
+    )
     entry = m.files["blazeface_short_dlc"]
-    assert entry.path == "detectors/face_detection_short_range.dlc" and entry.extra["output_names"] == ["regressors", "classificators"]
+    assert entry.path == "detectors/face_detection_short_range.dlc" and entry.extra["output_names"] == [
+        "regressors",
+        "classificators",
+    ]
     load_manifest(bundle).verify()
 
-    runner = SnpeNetRun(m.path_of("blazeface_short_dlc"), ["input"], ["regressors", "classificators"],
-                        SnpeConfig(runtime="gpu", work_dir=str(tmp_path / "w")),
-                        output_shapes={"regressors": (896, 16), "classificators": (896, 1)})
+    runner = SnpeNetRun(
+        m.path_of("blazeface_short_dlc"),
+        ["input"],
+        ["regressors", "classificators"],
+        SnpeConfig(runtime="gpu", work_dir=str(tmp_path / "w")),
+        output_shapes={"regressors": (896, 16), "classificators": (896, 1)},
+    )
     img = np.random.default_rng(0).uniform(-1, 1, (2, 1, 128, 128, 3)).astype(np.float32)
     try:
         out = runner.run([{"input": img[0]}, {"input": img[1]}])
@@ -406,8 +527,12 @@ def test_detector_dlc_runs_through_snpe_net_run(env, bundle, sdk, tmp_path):
     grey = frame[:, :, 1].copy()
     found = {}
     for backend in ("snpe", "tflite"):
-        cfg = parse_config({"detector": {"type": "blazeface"}, "backend": {"type": backend, "snpe": {
-            "runtime": "gpu", "work_dir": str(tmp_path / "w")}}})
+        cfg = parse_config(
+            {
+                "detector": {"type": "blazeface"},
+                "backend": {"type": backend, "snpe": {"runtime": "gpu", "work_dir": str(tmp_path / "w")}},
+            }
+        )
         det = create_detector(cfg.detector, load_manifest(bundle), cfg.backend)
         try:
             assert det.runtime.name == backend, det.describe()
@@ -424,10 +549,26 @@ def test_detector_dlc_runs_through_snpe_net_run(env, bundle, sdk, tmp_path):
 
 def test_cli_dry_run_wiring(env, bundle, sdk, tmp_path, capsys):
     calib = tmp_path / "cal.txt"
-    assert fer_host(["convert", str(bundle), "--calibration-list", str(calib), "--quantizer", "snpe-dlc-quantize",
-                     "--quantizer-arg=--use_enhanced_quantizer", "--htp-socs", "qcs6490", "--dry-run"]) == 0
+    assert (
+        fer_host(
+            [
+                "convert",
+                str(bundle),
+                "--calibration-list",
+                str(calib),
+                "--quantizer",
+                "snpe-dlc-quantize",
+                "--quantizer-arg=--use_enhanced_quantizer",
+                "--htp-socs",
+                "qcs6490",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     out = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
-    assert [line.split()[0] for line in out] == [str(tool_path(sdk, t)) for t in
-                                                ("snpe-tensorflow-to-dlc", "snpe-dlc-quantize", "snpe-dlc-graph-prepare")]
+    assert [line.split()[0] for line in out] == [
+        str(tool_path(sdk, t)) for t in ("snpe-tensorflow-to-dlc", "snpe-dlc-quantize", "snpe-dlc-graph-prepare")
+    ]
     assert out[1].endswith("--use_enhanced_quantizer") and out[2].endswith("--htp_socs qcs6490")
     assert not (bundle / "model.dlc").exists() and read_log(env) == []

@@ -13,10 +13,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
 from snpe_testing import litert_predict, make_fake_sdk
 
 from agent.classify import FaceClassifier
-from agent.runtimes.snpe import SnpeConfig
 from agent.contracts.labels import LABELS
 from agent.contracts.manifest import load_manifest
 from agent.contracts.preprocess import image_tensor
+from agent.runtimes.snpe import SnpeConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CSV = ROOT.parent / "shared/datasets/fer2013/fer2013_train_publictest.csv.gz"
@@ -31,15 +31,22 @@ def test_real_bundle_convert_calibrate_and_run(tmp_path, monkeypatch):
     from host_tools import convert
     from host_tools import data as fer_data
 
-    for var in ("SNPE_STAND_IN_EXIT", "SNPE_STAND_IN_SKIP", "SNPE_STAND_IN_SHORT", "SNPE_STAND_IN_SLEEP", "SNPE_NET_RUN"):
+    for var in (
+        "SNPE_STAND_IN_EXIT",
+        "SNPE_STAND_IN_SKIP",
+        "SNPE_STAND_IN_SHORT",
+        "SNPE_STAND_IN_SLEEP",
+        "SNPE_NET_RUN",
+    ):
         monkeypatch.delenv(var, raising=False)
     sdk = make_fake_sdk(tmp_path / "sdk")
     monkeypatch.setenv("SNPE_ROOT", str(sdk))
     bundle = tmp_path / "bundle"
     shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("saved_model", "*.dlc"))
     work = tmp_path / "calib"
-    m = convert.convert(bundle, data=SHARED_CSV, calibration_count=70, seed=0, htp_socs="sm8550", work_dir=work,
-                        echo=lambda s: None)
+    m = convert.convert(
+        bundle, data=SHARED_CSV, calibration_count=70, seed=0, htp_socs="sm8550", work_dir=work, echo=lambda s: None
+    )
     assert m.extra["snpe"]["calibration"]["per_class"] == {lab: 10 for lab in LABELS}
     files = [Path(p) for p in (work / "calibration_list.txt").read_text().split()]
     assert len(files) == 70 and {f.stat().st_size for f in files} == {9216}

@@ -40,7 +40,10 @@ def runtime_name() -> str:
 
 
 def load_interpreter(
-    path: str | Path, threads: int | None = 1, delegate: str | None = None, delegate_options: dict[str, str] | None = None
+    path: str | Path,
+    threads: int | None = 1,
+    delegate: str | None = None,
+    delegate_options: dict[str, str] | None = None,
 ) -> Any:
     """An allocated interpreter for ``path``; every failure is an :class:`InferenceError` naming the file."""
     module, label = _interpreter_module()

@@ -89,7 +89,9 @@ class Manifest:
     def path_of(self, role: str) -> Path:
         """Absolute path of the file with ``role``; error names the role if absent."""
         if role not in self.files:
-            raise ManifestError(f"{self._where()}: bundle has no {role!r} file (files: {', '.join(self.files) or 'none'})")
+            raise ManifestError(
+                f"{self._where()}: bundle has no {role!r} file (files: {', '.join(self.files) or 'none'})"
+            )
         base = self.root or Path(".")
         return base / self.files[role].path
 
@@ -124,8 +126,13 @@ class Manifest:
             entry = self.files[role]
             checks = [(self.path_of(role), entry.sha256, f"files.{role}")]
             if "bin_path" in entry.extra:  # a QNN context: the EPContext model and the binary it loads
-                checks.append(((self.root or Path(".")) / str(entry.extra["bin_path"]), str(entry.extra.get("bin_sha256")),
-                               f"files.{role}.bin_path"))
+                checks.append(
+                    (
+                        (self.root or Path(".")) / str(entry.extra["bin_path"]),
+                        str(entry.extra.get("bin_sha256")),
+                        f"files.{role}.bin_path",
+                    )
+                )
             for path, expected, key in checks:
                 if not path.exists():
                     raise ManifestError(f"{self._where()}: {key}: {path} does not exist")
@@ -224,7 +231,11 @@ def parse_manifest(raw: Any, where: str = MANIFEST_NAME, root: Path | None = Non
         if not isinstance(obj, dict) or key not in obj:
             raise ManifestError(f"{where}: missing key {ctx}{key}")
         val = obj[key]
-        if not isinstance(val, kind) or isinstance(val, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        if (
+            not isinstance(val, kind)
+            or isinstance(val, bool)
+            and bool not in (kind if isinstance(kind, tuple) else (kind,))
+        ):
             raise ManifestError(f"{where}: key {ctx}{key} has wrong type {type(val).__name__}")
         return val
 
@@ -257,11 +268,16 @@ def parse_manifest(raw: Any, where: str = MANIFEST_NAME, root: Path | None = Non
     if kind not in ("probabilities", "logits"):
         raise ManifestError(f"{where}: key output.kind must be 'probabilities' or 'logits', got {kind!r}")
     out_shape = out.get("shape", [1, len(labels)])
-    if (not isinstance(out_shape, list) or len(out_shape) != 2
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in out_shape)
-            or out_shape[1] != len(labels)):
-        raise ManifestError(f"{where}: key output.shape must be [N, {len(labels)}] (one score per label) "
-                            f"with positive ints, got {out_shape!r}")
+    if (
+        not isinstance(out_shape, list)
+        or len(out_shape) != 2
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in out_shape)
+        or out_shape[1] != len(labels)
+    ):
+        raise ManifestError(
+            f"{where}: key output.shape must be [N, {len(labels)}] (one score per label) "
+            f"with positive ints, got {out_shape!r}"
+        )
     files_raw = need(raw, "files", dict, "")
     files: dict[str, FileEntry] = {}
     for role, entry in files_raw.items():

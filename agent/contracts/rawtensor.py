@@ -59,8 +59,12 @@ class InputList:
         return [next(iter(e.values())) for e in self.entries]
 
 
-def format_input_list(entries: list[str | Path | dict[str, str | Path]], output_names: list[str] | None = None,
-                      mark: str = "#", input_name: str | None = None) -> str:
+def format_input_list(
+    entries: list[str | Path | dict[str, str | Path]],
+    output_names: list[str] | None = None,
+    mark: str = "#",
+    input_name: str | None = None,
+) -> str:
     """Text of an input list: a path, or a ``{input_name: path}`` dict per inference.
 
     ``mark`` is ``#`` (output layer names) or ``%`` (output tensor names, SNPE 2.x);
@@ -75,8 +79,13 @@ def format_input_list(entries: list[str | Path | dict[str, str | Path]], output_
     return "\n".join(lines) + "\n"
 
 
-def write_input_list(path: str | Path, files: list[str | Path | dict[str, str | Path]],
-                     output_names: list[str] | None = None, input_name: str | None = None, mark: str = "#") -> Path:
+def write_input_list(
+    path: str | Path,
+    files: list[str | Path | dict[str, str | Path]],
+    output_names: list[str] | None = None,
+    input_name: str | None = None,
+    mark: str = "#",
+) -> Path:
     """Write an input list; ``input_name`` selects the ``name:=path`` form for single-input models."""
     path = Path(path)
     path.write_text(format_input_list(files, output_names, mark, input_name))
@@ -117,8 +126,9 @@ def result_path(output_dir: str | Path, index: int, output_name: str) -> Path:
     return Path(output_dir) / f"Result_{index}" / f"{output_name}.raw"
 
 
-def read_result(output_dir: str | Path, index: int, output_name: str, size: int | None = None,
-                context: str = "") -> np.ndarray:
+def read_result(
+    output_dir: str | Path, index: int, output_name: str, size: int | None = None, context: str = ""
+) -> np.ndarray:
     """Output ``output_name`` of input-list line ``index`` as flat float32, the one reader of ``Result_<n>``.
 
     TensorFlow-converted DLCs may name the file ``<name>:0.raw``; both are tried.
@@ -130,7 +140,9 @@ def read_result(output_dir: str | Path, index: int, output_name: str, size: int 
     if path is None:
         folder = first.parent
         present = sorted(p.name for p in folder.glob("*.raw")) if folder.is_dir() else []
-        raise FerError(f"{first}: missing ({context + '; ' if context else ''}files there: {', '.join(present) or 'none'})")
+        raise FerError(
+            f"{first}: missing ({context + '; ' if context else ''}files there: {', '.join(present) or 'none'})"
+        )
     data = np.fromfile(path, dtype=RAW_DTYPE)
     if size is not None and data.size != size:
         raise FerError(f"{path}: holds {data.size * 4} bytes, expected {size * 4} ({size} float32 values)")

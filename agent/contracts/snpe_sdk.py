@@ -28,7 +28,13 @@ def host_arch_dirs() -> tuple[str, ...]:
     if machine in ("x86_64", "amd64"):
         return ("x86_64-linux-clang",)
     if machine in ("aarch64", "arm64"):
-        return ("aarch64-ubuntu-gcc9.4", "aarch64-oe-linux-gcc11.2", "aarch64-oe-linux-gcc9.3", "aarch64-oe-linux-gcc8.2", "aarch64-linux-clang")
+        return (
+            "aarch64-ubuntu-gcc9.4",
+            "aarch64-oe-linux-gcc11.2",
+            "aarch64-oe-linux-gcc9.3",
+            "aarch64-oe-linux-gcc8.2",
+            "aarch64-linux-clang",
+        )
     return ()
 
 
@@ -99,7 +105,10 @@ VERSION_RE = re.compile(r"(\d+\.\d+\.\d+(?:\.\d+)?)")
 
 
 def sdk_version_in(root: Path | None) -> str | None:
-    """SDK version from ``<root>/sdk.yaml`` (QAIRT), else from the root's name (``snpe-1.68.0.3932``, ``2.26.0.240828``)."""
+    """SDK version from ``<root>/sdk.yaml`` (QAIRT), else from the root's name.
+
+    Root names look like ``snpe-1.68.0.3932`` or ``2.26.0.240828``.
+    """
     if root is None:
         return None
     meta = root / "sdk.yaml"

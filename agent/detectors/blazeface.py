@@ -13,6 +13,7 @@ box decoding and weighted NMS follow MediaPipe's
 from __future__ import annotations
 
 import logging
+
 import cv2
 import numpy as np
 
@@ -94,10 +95,14 @@ class BlazeFaceDetector(Detector):
         name, why = runtime_for(backend, model, cfg.runtime)
         self.runtime = create_runtime(backend, model, name, why)
         shape = getattr(self.runtime, "input_shape", None)
-        self.size = int(shape[1]) if shape else int(manifest.files[model.key].extra.get("input_size", opts["input_size"]))
+        self.size = (
+            int(shape[1]) if shape else int(manifest.files[model.key].extra.get("input_size", opts["input_size"]))
+        )
         if self.size != opts["input_size"]:
-            raise FerError(f"{manifest.path_of(model.key)}: input is {self.size}x{self.size}, "
-                           f"expected {opts['input_size']} for {model.key}")
+            raise FerError(
+                f"{manifest.path_of(model.key)}: input is {self.size}x{self.size}, "
+                f"expected {opts['input_size']} for {model.key}"
+            )
         self.anchors = ssd_anchors(self.size, opts["strides"], opts["interpolated_scale_aspect_ratio"])
         outputs = getattr(self.runtime, "output_shapes", None)
         self._indices = self._output_indices([int(np.prod(s[1:])) for s in outputs]) if outputs else None
@@ -114,8 +119,10 @@ class BlazeFaceDetector(Detector):
         try:
             return sizes.index(16 * n), sizes.index(n)
         except ValueError:
-            raise FerError(f"{self.runtime.describe()}: outputs of {sizes} values do not fit {n} anchors "
-                           "(16 box values and 1 score each); not a MediaPipe BlazeFace model?") from None
+            raise FerError(
+                f"{self.runtime.describe()}: outputs of {sizes} values do not fit {n} anchors "
+                "(16 box values and 1 score each); not a MediaPipe BlazeFace model?"
+            ) from None
 
     def detect(self, frame: np.ndarray, grey: np.ndarray) -> list[Detection]:
         h, w = frame.shape[:2]

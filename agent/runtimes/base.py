@@ -112,5 +112,5 @@ class Runtime(ABC):
         """One line for logs and the status message (runtime, file, threads...)."""
         return self.name
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most runtimes hold nothing to release
         """Release the runtime; default does nothing."""

@@ -29,22 +29,47 @@ from agent.runtimes.fallback import fallback_after_field, fallback_field
 
 log = logging.getLogger(__name__)
 
-PerfMode = Literal["burst", "sustained_high_performance", "high_performance", "balanced", "default", "power_saver",
-                   "low_power_saver", "high_power_saver", "low_balanced", "extreme_power_saver"]
+PerfMode = Literal[
+    "burst",
+    "sustained_high_performance",
+    "high_performance",
+    "balanced",
+    "default",
+    "power_saver",
+    "low_power_saver",
+    "high_power_saver",
+    "low_balanced",
+    "extreme_power_saver",
+]
 
 
 @dataclass
 class QnnConfig:
-    soc: Optional[str] = field(default=None, metadata={
-        "doc": "SoC whose context binary to load (qcs6490, qcs8550, sm8650...; docs/qnn.md); empty = "
-               "/sys/devices/soc0/soc_id", "choices": lambda: ("", *qnn.SOCS)})
+    soc: Optional[str] = field(
+        default=None,
+        metadata={
+            "doc": "SoC whose context binary to load (qcs6490, qcs8550, sm8650...; docs/qnn.md); empty = "
+            "/sys/devices/soc0/soc_id",
+            "choices": lambda: ("", *qnn.SOCS),
+        },
+    )
     htp_performance_mode: PerfMode = field(default="burst", metadata={"doc": "HTP clock and voltage policy"})
-    cpu_fallback: bool = field(default=False, metadata={
-        "doc": "let ONNX Runtime run ops the HTP rejects on the CPU (off: such a model is an error naming the op)"})
-    profiling: Literal["off", "basic", "detailed"] = field(default="off", metadata={
-        "doc": "QNN profiling level (costs time on every frame)"})
-    cache_dir: Optional[str] = field(default=None, metadata={
-        "doc": "where contexts compiled at start are kept; empty = $STATE_DIRECTORY or ~/.local/state/fer-agent, /qnn"})
+    cpu_fallback: bool = field(
+        default=False,
+        metadata={
+            "doc": "let ONNX Runtime run ops the HTP rejects on the CPU (off: such a model is an error naming the op)"
+        },
+    )
+    profiling: Literal["off", "basic", "detailed"] = field(
+        default="off", metadata={"doc": "QNN profiling level (costs time on every frame)"}
+    )
+    cache_dir: Optional[str] = field(
+        default=None,
+        metadata={
+            "doc": "where contexts compiled at start are kept; "
+            "empty = $STATE_DIRECTORY or ~/.local/state/fer-agent, /qnn"
+        },
+    )
     fallback: str = fallback_field()
     fallback_after: int = fallback_after_field()
 
@@ -91,27 +116,36 @@ class QnnRuntime(Runtime):
         elif model.has("onnx_qdq"):
             self.path, self.source = self._compiled(model, target, cfg), model.role("onnx_qdq")
         else:
-            raise InferenceError(f"bundle {model.manifest.root} has no {model.role('onnx_qdq')!r} file and no QNN "
-                                 f"context for {target.name if target else 'this SoC'}; run `fer-host export` and "
-                                 "`fer-host compile` on the host (docs/qnn.md)")
+            raise InferenceError(
+                f"bundle {model.manifest.root} has no {model.role('onnx_qdq')!r} file and no QNN "
+                f"context for {target.name if target else 'this SoC'}; run `fer-host export` and "
+                "`fer-host compile` on the host (docs/qnn.md)"
+            )
         if target:
             options.update(target.provider_options())
         self.target = target
         self.session = qnn.qnn_session(self.path, options, cpu_fallback=cfg.cpu_fallback)
-        log.info("qnn: %s session for the %s ready in %.2f s", self.path.name, model.title,
-                 time.perf_counter() - started)
+        log.info(
+            "qnn: %s session for the %s ready in %.2f s", self.path.name, model.title, time.perf_counter() - started
+        )
         inp = self.session.get_inputs()[0]
         self._input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else 1 for d in inp.shape)
-        self.output_shapes = [tuple(d if isinstance(d, int) else 1 for d in o.shape) for o in self.session.get_outputs()]
+        self.output_shapes = [
+            tuple(d if isinstance(d, int) else 1 for d in o.shape) for o in self.session.get_outputs()
+        ]
         self._batched = not isinstance(inp.shape[0], int)  # a dynamic batch dimension takes all faces in one run
 
     def _compiled(self, model: BundleModel, target: qnn.Soc | None, cfg: QnnConfig) -> Path:
         """The QDQ model's context for ``target``, compiled once and cached by content; the QDQ itself without a SoC."""
         qdq = model.path("onnx_qdq")
         if target is None:
-            log.info("qnn: no SoC known (backend.qnn.soc, /sys/devices/soc0/soc_id): the %s runs from %s, compiled "
-                     "at every start", model.title, qdq.name)
+            log.info(
+                "qnn: no SoC known (backend.qnn.soc, /sys/devices/soc0/soc_id): the %s runs from %s, compiled "
+                "at every start",
+                model.title,
+                qdq.name,
+            )
             return qdq
         key = hashlib.sha256(f"{sha256_of(qdq)} {target.name} {qnn.qnn_version()}".encode()).hexdigest()[:16]
         cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else _state_dir() / "qnn"
@@ -124,8 +158,14 @@ class QnnRuntime(Runtime):
             built = qnn.compile_context(qdq, cache, target, name=name)
         except OSError as exc:
             raise InferenceError(f"backend.qnn.cache_dir: cannot write {cache}: {exc.strerror or exc}") from None
-        log.info("qnn: compiled %s for %s (htp v%d) in %.2f s, cached in %s", qdq.name, target.name, target.htp_arch,
-                 built.seconds, cache)
+        log.info(
+            "qnn: compiled %s for %s (htp v%d) in %.2f s, cached in %s",
+            qdq.name,
+            target.name,
+            target.htp_arch,
+            built.seconds,
+            cache,
+        )
         return built.onnx
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:

@@ -29,15 +29,27 @@ import numpy as np
 
 from agent.contracts.errors import ConfigError, FerError
 from agent.contracts.rawtensor import default_work_dir, format_input_list, read_result, write_raw
+from agent.contracts.snpe_sdk import find_tool, sdk_root_of, sdk_version_in
 from agent.runtimes.base import BundleModel, InferenceError, Runtime
 from agent.runtimes.fallback import fallback_after_field, fallback_choices, fallback_field
-from agent.contracts.snpe_sdk import find_tool, sdk_root_of, sdk_version_in
 
 log = logging.getLogger(__name__)
 
 Target = Literal["cpu", "gpu", "dsp", "aip"]
-PerfProfile = Literal["", "balanced", "default", "high_performance", "sustained_high_performance", "burst", "power_saver",
-                      "low_power_saver", "high_power_saver", "extreme_power_saver", "low_balanced", "system_settings"]
+PerfProfile = Literal[
+    "",
+    "balanced",
+    "default",
+    "high_performance",
+    "sustained_high_performance",
+    "burst",
+    "power_saver",
+    "low_power_saver",
+    "high_power_saver",
+    "extreme_power_saver",
+    "low_balanced",
+    "system_settings",
+]
 UserBuffer = Literal["", "float", "tf8", "auto"]
 DlcRole = Literal["auto", "dlc", "dlc_quantized", "dlc_htp"]
 OutputHeader = Literal["none", "layer", "tensor"]
@@ -48,25 +60,85 @@ PERF_PROFILES: tuple[str, ...] = typing.get_args(PerfProfile)
 USERBUFFER_MODES: tuple[str, ...] = typing.get_args(UserBuffer)
 DLC_ROLES: tuple[str, ...] = typing.get_args(DlcRole)
 # snpe-net-run selects the runtime with one flag; CPU is its default and has no flag.
-RUNTIME_FLAGS: dict[str, tuple[str, ...]] = {"cpu": (), "gpu": ("--use_gpu",), "dsp": ("--use_dsp",), "aip": ("--use_aip",)}
+RUNTIME_FLAGS: dict[str, tuple[str, ...]] = {
+    "cpu": (),
+    "gpu": ("--use_gpu",),
+    "dsp": ("--use_dsp",),
+    "aip": ("--use_aip",),
+}
 
 
 @dataclass
 class SnpeConfig:
-    runtime: Target = field(default="dsp", metadata={"doc": "where snpe-net-run runs the model: cpu (no flag), gpu (--use_gpu), dsp (--use_dsp, HTP/Hexagon), aip (--use_aip)"})
-    perf_profile: PerfProfile = field(default="burst", metadata={"doc": "--perf_profile value; empty = leave it to the SDK"})
-    userbuffer: UserBuffer = field(default="", metadata={"doc": "adds --userbuffer_<mode>; empty = ITensor (the tool's default); tf8 needs a quantized DLC"})
-    output_header: OutputHeader = field(default="none", metadata={"doc": "first input-list line: none = the tool saves every network output; layer = '#<output>'; tensor = '%<output>' (SNPE 2)"})
-    timeout_s: float = field(default=5.0, metadata={"doc": "per snpe-net-run call; a call that takes longer is killed and the frame counts as failed", "min": 0.001})
-    dlc_role: DlcRole = field(default="auto", metadata={"doc": "bundle DLC to run; auto = dsp: dlc_htp if present else dlc_quantized, aip: dlc_quantized, cpu/gpu: dlc"})
-    snpe_net_run: str | None = field(default=None, metadata={"doc": "path to snpe-net-run; empty = $SNPE_NET_RUN, then sdk_root/$SNPE_ROOT/$QAIRT_SDK_ROOT bin/<arch>/, then PATH"})
-    sdk_root: str | None = field(default=None, metadata={"doc": "SDK root (as $SNPE_ROOT); its lib/<arch> dir is added to LD_LIBRARY_PATH automatically"})
-    ld_library_path: list[str] = field(default_factory=list, metadata={"doc": "dirs prepended to LD_LIBRARY_PATH for snpe-net-run (SDK lib/<arch>, vendor libs)"})
-    adsp_library_path: list[str] = field(default_factory=list, metadata={"doc": "dirs prepended to ADSP_LIBRARY_PATH (';'-separated): DSP skel libs, e.g. <sdk>/lib/hexagon-v73/unsigned, /usr/lib/rfsa/adsp, /dsp"})
+    runtime: Target = field(
+        default="dsp",
+        metadata={
+            "doc": "where snpe-net-run runs the model: cpu (no flag), gpu (--use_gpu), dsp (--use_dsp, HTP/Hexagon), "
+            "aip (--use_aip)"
+        },
+    )
+    perf_profile: PerfProfile = field(
+        default="burst", metadata={"doc": "--perf_profile value; empty = leave it to the SDK"}
+    )
+    userbuffer: UserBuffer = field(
+        default="",
+        metadata={"doc": "adds --userbuffer_<mode>; empty = ITensor (the tool's default); tf8 needs a quantized DLC"},
+    )
+    output_header: OutputHeader = field(
+        default="none",
+        metadata={
+            "doc": "first input-list line: none = the tool saves every network output; layer = '#<output>'; "
+            "tensor = '%<output>' (SNPE 2)"
+        },
+    )
+    timeout_s: float = field(
+        default=5.0,
+        metadata={
+            "doc": "per snpe-net-run call; a call that takes longer is killed and the frame counts as failed",
+            "min": 0.001,
+        },
+    )
+    dlc_role: DlcRole = field(
+        default="auto",
+        metadata={
+            "doc": "bundle DLC to run; auto = dsp: dlc_htp if present else dlc_quantized, aip: dlc_quantized, "
+            "cpu/gpu: dlc"
+        },
+    )
+    snpe_net_run: str | None = field(
+        default=None,
+        metadata={
+            "doc": "path to snpe-net-run; empty = $SNPE_NET_RUN, then sdk_root/$SNPE_ROOT/$QAIRT_SDK_ROOT "
+            "bin/<arch>/, then PATH"
+        },
+    )
+    sdk_root: str | None = field(
+        default=None,
+        metadata={"doc": "SDK root (as $SNPE_ROOT); its lib/<arch> dir is added to LD_LIBRARY_PATH automatically"},
+    )
+    ld_library_path: list[str] = field(
+        default_factory=list,
+        metadata={"doc": "dirs prepended to LD_LIBRARY_PATH for snpe-net-run (SDK lib/<arch>, vendor libs)"},
+    )
+    adsp_library_path: list[str] = field(
+        default_factory=list,
+        metadata={
+            "doc": "dirs prepended to ADSP_LIBRARY_PATH (';'-separated): DSP skel libs, "
+            "e.g. <sdk>/lib/hexagon-v73/unsigned, /usr/lib/rfsa/adsp, /dsp"
+        },
+    )
     env: dict[str, str] = field(default_factory=dict, metadata={"doc": "extra environment variables for snpe-net-run"})
-    extra_args: list[str] = field(default_factory=list, metadata={"doc": "extra snpe-net-run arguments, appended as given (e.g. --enable_cpu_fallback)"})
-    work_dir: str | None = field(default=None, metadata={"doc": "tmpfs dir for per-frame raw files; empty = $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR or /dev/shm"})
-    keep_files: bool = field(default=False, metadata={"doc": "keep the last frame's inputs/outputs in work_dir (debugging)"})
+    extra_args: list[str] = field(
+        default_factory=list,
+        metadata={"doc": "extra snpe-net-run arguments, appended as given (e.g. --enable_cpu_fallback)"},
+    )
+    work_dir: str | None = field(
+        default=None,
+        metadata={"doc": "tmpfs dir for per-frame raw files; empty = $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR or /dev/shm"},
+    )
+    keep_files: bool = field(
+        default=False, metadata={"doc": "keep the last frame's inputs/outputs in work_dir (debugging)"}
+    )
     fallback: str = fallback_field()
     fallback_after: int = fallback_after_field()
 
@@ -77,12 +149,20 @@ class SnpeConfig:
 
     def problem(self) -> str | None:
         """First invalid field as ``'<key>: <why>'`` (key relative to this section), or None."""
-        choices = {"runtime": TARGETS, "perf_profile": PERF_PROFILES, "userbuffer": USERBUFFER_MODES,
-                   "dlc_role": DLC_ROLES, "output_header": tuple(HEADER_MARKS), "fallback": fallback_choices()}
+        choices = {
+            "runtime": TARGETS,
+            "perf_profile": PERF_PROFILES,
+            "userbuffer": USERBUFFER_MODES,
+            "dlc_role": DLC_ROLES,
+            "output_header": tuple(HEADER_MARKS),
+            "fallback": fallback_choices(),
+        }
         for key, allowed in choices.items():
             value = getattr(self, key)
             if value not in allowed:
-                return f"{key}: {value!r} is not one of {', '.join(a for a in allowed if a)}" + (" (or empty)" if "" in allowed else "")
+                return f"{key}: {value!r} is not one of {', '.join(a for a in allowed if a)}" + (
+                    " (or empty)" if "" in allowed else ""
+                )
         if not self.timeout_s > 0:
             return f"timeout_s: must be > 0, got {self.timeout_s}"
         if self.fallback_after < 1:
@@ -98,6 +178,7 @@ class SnpeConfig:
 
 # --------------------------------------------------------------------------- bundle helpers
 
+
 def dlc_kind_for(model: BundleModel, cfg: SnpeConfig) -> str:
     """Which DLC a target should run: quantized for the DSP/AIP, float for CPU/GPU."""
     if cfg.dlc_role != "auto":
@@ -110,6 +191,7 @@ def dlc_kind_for(model: BundleModel, cfg: SnpeConfig) -> str:
 
 
 # --------------------------------------------------------------------------- the subprocess runner
+
 
 @dataclass
 class CallResult:
@@ -126,8 +208,14 @@ class SnpeNetRun:
     runtime would implement too.
     """
 
-    def __init__(self, dlc: Path, input_names: list[str], output_names: list[str], cfg: SnpeConfig,
-                 output_shapes: dict[str, tuple[int, ...]] | None = None) -> None:
+    def __init__(
+        self,
+        dlc: Path,
+        input_names: list[str],
+        output_names: list[str],
+        cfg: SnpeConfig,
+        output_shapes: dict[str, tuple[int, ...]] | None = None,
+    ) -> None:
         cfg.validate()
         self.cfg = cfg
         self.dlc = Path(dlc).resolve()  # the tool runs in the work dir
@@ -136,7 +224,9 @@ class SnpeNetRun:
         self.output_shapes = output_shapes or {}
         tool, searched = find_tool("snpe-net-run", cfg.sdk_root, cfg.snpe_net_run)
         if tool is None:
-            raise InferenceError(f"snpe-net-run not found (searched {'; '.join(searched)}); set snpe.snpe_net_run or $SNPE_ROOT")
+            raise InferenceError(
+                f"snpe-net-run not found (searched {'; '.join(searched)}); set snpe.snpe_net_run or $SNPE_ROOT"
+            )
         self.tool = tool
         self.env = self._environment()
         base = Path(cfg.work_dir) if cfg.work_dir else default_work_dir()
@@ -151,8 +241,16 @@ class SnpeNetRun:
 
     def command(self) -> list[str]:
         """The exact argv of one call (also printed in errors and docs)."""
-        cmd = [str(self.tool), "--container", str(self.dlc), "--input_list", str(self.input_list),
-               "--output_dir", str(self.output_dir), *RUNTIME_FLAGS[self.cfg.runtime]]
+        cmd = [
+            str(self.tool),
+            "--container",
+            str(self.dlc),
+            "--input_list",
+            str(self.input_list),
+            "--output_dir",
+            str(self.output_dir),
+            *RUNTIME_FLAGS[self.cfg.runtime],
+        ]
         if self.cfg.perf_profile:
             cmd += ["--perf_profile", self.cfg.perf_profile]
         if self.cfg.userbuffer:
@@ -212,8 +310,9 @@ class SnpeNetRun:
     def _call(self, cmd: list[str]) -> None:
         log.debug("running %s", shlex.join(cmd))
         try:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env,
-                                    cwd=self.work, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env, cwd=self.work, start_new_session=True
+            )
         except OSError as exc:
             raise InferenceError(f"cannot start {shlex.join(cmd)}: {exc.strerror}") from None
         try:
@@ -221,16 +320,25 @@ class SnpeNetRun:
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             out, err = proc.communicate()
-            raise InferenceError(f"snpe-net-run timed out after {self.cfg.timeout_s:g} s and was killed: {shlex.join(cmd)}"
-                               f"{_tail(err or out)}") from None
+            raise InferenceError(
+                f"snpe-net-run timed out after {self.cfg.timeout_s:g} s and was killed: {shlex.join(cmd)}"
+                f"{_tail(err or out)}"
+            ) from None
         if proc.returncode != 0:
-            raise InferenceError(f"snpe-net-run exited with code {proc.returncode}: {shlex.join(cmd)}{_tail(err or out)}")
+            raise InferenceError(
+                f"snpe-net-run exited with code {proc.returncode}: {shlex.join(cmd)}{_tail(err or out)}"
+            )
 
     def _read_output(self, index: int, name: str, cmd: list[str]) -> np.ndarray:
         shape = self.output_shapes.get(name)
         try:
-            data = read_result(self.output_dir, index, name, int(np.prod(shape)) if shape is not None else None,
-                               context="written by snpe-net-run")
+            data = read_result(
+                self.output_dir,
+                index,
+                name,
+                int(np.prod(shape)) if shape is not None else None,
+                context="written by snpe-net-run",
+            )
         except FerError as exc:
             raise InferenceError(f"{exc}: {shlex.join(cmd)}") from None
         return data.reshape(shape) if shape is not None else data
@@ -266,6 +374,7 @@ def _safe(name: str) -> str:
 
 # --------------------------------------------------------------------------- the runtime
 
+
 class SnpeRuntime(Runtime):
     """A bundle model on snpe-net-run: a batch ``[N, ...]`` goes through one process call."""
 
@@ -282,8 +391,10 @@ class SnpeRuntime(Runtime):
             return str(exc)
         tool, searched = find_tool("snpe-net-run", config.sdk_root, config.snpe_net_run)
         if tool is None:
-            return (f"snpe-net-run not found (searched {'; '.join(searched)}); "
-                    "install the SNPE/QAIRT SDK or set snpe.snpe_net_run")
+            return (
+                f"snpe-net-run not found (searched {'; '.join(searched)}); "
+                "install the SNPE/QAIRT SDK or set snpe.snpe_net_run"
+            )
         role = model.role(dlc_kind_for(model, config))
         if role not in model.manifest.files:
             return f"bundle has no {role!r} file for runtime {config.runtime} (run `fer-host convert` on the host)"
@@ -298,8 +409,10 @@ class SnpeRuntime(Runtime):
         manifest = model.manifest
         self.role = model.role(dlc_kind_for(model, cfg))
         if self.role not in manifest.files:
-            raise InferenceError(f"bundle {manifest.root} has no {self.role!r} file for runtime {cfg.runtime}; "
-                                 "run `fer-host convert` on the host (see docs/snpe.md)")
+            raise InferenceError(
+                f"bundle {manifest.root} has no {self.role!r} file for runtime {cfg.runtime}; "
+                "run `fer-host convert` on the host (see docs/snpe.md)"
+            )
         dlc = manifest.path_of(self.role)
         if not dlc.exists():
             raise InferenceError(f"{dlc}: {self.role} file listed in the manifest does not exist")

@@ -23,10 +23,28 @@ from pathlib import Path
 
 VERSION = os.environ.get("SNPE_STAND_IN_VERSION", "2.26.0.240828")
 DLC_FORMAT = "fer-snpe-stand-in-dlc"
-PERF_PROFILES = ("balanced", "default", "high_performance", "sustained_high_performance", "burst", "power_saver",
-                 "low_power_saver", "high_power_saver", "extreme_power_saver", "low_balanced", "system_settings")
-TOOLS = ("snpe-net-run", "snpe-tensorflow-to-dlc", "snpe-tflite-to-dlc", "snpe-onnx-to-dlc",
-         "snpe-dlc-quantize", "snpe-dlc-quant", "snpe-dlc-graph-prepare")
+PERF_PROFILES = (
+    "balanced",
+    "default",
+    "high_performance",
+    "sustained_high_performance",
+    "burst",
+    "power_saver",
+    "low_power_saver",
+    "high_power_saver",
+    "extreme_power_saver",
+    "low_balanced",
+    "system_settings",
+)
+TOOLS = (
+    "snpe-net-run",
+    "snpe-tensorflow-to-dlc",
+    "snpe-tflite-to-dlc",
+    "snpe-onnx-to-dlc",
+    "snpe-dlc-quantize",
+    "snpe-dlc-quant",
+    "snpe-dlc-graph-prepare",
+)
 
 
 class ToolError(Exception):
@@ -35,13 +53,18 @@ class ToolError(Exception):
 
 # ------------------------------------------------------------------ helpers
 
+
 def _log_call(tool: str, argv: list[str]) -> None:
     """Append one JSON line per call to $SNPE_STAND_IN_LOG so tests can assert exact command lines."""
     path = os.environ.get("SNPE_STAND_IN_LOG")
     if not path:
         return
-    rec = {"tool": tool, "argv": argv, "cwd": os.getcwd(),
-           "env": {k: os.environ.get(k) for k in ("LD_LIBRARY_PATH", "ADSP_LIBRARY_PATH")}}
+    rec = {
+        "tool": tool,
+        "argv": argv,
+        "cwd": os.getcwd(),
+        "env": {k: os.environ.get(k) for k in ("LD_LIBRARY_PATH", "ADSP_LIBRARY_PATH")},
+    }
     with open(path, "a") as fh:
         fh.write(json.dumps(rec) + "\n")
 
@@ -58,8 +81,11 @@ def _knobs_common() -> None:
     elif fail_file:
         code = None
     if code:
-        print("ERROR: stand-in failure requested by SNPE_STAND_IN_EXIT / SNPE_STAND_IN_FAIL_FILE "
-              "(simulates e.g. 'Failed to create the DSP runtime')", file=sys.stderr)
+        print(
+            "ERROR: stand-in failure requested by SNPE_STAND_IN_EXIT / SNPE_STAND_IN_FAIL_FILE "
+            "(simulates e.g. 'Failed to create the DSP runtime')",
+            file=sys.stderr,
+        )
         sys.exit(int(code))
 
 
@@ -104,7 +130,7 @@ def tflite_beside(source: Path, quantized: bool) -> Path | None:
     if not manifest.exists():
         return None
     files = json.loads(manifest.read_text()).get("files", {})
-    for role in (("tflite_int8", "tflite") if quantized else ("tflite",)):
+    for role in ("tflite_int8", "tflite") if quantized else ("tflite",):
         if role in files and (source.parent / files[role]["path"]).exists():
             return (source.parent / files[role]["path"]).resolve()
     return None
@@ -125,6 +151,7 @@ def _check_unsupported_op() -> None:
 
 
 # ------------------------------------------------------------------ converters
+
 
 def _converter_parser(tool: str, out_node_required: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=tool, description=f"{tool} stand-in (not the Qualcomm tool)")
@@ -179,14 +206,24 @@ def convert(tool: str, argv: list[str]) -> None:
         tflite = tflite_beside(src, quantized=False)
     _check_unsupported_op()
     out = Path(args.output_path) if args.output_path else src.with_suffix(".dlc")
-    write_dlc(out, {
-        "format": DLC_FORMAT, "sdk_version": VERSION, "converter": tool, "source": str(src.resolve()),
-        "source_sha256": sha256(src), "inputs": inputs, "outputs": outputs, "quantized": False,
-        "tflite": str(tflite) if tflite else None,
-    })
+    write_dlc(
+        out,
+        {
+            "format": DLC_FORMAT,
+            "sdk_version": VERSION,
+            "converter": tool,
+            "source": str(src.resolve()),
+            "source_sha256": sha256(src),
+            "inputs": inputs,
+            "outputs": outputs,
+            "quantized": False,
+            "tflite": str(tflite) if tflite else None,
+        },
+    )
 
 
 # ------------------------------------------------------------------ quantisers and graph prepare
+
 
 def _read_input_list(path: Path, dlc: dict) -> list[dict[str, str]]:
     if not path.is_file():
@@ -202,14 +239,18 @@ def _read_input_list(path: Path, dlc: dict) -> list[dict[str, str]]:
                 raise ToolError(f"{path}:{lineno}: output-name line must come first")
             for out in line[1:].split():
                 if out not in dlc["outputs"]:
-                    raise ToolError(f"{path}:{lineno}: output {out!r} is not in the network (outputs: {', '.join(dlc['outputs'])})")
+                    raise ToolError(
+                        f"{path}:{lineno}: output {out!r} is not in the network (outputs: {', '.join(dlc['outputs'])})"
+                    )
             continue
         entry: dict[str, str] = {}
         for tok in line.split():
             if ":=" in tok:
                 name, _, p = tok.partition(":=")
                 if name not in names:
-                    raise ToolError(f"{path}:{lineno}: input {name!r} is not an input of the network (inputs: {', '.join(names)})")
+                    raise ToolError(
+                        f"{path}:{lineno}: input {name!r} is not an input of the network (inputs: {', '.join(names)})"
+                    )
                 entry[name] = p
             else:
                 if len(line.split()) != 1 or len(names) != 1:
@@ -265,10 +306,20 @@ def quantize(tool: str, argv: list[str]) -> None:
         raise ToolError(f"input list {args.input_list} lists no inputs")
     src = Path(dlc["source"])
     tflite = tflite_beside(src, quantized=True)
-    out = Path(args.output_dlc) if args.output_dlc else Path(args.input_dlc).with_name(Path(args.input_dlc).stem + "_quantized.dlc")
-    q = dict(dlc, quantized=True, quantizer=tool, calibration_inputs=len(entries),
-             act_bitwidth=args.act_bitwidth or 8, weights_bitwidth=args.weights_bitwidth or 8,
-             input_dlc_sha256=sha256(Path(args.input_dlc)))
+    out = (
+        Path(args.output_dlc)
+        if args.output_dlc
+        else Path(args.input_dlc).with_name(Path(args.input_dlc).stem + "_quantized.dlc")
+    )
+    q = dict(
+        dlc,
+        quantized=True,
+        quantizer=tool,
+        calibration_inputs=len(entries),
+        act_bitwidth=args.act_bitwidth or 8,
+        weights_bitwidth=args.weights_bitwidth or 8,
+        input_dlc_sha256=sha256(Path(args.input_dlc)),
+    )
     if tflite:
         q["tflite"] = str(tflite)
     if getattr(args, "htp_socs", None):
@@ -291,12 +342,19 @@ def graph_prepare(tool: str, argv: list[str]) -> None:
     socs = (args.htp_socs or "sm8550").split(",")
     for soc in socs:
         if not re.fullmatch(r"(sm|qcs|qcm|sa|sxr|ssg|sc|qrb)\d{3,4}[a-z]?", soc):
-            raise ToolError(f"--htp_socs: {soc!r} is not a SoC identifier like sm8550 or qcs6490 (comma-separated, no spaces)")
-    out = Path(args.output_dlc) if args.output_dlc else Path(args.input_dlc).with_name(Path(args.input_dlc).stem + "_cached.dlc")
+            raise ToolError(
+                f"--htp_socs: {soc!r} is not a SoC identifier like sm8550 or qcs6490 (comma-separated, no spaces)"
+            )
+    out = (
+        Path(args.output_dlc)
+        if args.output_dlc
+        else Path(args.input_dlc).with_name(Path(args.input_dlc).stem + "_cached.dlc")
+    )
     write_dlc(out, dict(dlc, htp_cache=socs, input_dlc_sha256=sha256(Path(args.input_dlc))))
 
 
 # ------------------------------------------------------------------ snpe-net-run
+
 
 def net_run(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="snpe-net-run", description="snpe-net-run stand-in (not the Qualcomm tool)")
@@ -322,16 +380,23 @@ def net_run(argv: list[str]) -> None:
     if args.userbuffer_tf8 and not dlc.get("quantized"):
         raise ToolError("--userbuffer_tf8 needs a quantized DLC")
     if (args.use_dsp or args.use_aip) and not dlc.get("quantized"):
-        print("WARNING: running a non-quantized DLC on the DSP: it is quantized at init (slow, less accurate)", file=sys.stderr)
+        print(
+            "WARNING: running a non-quantized DLC on the DSP: it is quantized at init (slow, less accurate)",
+            file=sys.stderr,
+        )
     list_path = Path(args.input_list)
     entries = _read_input_list(list_path, dlc)
-    wanted = output_names_of(list_path) or (args.set_output_tensors.split(",") if args.set_output_tensors else dlc["outputs"])
+    wanted = output_names_of(list_path) or (
+        args.set_output_tensors.split(",") if args.set_output_tensors else dlc["outputs"]
+    )
     for name in wanted:
         if name not in dlc["outputs"]:
             raise ToolError(f"output {name!r} is not in the network (outputs: {', '.join(dlc['outputs'])})")
     tflite = os.environ.get("SNPE_STAND_IN_TFLITE") or dlc.get("tflite")
     if not tflite or not Path(tflite).is_file():
-        raise ToolError(f"stand-in cannot compute: no TFLite model recorded in {args.container} (set SNPE_STAND_IN_TFLITE)")
+        raise ToolError(
+            f"stand-in cannot compute: no TFLite model recorded in {args.container} (set SNPE_STAND_IN_TFLITE)"
+        )
     import numpy as np
 
     interp = _interpreter(Path(tflite))

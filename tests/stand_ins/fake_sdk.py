@@ -14,13 +14,18 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _standin import TOOLS, VERSION
+from _standin import TOOLS, VERSION  # noqa: E402 - after the sys.path line above
 
 HOST_ARCH = "x86_64-linux-clang"
 
 
-def make_fake_sdk(root: Path, python: str = sys.executable, version: str = VERSION, arch: str = HOST_ARCH,
-                  tools: tuple[str, ...] = TOOLS) -> Path:
+def make_fake_sdk(
+    root: Path,
+    python: str = sys.executable,
+    version: str = VERSION,
+    arch: str = HOST_ARCH,
+    tools: tuple[str, ...] = TOOLS,
+) -> Path:
     """Create ``root`` as an SDK install; returns ``root``."""
     bin_dir = root / "bin" / arch
     bin_dir.mkdir(parents=True, exist_ok=True)
@@ -28,7 +33,7 @@ def make_fake_sdk(root: Path, python: str = sys.executable, version: str = VERSI
     (root / "sdk.yaml").write_text(f"name: qairt-stand-in\nversion: {version}\n")
     for tool in tools:
         wrapper = bin_dir / tool
-        wrapper.write_text(f"#!/bin/sh\nexec {shlex.quote(python)} {shlex.quote(str(HERE / tool))} \"$@\"\n")
+        wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(python)} {shlex.quote(str(HERE / tool))} "$@"\n')
         wrapper.chmod(0o755)
     return root
 

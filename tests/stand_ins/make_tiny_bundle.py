@@ -57,12 +57,16 @@ def main() -> None:
     tf.io.write_graph(frozen.graph.as_graph_def(), str(OUT), "model.pb", as_text=False)
 
     manifest = Manifest(
-        model_name="tiny-test", model_version="0.0.1", labels=LABELS,
+        model_name="tiny-test",
+        model_version="0.0.1",
+        labels=LABELS,
         input=InputSpec(name="input", shape=(1, 48, 48, 1), normalization=Normalization(0.5, 0.25)),
         output=OutputSpec(name="probabilities", kind="probabilities"),
-        files={"tflite": file_entry(OUT, "model.tflite", **_names(OUT / "model.tflite")),
-               "tflite_int8": file_entry(OUT, "model_int8.tflite", **_names(OUT / "model_int8.tflite")),
-               "frozen_graph": file_entry(OUT, "model.pb", input_node="input", output_node="probabilities")},
+        files={
+            "tflite": file_entry(OUT, "model.tflite", **_names(OUT / "model.tflite")),
+            "tflite_int8": file_entry(OUT, "model_int8.tflite", **_names(OUT / "model_int8.tflite")),
+            "frozen_graph": file_entry(OUT, "model.pb", input_node="input", output_node="probabilities"),
+        },
         extra={"model": {"note": "random weights, for tests only"}},
     )
     manifest.write(OUT)
@@ -74,7 +78,10 @@ def _names(path: Path) -> dict[str, str]:
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_path=str(path))
-    return {"input_tensor": interp.get_input_details()[0]["name"], "output_tensor": interp.get_output_details()[0]["name"]}
+    return {
+        "input_tensor": interp.get_input_details()[0]["name"],
+        "output_tensor": interp.get_output_details()[0]["name"],
+    }
 
 
 if __name__ == "__main__":

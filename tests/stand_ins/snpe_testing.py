@@ -27,9 +27,21 @@ def add_dlcs(bundle: Path, sdk: Path, htp: bool = True) -> Path:
 
     Runs the stand-in tools directly, so backend tests do not depend on ``fer-host convert``.
     """
-    run = lambda tool, *args: subprocess.run([str(tool_path(sdk, tool)), *args], check=True, capture_output=True)
-    run("snpe-tensorflow-to-dlc", "--input_network", str(bundle / "model.pb"), "--input_dim", "input", "1,48,48,1",
-        "--out_node", "probabilities", "--output_path", str(bundle / "model.dlc"))
+    def run(tool: str, *args: str) -> None:
+        subprocess.run([str(tool_path(sdk, tool)), *args], check=True, capture_output=True)
+
+    run(
+        "snpe-tensorflow-to-dlc",
+        "--input_network",
+        str(bundle / "model.pb"),
+        "--input_dim",
+        "input",
+        "1,48,48,1",
+        "--out_node",
+        "probabilities",
+        "--output_path",
+        str(bundle / "model.dlc"),
+    )
     calib = bundle.parent / f"{bundle.name}-calib"
     calib.mkdir(exist_ok=True)
     rng = np.random.default_rng(1)
@@ -39,18 +51,37 @@ def add_dlcs(bundle: Path, sdk: Path, htp: bool = True) -> Path:
         rng.normal(size=(48, 48, 1)).astype("<f4").tofile(p)
         paths.append(str(p))
     (calib / "list.txt").write_text("\n".join(paths) + "\n")
-    run("snpe-dlc-quant", "--input_dlc", str(bundle / "model.dlc"), "--input_list", str(calib / "list.txt"),
-        "--output_dlc", str(bundle / "model_quantized.dlc"))
+    run(
+        "snpe-dlc-quant",
+        "--input_dlc",
+        str(bundle / "model.dlc"),
+        "--input_list",
+        str(calib / "list.txt"),
+        "--output_dlc",
+        str(bundle / "model_quantized.dlc"),
+    )
     files = {"dlc": "model.dlc", "dlc_quantized": "model_quantized.dlc"}
     if htp:
-        run("snpe-dlc-graph-prepare", "--input_dlc", str(bundle / "model_quantized.dlc"),
-            "--output_dlc", str(bundle / "model_htp.dlc"), "--htp_socs", "sm8550")
+        run(
+            "snpe-dlc-graph-prepare",
+            "--input_dlc",
+            str(bundle / "model_quantized.dlc"),
+            "--output_dlc",
+            str(bundle / "model_htp.dlc"),
+            "--htp_socs",
+            "sm8550",
+        )
         files["dlc_htp"] = "model_htp.dlc"
     from agent.contracts.manifest import sha256_of
 
     raw = json.loads((bundle / "manifest.json").read_text())
     for role, rel in files.items():
-        raw["files"][role] = {"path": rel, "sha256": sha256_of(bundle / rel), "input_name": "input", "output_name": "probabilities"}
+        raw["files"][role] = {
+            "path": rel,
+            "sha256": sha256_of(bundle / rel),
+            "input_name": "input",
+            "output_name": "probabilities",
+        }
     (bundle / "manifest.json").write_text(json.dumps(raw, indent=2) + "\n")
     return bundle
 
