@@ -225,3 +225,12 @@ def test_no_module_over_450_lines():
     long = {str(p.relative_to(REPO)): n for p in [*(REPO / "agent").rglob("*.py"), *(REPO / "host_tools").rglob("*.py")]
             if (n := len(p.read_text().splitlines())) > 450}
     assert long == {}
+
+
+def test_no_function_over_100_lines():
+    long = {}
+    for p in [*(REPO / "agent").rglob("*.py"), *(REPO / "host_tools").rglob("*.py")]:
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 100:
+                long[f"{p.relative_to(REPO)}:{node.name}"] = node.end_lineno - node.lineno + 1
+    assert long == {}
