@@ -10,7 +10,9 @@
 #
 # Payload layout (made by push.sh --stage-only):
 #   VERSION                 release id, e.g. 0.1.0-3f9c2a1b
-#   wheels/*.whl            fer_agent wheel + dependency wheels for this board
+#   wheels/*.whl            fer_agent wheel + dependency wheels for this board (with
+#                           onnxruntime_qnn-*.whl: installed as fer_agent[qnn], the NPU runtime,
+#                           when this board has Python >= 3.11 and glibc >= 2.34)
 #   bundle/                 model bundle (manifest.json, .tflite, .dlc)
 #   fer-agent.service       the systemd unit
 #   config/                 agent.yaml, secrets.env, snpe.env defaults
@@ -81,6 +83,23 @@ command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install Python >= 3.1
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null ||
     die "$PYTHON has no venv/ensurepip; install it (Ubuntu: apt install python3-venv)"
 
+# The qnn extra (onnxruntime + onnxruntime-qnn, the NPU runtime) when push.sh shipped its wheels and this
+# board can load them; a payload built for another board of the fleet may not fit this one.
+AGENT_REQ=${agent_wheels[0]}
+shopt -s nullglob
+qnn_wheels=("$PAYLOAD"/wheels/onnxruntime_qnn-*.whl)
+shopt -u nullglob
+QNN_NOTE=""
+if ((${#qnn_wheels[@]})); then
+    read -r b_py b_glibc _ <<<"$(board_platform)"
+    if qnn_fits "$b_py" "$b_glibc"; then
+        AGENT_REQ="${agent_wheels[0]}[qnn]"
+        QNN_NOTE="qnn: installing ${qnn_wheels[0]##*/} (the NPU runtime)"
+    else
+        QNN_NOTE="board $(hostname 2>/dev/null || echo '(this one)'): Python $b_py / glibc $b_glibc: no onnxruntime-qnn wheel for it; the agent will use snpe (if the SDK is installed) or tflite"
+    fi
+fi
+
 # Fingerprint of what gets installed into a release: same id + other content is refused.
 payload_fingerprint() {
     (cd "$PAYLOAD" && find wheels bundle -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1
@@ -124,11 +143,12 @@ else
         rm -rf "$REL"
     fi
     log "installing release $RELEASE into ${REL#"$DESTDIR"}"
+    [[ -z "$QNN_NOTE" ]] || log "$QNN_NOTE"
     mkdir -p "$REL"
     # A venv is not relocatable, so it is built in place; .complete is written last.
     "$PYTHON" -m venv "$REL/venv"
     "$REL/venv/bin/python" -m pip install --quiet --no-index --no-cache-dir --disable-pip-version-check \
-        --find-links "$PAYLOAD/wheels" "${agent_wheels[0]}" ||
+        --find-links "$PAYLOAD/wheels" "$AGENT_REQ" ||
         die "pip could not install ${agent_wheels[0]##*/} from $PAYLOAD/wheels (are wheels for this board's Python/arch there? push.sh collects them)"
     cp -R "$PAYLOAD/bundle" "$REL/bundle"
     mkdir -p "$REL/deploy"

@@ -91,6 +91,18 @@ release_id_of() {  # symlink -> release id ("" when absent)
     if [[ -n "$t" ]]; then basename "$t"; fi
 }
 
+# "PY GLIBC ARCH" of $PYTHON on this board, e.g. "3.12 2.39 aarch64" (glibc "0.0" when it is not glibc).
+board_platform() {
+    "$PYTHON" -c 'import platform, sys; print("%d.%d" % sys.version_info[:2], platform.libc_ver()[1] or "0.0", platform.machine())'
+}
+
+# qnn_fits PY GLIBC: onnxruntime-qnn's board wheels are manylinux_2_34 (glibc >= 2.34), cp311 and newer
+# (the same rule as push.sh and the Ansible role; push.sh also requires aarch64).
+qnn_fits() {
+    local py=${1#3.} glibc=${2#2.}
+    [[ "$1" == 3.* && "$2" == 2.* && "$py" =~ ^[0-9]+$ && "$glibc" =~ ^[0-9]+$ ]] && ((py >= 11 && glibc >= 34))
+}
+
 unit_active() { "$SYSTEMCTL" is-active --quiet "$UNIT"; }
 
 # The CLI of the release "current" points at.

@@ -7,7 +7,9 @@
 #   deploy/push.sh --stage-only DIR   [options]   # just build the payload
 #
 # Steps: ask the board for its Python, arch and glibc; build the fer_agent
-# wheel; download dependency wheels for that platform (or take --wheelhouse);
+# wheel; download dependency wheels for that platform (or take --wheelhouse),
+# with the `qnn` extra's onnxruntime + onnxruntime-qnn wheels (the NPU runtime)
+# when the board can load them: aarch64, Python >= 3.11, glibc >= 2.34;
 # copy the model bundle (with its DLC); stage the unit, default config and the
 # board scripts; copy it all over; run install.sh there (which restarts the
 # service and rolls back by itself if the new release is not healthy); then
@@ -21,6 +23,10 @@
 #   --wheelhouse DIR      dependency wheels from DIR (offline host) instead of pip download; the
 #                         fer_agent wheel is then built from DIR too (it needs a setuptools>=77 wheel there)
 #   --python-version X.Y  board Python, --arch ARCH, --glibc X.Y: skip asking the board
+#   --qnn auto|yes|no     add the qnn extra's wheels: auto (default) when the board can load them,
+#                         yes: fail when it cannot, no: never (then the agent uses snpe or tflite)
+#   --no-qnn              the same as --qnn no
+#   --board-name NAME     the board's name in messages (default: the ssh/adb target)
 #   --health-timeout S    how long the new release gets to be healthy (default 120)
 #   --online-timeout S    then how long to wait for broker connected / status online (default 60)
 #   --broker HOST[:PORT]  also wait for retained "online" on <prefix>/<device-id>/status
@@ -46,7 +52,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 
 MODE="" TARGET="" STAGE_ONLY=""
 BUNDLE="$REPO/agent/models/default" CONFIG="" WHEEL="" WHEELHOUSE=""
-PYVER="" ARCH="" GLIBC=""
+PYVER="" ARCH="" GLIBC="" QNN=auto BOARD_NAME=""
 HEALTH_TIMEOUT=120 ONLINE_TIMEOUT=60
 BROKER="" DEVICE_ID="" TOPIC_PREFIX=fer
 REMOTE_DIR=/tmp/fer-agent-payload REMOTE_CLI=/opt/fer-agent/current/venv/bin/fer-agent
@@ -67,6 +73,9 @@ while (($#)); do
         --python-version) PYVER=${2:?}; shift 2 ;;
         --arch) ARCH=${2:?}; shift 2 ;;
         --glibc) GLIBC=${2:?}; shift 2 ;;
+        --qnn) QNN=${2:?--qnn needs auto, yes or no}; shift 2 ;;
+        --no-qnn) QNN=no; shift ;;
+        --board-name) BOARD_NAME=${2:?}; shift 2 ;;
         --health-timeout) HEALTH_TIMEOUT=${2:?}; shift 2 ;;
         --online-timeout) ONLINE_TIMEOUT=${2:?}; shift 2 ;;
         --broker) BROKER=${2:?}; shift 2 ;;
@@ -81,6 +90,7 @@ while (($#)); do
     esac
 done
 [[ -n "$MODE" || -n "$STAGE_ONLY" ]] || die "say where to: --ssh [user@]host, --adb [serial] or --stage-only DIR" 2
+[[ "$QNN" =~ ^(auto|yes|no)$ ]] || die "--qnn: expected auto, yes or no, got '$QNN'" 2
 for n in HEALTH_TIMEOUT ONLINE_TIMEOUT; do
     [[ "${!n}" =~ ^[0-9]+$ ]] || die "--$(tr '[:upper:]_' '[:lower:]-' <<<"$n"): expected whole seconds, got '${!n}'" 2
 done
@@ -109,7 +119,13 @@ remote() {
     esac
 }
 
-where() { if [[ "$MODE" == ssh ]]; then printf '%s' "$TARGET"; else printf 'adb %s' "${TARGET:-device}"; fi; }
+where() {
+    case $MODE in
+        ssh) printf '%s' "$TARGET" ;;
+        adb) printf 'adb %s' "${TARGET:-device}" ;;
+        *) printf '(--stage-only)' ;;
+    esac
+}
 
 if [[ -n "$MODE" && ( -z "$PYVER" || -z "$ARCH" || -z "$GLIBC" ) ]]; then
     log "asking $(where) for its Python, arch and glibc ..."
@@ -124,6 +140,23 @@ PYVER=${PYVER:-3.10} ARCH=${ARCH:-aarch64} GLIBC=${GLIBC:-2.31}
 [[ "$GLIBC" =~ ^2\.([0-9]+)$ ]] || die "board glibc '$GLIBC' not understood (expected 2.N)"
 GLIBC_MINOR=${BASH_REMATCH[1]}
 log "board: Python $PYVER, $ARCH, glibc $GLIBC"
+
+# ---------------------------------------------------------------- qnn (NPU) wheels?
+# onnxruntime-qnn (>= 2.7) publishes aarch64 wheels only as manylinux_2_34 and only for cp311 and newer, so
+# a board below either gets none (the same rule is in install.sh and the Ansible role's build.yml).
+PY_MINOR=${PYVER#3.}
+BOARD_NAME=${BOARD_NAME:-$(where)}
+QNN_ADD=0
+if [[ "$QNN" == no ]]; then
+    log "qnn: off (--qnn no); the agent will use snpe (if the SDK is installed) or tflite"
+elif [[ "$ARCH" == aarch64 ]] && ((PY_MINOR >= 11 && GLIBC_MINOR >= 34)); then
+    QNN_ADD=1
+else
+    why="board $BOARD_NAME: Python $PYVER / glibc $GLIBC: no onnxruntime-qnn wheel for it"
+    [[ "$ARCH" == aarch64 ]] || why="board $BOARD_NAME: $ARCH: no NPU wheel for it (onnxruntime-qnn for boards is aarch64)"
+    [[ "$QNN" != yes ]] || die "$why (it needs aarch64, Python >= 3.11 and glibc >= 2.34; --qnn yes)"
+    log "$why; the agent will use snpe (if the SDK is installed) or tflite"
+fi
 
 # ---------------------------------------------------------------- staging
 if [[ -n "$STAGE_ONLY" ]]; then
@@ -179,9 +212,41 @@ shopt -u nullglob
 ((${#agent_wheels[@]} == 1)) || die "expected one fer_agent wheel, got ${#agent_wheels[@]}"
 AGENT_VERSION=$(basename "${agent_wheels[0]}" | cut -d- -f2)
 
+# The qnn extra's requirements as the wheel declares them, without their markers: pip evaluates markers
+# for the host's Python, not for --python-version, so `fer_agent[qnn]` would follow the host's version.
+qnn_reqs=()
+if ((QNN_ADD)); then
+    mapfile -t qnn_reqs < <("$PYTHON" - "${agent_wheels[0]}" <<'PY'
+import re, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    meta = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+for line in meta.splitlines():
+    if line.startswith("Requires-Dist:"):
+        req, _, marker = line[len("Requires-Dist:"):].partition(";")
+        if re.search(r"extra\s*==\s*['\"]qnn['\"]", marker):
+            print(req.strip())
+PY
+    )
+    if ((${#qnn_reqs[@]} == 0)); then
+        [[ "$QNN" != yes ]] || die "$(basename "${agent_wheels[0]}") declares no qnn extra (--qnn yes)"
+        log "qnn: $(basename "${agent_wheels[0]}") declares no qnn extra; the agent will use snpe (if the SDK is installed) or tflite"
+        QNN_ADD=0
+    fi
+fi
+
 if [[ -n "$WHEELHOUSE" ]]; then
     log "dependency wheels from $WHEELHOUSE"
-    find "$WHEELHOUSE" -maxdepth 1 -name '*.whl' ! -name 'fer_agent-*' -exec cp {} "$STAGE/wheels/" \;
+    skip=(! -name 'fer_agent-*')
+    # without qnn, leave ONNX Runtime out (the board would not use it)
+    ((QNN_ADD)) || skip+=(! -name 'onnxruntime-*' ! -name 'onnxruntime_qnn-*')
+    find "$WHEELHOUSE" -maxdepth 1 -name '*.whl' "${skip[@]}" -exec cp {} "$STAGE/wheels/" \;
+    if ((QNN_ADD)) && [[ -z "$(find "$STAGE/wheels" -maxdepth 1 -name 'onnxruntime_qnn-*.whl' -print -quit)" ]]; then
+        [[ "$QNN" != yes ]] || die "--wheelhouse $WHEELHOUSE has no onnxruntime_qnn wheel (--qnn yes)"
+        log "qnn: --wheelhouse $WHEELHOUSE has no onnxruntime_qnn wheel; the agent will use snpe (if the SDK is installed) or tflite"
+        find "$STAGE/wheels" -maxdepth 1 \( -name 'onnxruntime-*.whl' -o -name 'onnxruntime_qnn-*.whl' \) -delete
+        QNN_ADD=0
+    fi
+    ((QNN_ADD == 0)) || log "qnn: onnxruntime-qnn from $WHEELHOUSE (the NPU runtime)"
 else
     # Every manylinux tag the board's glibc can load, newest first.
     platforms=()
@@ -189,9 +254,10 @@ else
     platforms+=(--platform "manylinux2014_${ARCH}")
     abi="cp${PYVER/./}"
     log "downloading dependency wheels for cp$PYVER $ARCH ..."
+    ((QNN_ADD == 0)) || log "qnn: adding ${qnn_reqs[*]} (manylinux_2_34_$ARCH, $abi: the NPU runtime)"
     "$PYTHON" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
         --python-version "$PYVER" --implementation cp --abi "$abi" --abi abi3 --abi none "${platforms[@]}" \
-        --dest "$STAGE/wheels" "${agent_wheels[0]}" >&2 ||
+        --dest "$STAGE/wheels" "${agent_wheels[0]}" "${qnn_reqs[@]}" >&2 ||
         die "pip download failed: no internet, or no $ARCH wheel for Python $PYVER of some dependency (use --wheelhouse)"
 fi
 

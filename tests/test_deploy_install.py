@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -230,3 +231,49 @@ def test_old_releases_are_pruned_but_current_and_previous_kept(tmp_path: Path) -
     assert sorted(p.name for p in rels.iterdir()) == ["0.1", "1.0"]  # current + previous, nothing else
     assert os.readlink(sb.path("/opt/fer-agent/previous")) == "releases/0.1"
     assert "removed old release 0.2" in r.stderr and "removed old release 0.3" in r.stderr
+
+
+# --------------------------------------------------------------------------- the qnn extra (NPU runtime)
+
+def _site_packages(sb, release: str) -> Path:
+    return next(sb.path(f"/opt/fer-agent/releases/{release}/venv/lib").glob("python3*/site-packages"))
+
+
+@pytest.mark.slow
+def test_qnn_wheels_in_the_payload_are_installed_as_the_qnn_extra(tmp_path: Path) -> None:
+    """This machine's Python is >= 3.11 on glibc >= 2.34: install.sh installs fer_agent[qnn] from the payload."""
+    sb = make_sandbox(tmp_path)
+    payload = make_payload(tmp_path, "1.0", qnn=True)
+    r = sb.run(payload / "install.sh", "--health-timeout", "5")
+    assert "fer-agent: qnn: installing onnxruntime_qnn-2.7.0-py3-none-any.whl (the NPU runtime)" in r.stderr.splitlines()
+    site = _site_packages(sb, "1.0")
+    assert (site / "onnxruntime_qnn/__init__.py").is_file() and (site / "onnxruntime/__init__.py").is_file()
+    again = sb.run(payload / "install.sh", "--health-timeout", "5")
+    assert "nothing changed" in again.stderr and "qnn: installing" not in again.stderr
+
+
+@pytest.mark.slow
+def test_a_board_below_python_3_11_or_glibc_2_34_gets_the_agent_without_qnn_and_one_plain_line(tmp_path: Path) -> None:
+    """A payload built for another board of the fleet: this one (Python 3.10 here) installs without the extra."""
+    sb = make_sandbox(tmp_path)
+    payload = make_payload(tmp_path, "1.0", qnn=True)
+    board_python = tmp_path / "board-python"
+    board_python.write_text(f"""#!/usr/bin/env bash
+if [[ "$1" == -c && "$2" == *libc_ver* ]]; then echo "3.10 2.35 aarch64"; exit 0; fi
+exec {sys.executable} "$@"
+""")
+    board_python.chmod(0o755)
+    r = sb.run(payload / "install.sh", "--health-timeout", "5", PYTHON=str(board_python))
+    host = subprocess.run(["hostname"], capture_output=True, text=True).stdout.strip()
+    assert (f"fer-agent: board {host}: Python 3.10 / glibc 2.35: no onnxruntime-qnn wheel for it; the agent will use "
+            "snpe (if the SDK is installed) or tflite") in r.stderr.splitlines()
+    assert "healthy: fake 1.0" in r.stderr
+    assert not list(_site_packages(sb, "1.0").glob("onnxruntime*"))
+
+
+@pytest.mark.parametrize(("python", "glibc", "fits"), [
+    ("3.11", "2.34", True), ("3.13", "2.39", True), ("3.10", "2.39", False), ("3.12", "2.31", False),
+    ("3.12", "0.0", False), ("3.9", "2.35", False)])
+def test_qnn_fits_rule(python: str, glibc: str, fits: bool) -> None:
+    r = subprocess.run(["bash", "-c", f'. "{DEPLOY}/lib.sh"; qnn_fits {python} {glibc}'], check=False)
+    assert (r.returncode == 0) is fits

@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from test_deploy_support import DEPLOY, REPO, build_fake_wheel, make_sandbox
+from test_deploy_support import DEPLOY, QNN_EXTRA, REPO, build_fake_wheel, build_named_wheel, make_sandbox
 
 PUSH = DEPLOY / "push.sh"
 
@@ -129,9 +129,12 @@ def test_stage_only_builds_the_real_wheel_in_isolation_offline_and_quietly(tmp_p
     sb = make_sandbox(tmp_path)
     out = tmp_path / "payload"
     r = sb.run(PUSH, "--stage-only", str(out), "--bundle", str(_bundle(tmp_path)), "--wheelhouse", str(house),
+               "--python-version", "3.12", "--arch", "aarch64", "--glibc", "2.39",
                check=False, PYTHON=sys.executable, PIP_NO_INDEX="1")
     assert r.returncode == 0, r.stderr
     assert "arning" not in r.stderr and "eprecat" not in r.stderr, r.stderr
+    # the real wheel declares the qnn extra that push.sh reads (this wheelhouse just has no onnxruntime_qnn wheel)
+    assert f"push: qnn: --wheelhouse {house} has no onnxruntime_qnn wheel; the agent will use snpe" in r.stderr, r.stderr
     wheels = list((out / "wheels").glob("fer_agent-*.whl"))
     assert len(wheels) == 1
     with zipfile.ZipFile(wheels[0]) as z:
@@ -197,3 +200,130 @@ exec {sys.executable} "$@"
     assert args[args.index("--python-version") + 1] == "3.10"
     assert "cp310" in args and "--only-binary=:all:" in args
     assert args[-1].endswith("fer_agent-1.0-py3-none-any.whl")
+
+
+# --------------------------------------------------------------------------- the qnn extra (NPU runtime)
+
+NO_QNN = "no onnxruntime-qnn wheel for it; the agent will use snpe (if the SDK is installed) or tflite"
+
+
+def _recording_python(tmp: Path) -> tuple[Path, Path]:
+    """A PYTHON for push.sh that records `pip download`'s arguments (no network) and runs everything else."""
+    record = tmp / "pip-args"
+    wrapper = tmp / "python-wrapper"
+    wrapper.write_text(f"""#!/usr/bin/env bash
+if [[ "$1 $2 $3" == "-m pip download" ]]; then printf '%s\\n' "$@" > {record}; exit 0; fi
+exec {sys.executable} "$@"
+""")
+    wrapper.chmod(0o755)
+    return wrapper, record
+
+
+def _stage(tmp: Path, *args: str, qnn_extra: bool = True, check: bool = True) -> tuple[subprocess.CompletedProcess, list[str]]:
+    sb = make_sandbox(tmp)
+    wrapper, record = _recording_python(tmp)
+    wheel = build_fake_wheel(tmp / "w", "1.0", healthy=True, qnn_extra=qnn_extra)
+    r = sb.run(PUSH, "--stage-only", str(tmp / "p"), "--bundle", str(_bundle(tmp)), "--wheel", str(wheel), *args,
+               check=check, PYTHON=str(wrapper))
+    return r, (record.read_text().splitlines() if record.exists() else [])
+
+
+def test_qnn_wheels_are_asked_for_when_the_board_has_python_3_11_and_glibc_2_34(tmp_path: Path) -> None:
+    r, args = _stage(tmp_path, "--python-version", "3.11", "--arch", "aarch64", "--glibc", "2.34")
+    assert list(QNN_EXTRA) == args[-2:], args  # without their python_version markers (pip reads those for the host)
+    assert args[-3].endswith("fer_agent-1.0-py3-none-any.whl")
+    platforms = [args[i + 1] for i, a in enumerate(args) if a == "--platform"]
+    assert platforms[0] == "manylinux_2_34_aarch64" and "cp311" in args
+    assert "push: qnn: adding onnxruntime>=1.24.2 onnxruntime-qnn>=2.7 (manylinux_2_34_aarch64, cp311: the NPU runtime)" \
+        in r.stderr.splitlines()
+
+
+@pytest.mark.parametrize(("python", "glibc"), [("3.10", "2.35"), ("3.12", "2.31")])
+def test_no_qnn_wheels_below_python_3_11_or_glibc_2_34_and_one_plain_line(tmp_path: Path, python: str, glibc: str) -> None:
+    r, args = _stage(tmp_path, "--python-version", python, "--arch", "aarch64", "--glibc", glibc,
+                     "--board-name", "cam-lobby")
+    assert not any(a.startswith("onnxruntime") for a in args), args
+    assert args[-1].endswith("fer_agent-1.0-py3-none-any.whl")
+    qnn_lines = [line for line in r.stderr.splitlines() if "onnxruntime" in line or line.startswith("push: qnn")]
+    assert qnn_lines == [f"push: board cam-lobby: Python {python} / glibc {glibc}: {NO_QNN}"], r.stderr
+
+
+def test_no_qnn_flag_and_other_arches(tmp_path: Path) -> None:
+    r, args = _stage(tmp_path / "a", "--python-version", "3.12", "--arch", "aarch64", "--glibc", "2.39", "--no-qnn")
+    assert not any(a.startswith("onnxruntime") for a in args)
+    assert "push: qnn: off (--qnn no); the agent will use snpe (if the SDK is installed) or tflite" in r.stderr
+    r, args = _stage(tmp_path / "b", "--python-version", "3.12", "--arch", "x86_64", "--glibc", "2.39")
+    assert not any(a.startswith("onnxruntime") for a in args)
+    assert "push: board (--stage-only): x86_64: no NPU wheel for it (onnxruntime-qnn for boards is aarch64)" in r.stderr
+    # a wheel without the extra (an older fer_agent): said, and nothing asked for
+    r, args = _stage(tmp_path / "c", "--python-version", "3.12", "--arch", "aarch64", "--glibc", "2.39", qnn_extra=False)
+    assert not any(a.startswith("onnxruntime") for a in args)
+    assert "push: qnn: fer_agent-1.0-py3-none-any.whl declares no qnn extra;" in r.stderr
+
+
+def test_qnn_yes_stops_on_a_board_that_cannot_load_it(tmp_path: Path) -> None:
+    r, args = _stage(tmp_path / "a", "--python-version", "3.10", "--arch", "aarch64", "--glibc", "2.35", "--qnn", "yes",
+                     check=False)
+    assert r.returncode == 1 and args == []  # before any download
+    assert r.stderr.splitlines()[-1] == ("push: error: board (--stage-only): Python 3.10 / glibc 2.35: no onnxruntime-qnn "
+                                         "wheel for it (it needs aarch64, Python >= 3.11 and glibc >= 2.34; --qnn yes)")
+    r, _ = _stage(tmp_path / "b", "--qnn", "maybe", check=False)
+    assert r.returncode == 2 and "--qnn: expected auto, yes or no, got 'maybe'" in r.stderr
+
+
+def test_qnn_from_a_wheelhouse(tmp_path: Path) -> None:
+    """Offline: the onnxruntime(-qnn) wheels come from --wheelhouse when the board fits, and stay out otherwise."""
+    sb = make_sandbox(tmp_path)
+    house = tmp_path / "house"
+    for name, version in (("onnxruntime", "1.24.2"), ("onnxruntime_qnn", "2.7.0"), ("numpy", "2.0")):
+        build_named_wheel(house, name, version)
+    wheel = build_fake_wheel(tmp_path / "w", "1.0", healthy=True, qnn_extra=True)
+    common = ["--bundle", str(_bundle(tmp_path)), "--wheel", str(wheel), "--wheelhouse", str(house), "--arch", "aarch64"]
+
+    def staged(out: str, *args: str) -> tuple[list[str], str]:
+        r = sb.run(PUSH, "--stage-only", str(tmp_path / out), *common, *args, PYTHON=sys.executable)
+        return sorted(p.name.split("-")[0] for p in (tmp_path / out / "wheels").iterdir()), r.stderr
+
+    names, err = staged("fits", "--python-version", "3.12", "--glibc", "2.39")
+    assert names == ["fer_agent", "numpy", "onnxruntime", "onnxruntime_qnn"]
+    assert f"push: qnn: onnxruntime-qnn from {house} (the NPU runtime)" in err
+    names, err = staged("old", "--python-version", "3.10", "--glibc", "2.35")
+    assert names == ["fer_agent", "numpy"] and NO_QNN in err
+    names, err = staged("off", "--python-version", "3.12", "--glibc", "2.39", "--no-qnn")
+    assert names == ["fer_agent", "numpy"] and "qnn: off" in err
+    (house / "onnxruntime_qnn-2.7.0-py3-none-any.whl").unlink()
+    names, err = staged("lacking", "--python-version", "3.12", "--glibc", "2.39")
+    assert names == ["fer_agent", "numpy"]
+    assert f"push: qnn: --wheelhouse {house} has no onnxruntime_qnn wheel; the agent will use snpe" in err
+
+
+@pytest.mark.slow
+def test_push_over_ssh_asks_the_board_and_says_plainly_when_qnn_cannot_go_there(tmp_path: Path) -> None:
+    """The probe runs over the same ssh as the rest; a Python 3.10 board gets the agent without the qnn wheels."""
+    sb = make_sandbox(tmp_path)
+    board_bin = tmp_path / "board-bin"  # the board's python3, as the (fake) ssh runs it
+    board_bin.mkdir()
+    (board_bin / "python3").write_text(f"""#!/usr/bin/env bash
+if [[ "$1" == -c && "$2" == *libc_ver* ]]; then echo "3.10 aarch64 2.35"; exit 0; fi
+exec {sys.executable} "$@"
+""")
+    (board_bin / "python3").chmod(0o755)
+    wheel = build_fake_wheel(tmp_path / "w", "1.0", healthy=True, qnn_extra=True)
+    for name, version in (("onnxruntime", "1.24.2"), ("onnxruntime_qnn", "2.7.0")):
+        build_named_wheel(tmp_path / "wheelhouse", name, version)
+    r = sb.run(PUSH, "--ssh", "installer@board1", *_push_args(tmp_path, sb, wheel), SSH=str(sb.bin / "ssh"),
+               PYTHON=sys.executable, PATH=f"{board_bin}:{sb.env['PATH']}")
+    assert "push: board: Python 3.10, aarch64, glibc 2.35" in r.stderr
+    assert f"push: board installer@board1: Python 3.10 / glibc 2.35: {NO_QNN}" in r.stderr.splitlines()
+    assert any(c.startswith("ssh installer@board1 python3 -c") for c in sb.calls())
+    release = os.readlink(sb.path("/opt/fer-agent/current")).split("/")[-1]
+    site = list(sb.path(f"/opt/fer-agent/releases/{release}/venv/lib").glob("python3*/site-packages"))[0]
+    assert not list(site.glob("onnxruntime*"))
+
+
+def test_the_fake_wheels_declare_what_pyproject_declares() -> None:
+    import tomllib
+
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["qnn"]
+    assert [r.split(";")[0].strip() for r in extra] == list(QNN_EXTRA)
+    assert all("python_version >= '3.11'" in r for r in extra)

@@ -31,11 +31,16 @@ def _record_line(path: str, data: bytes) -> str:
     return f"{path},sha256={digest},{len(data)}"
 
 
-def build_fake_wheel(out_dir: Path, version: str, healthy: bool) -> Path:
+# What pyproject.toml's `qnn` extra declares (the fake wheels below declare the same).
+QNN_EXTRA = ("onnxruntime>=1.24.2", "onnxruntime-qnn>=2.7")
+
+
+def build_fake_wheel(out_dir: Path, version: str, healthy: bool, qnn_extra: bool = False) -> Path:
     """A pure-Python wheel named fer-agent whose `fer-agent health` is healthy or not.
 
     Lets the tests install real venvs offline (pip --no-index) in seconds and
-    decide per release whether the upgrade passes its health check.
+    decide per release whether the upgrade passes its health check. With
+    ``qnn_extra`` its metadata declares the ``qnn`` extra as pyproject.toml does.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     module = textwrap.dedent(f'''\
@@ -71,27 +76,47 @@ def build_fake_wheel(out_dir: Path, version: str, healthy: bool) -> Path:
                 return 0
             return 0
         ''').encode()
-    dist = f"fer_agent-{version}.dist-info"
-    files = {
-        "fer_agent_fake.py": module,
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: fer-agent\nVersion: {version}\n".encode(),
-        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: fer-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-        f"{dist}/entry_points.txt": b"[console_scripts]\nfer-agent = fer_agent_fake:main\n",
-    }
+    metadata = f"Metadata-Version: 2.1\nName: fer-agent\nVersion: {version}\n"
+    if qnn_extra:
+        metadata += "Provides-Extra: qnn\n" + "".join(
+            f"Requires-Dist: {req}; python_version >= \"3.11\" and extra == \"qnn\"\n" for req in QNN_EXTRA)
+    return _write_wheel(out_dir, "fer_agent", version, {"fer_agent_fake.py": module}, metadata,
+                        b"[console_scripts]\nfer-agent = fer_agent_fake:main\n")
+
+
+def build_named_wheel(out_dir: Path, name: str, version: str) -> Path:
+    """A tiny pure-Python stand-in for a dependency wheel (e.g. onnxruntime_qnn), with one module of that name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metadata = f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n"
+    return _write_wheel(out_dir, name, version, {f"{name}/__init__.py": f"STAND_IN = {version!r}\n".encode()}, metadata)
+
+
+def _write_wheel(out_dir: Path, name: str, version: str, modules: dict[str, bytes], metadata: str,
+                 entry_points: bytes | None = None) -> Path:
+    dist = f"{name}-{version}.dist-info"
+    files = dict(modules)
+    files[f"{dist}/METADATA"] = metadata.encode()
+    files[f"{dist}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: fer-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    if entry_points is not None:
+        files[f"{dist}/entry_points.txt"] = entry_points
     record = [_record_line(p, d) for p, d in files.items()] + [f"{dist}/RECORD,,"]
     files[f"{dist}/RECORD"] = ("\n".join(record) + "\n").encode()
-    wheel = out_dir / f"fer_agent-{version}-py3-none-any.whl"
+    wheel = out_dir / f"{name}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         for path, data in files.items():
             zf.writestr(path, data)
     return wheel
 
 
-def make_payload(tmp: Path, version: str, healthy: bool = True, config_comment: str = "") -> Path:
-    """A payload directory laid out as push.sh --stage-only makes it."""
+def make_payload(tmp: Path, version: str, healthy: bool = True, config_comment: str = "", qnn: bool = False) -> Path:
+    """A payload directory laid out as push.sh --stage-only makes it; with ``qnn`` as for a board that can load
+    onnxruntime-qnn (the agent wheel declares the extra; stand-ins for the onnxruntime(-qnn) wheels beside it)."""
     p = tmp / f"payload-{version}"
     (p / "bundle").mkdir(parents=True)
-    build_fake_wheel(p / "wheels", version, healthy)
+    build_fake_wheel(p / "wheels", version, healthy, qnn_extra=qnn)
+    if qnn:
+        build_named_wheel(p / "wheels", "onnxruntime", "1.24.2")
+        build_named_wheel(p / "wheels", "onnxruntime_qnn", "2.7.0")
     (p / "bundle" / "manifest.json").write_text(json.dumps({"model_name": "fake", "model_version": version}) + "\n")
     (p / "bundle" / "model.tflite").write_bytes(b"\0" * 64)
     shutil.copy(UNIT, p / "fer-agent.service")
