@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_deploy_support import DEPLOY, build_fake_wheel, make_sandbox
+from test_deploy_support import DEPLOY, build_fake_wheel, build_named_wheel, make_sandbox
 
 ANSIBLE = DEPLOY / "ansible"
 _venv_bin = Path(sys.executable).parent
@@ -65,7 +65,7 @@ def test_rolling_update_is_wired_to_serial() -> None:
     assert "max_fail_percentage" in text
 
 
-def _local_inventory(tmp: Path, sb, **extra: object) -> Path:
+def _local_inventory(tmp: Path, sb, qnn_wheels: bool = False, **extra: object) -> Path:
     import grp
     import pwd
 
@@ -74,7 +74,10 @@ def _local_inventory(tmp: Path, sb, **extra: object) -> Path:
     (bundle / "manifest.json").write_text('{"model_name": "fake"}\n')
     house = tmp / "house"
     house.mkdir(exist_ok=True)
-    wheel = build_fake_wheel(tmp / "w", "3.0", healthy=True)
+    wheel = build_fake_wheel(tmp / "w", "3.0", healthy=True, qnn_extra=qnn_wheels)
+    if qnn_wheels:  # an offline controller's wheelhouse with (stand-ins for) the NPU runtime's wheels
+        build_named_wheel(house, "onnxruntime", "1.24.2")
+        build_named_wheel(house, "onnxruntime_qnn", "2.7.0")
     install_env = {k: v for k, v in sb.env.items() if k != "DESTDIR" and k not in ("HOME",)}
     hostvars = {
         "ansible_connection": "local",
@@ -148,3 +151,48 @@ def test_real_local_run_installs_and_is_idempotent(tmp_path: Path) -> None:
     assert "s3cret" not in third.stdout  # no_log
     assert "password_env: FER_MQTT_PASSWORD" in sb.path("/etc/fer-agent/agent.yaml").read_text()
     assert sb.calls().count("systemctl restart fer-agent.service") >= 1
+
+
+# --------------------------------------------------------------------------- the qnn extra (NPU runtime)
+
+NO_QNN = "no onnxruntime-qnn wheel for it; the agent will use snpe (if the SDK is installed) or tflite"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("board", "qnn", "shipped", "said"), [
+    (("3.12", "aarch64", "2.39"), "auto", True, "qnn: onnxruntime-qnn from "),
+    (("3.10", "aarch64", "2.35"), "auto", False, f"board board-local: Python 3.10 / glibc 2.35: {NO_QNN}"),
+    (("3.12", "aarch64", "2.31"), "auto", False, f"board board-local: Python 3.12 / glibc 2.31: {NO_QNN}"),
+    (("3.12", "aarch64", "2.39"), False, False, "qnn: off"),   # `fer_agent_qnn: no` in YAML is a boolean
+], ids=["fits", "python-3.10", "glibc-2.31", "off"])
+def test_check_mode_decides_qnn_from_the_boards_python_and_glibc(tmp_path: Path, board, qnn, shipped, said) -> None:
+    sb = make_sandbox(tmp_path)
+    py, arch, glibc = board
+    inv = _local_inventory(tmp_path, sb, qnn_wheels=True, fer_agent_python_version=py, fer_agent_arch=arch,
+                           fer_agent_glibc=glibc, fer_agent_qnn=qnn)
+    r = _playbook(tmp_path, "--check", inventory=inv)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr
+    assert said in r.stdout, r.stdout[-4000:]
+    wheels = sorted(p.name.split("-")[0] for p in (tmp_path / "payload" / "wheels").iterdir())
+    assert wheels == (["fer_agent", "onnxruntime", "onnxruntime_qnn"] if shipped else ["fer_agent"])
+
+
+@pytest.mark.slow
+def test_qnn_yes_fails_before_building_for_a_board_that_cannot_load_it(tmp_path: Path) -> None:
+    sb = make_sandbox(tmp_path)
+    inv = _local_inventory(tmp_path, sb, qnn_wheels=True, fer_agent_python_version="3.10", fer_agent_arch="aarch64",
+                           fer_agent_glibc="2.35", fer_agent_qnn="yes")
+    r = _playbook(tmp_path, "--check", inventory=inv)
+    assert r.returncode != 0
+    assert ("board board-local: aarch64, Python 3.10 / glibc 2.35: no onnxruntime-qnn wheel for it (it needs aarch64, "
+            "Python >= 3.11 and glibc >= 2.34; fer_agent_qnn: yes)") in r.stdout, r.stdout[-4000:]
+    assert not (tmp_path / "payload").exists()
+    bad = _playbook(tmp_path, "--check", "-e", "fer_agent_qnn=maybe", inventory=inv)
+    assert bad.returncode != 0 and "fer_agent_qnn: expected auto, yes or no, got 'maybe'" in bad.stdout
+
+
+def test_qnn_variable_has_a_default_and_reaches_push_sh() -> None:
+    role = ANSIBLE / "roles" / "fer_agent"
+    assert re.search(r"^fer_agent_qnn: auto\b", (role / "defaults" / "main.yml").read_text(), re.M)
+    build = (role / "tasks" / "build.yml").read_text()
+    assert "'--qnn', fer_agent_qnn_mode" in build and "version('3.11', '>=')" in build and "version('2.34', '>=')" in build
