@@ -147,6 +147,7 @@ def test_every_device_allow_is_commented_and_covers_camera_and_accelerators() ->
     for needed in ("char-video4linux", "char-dma_heap", "/dev/ion", "/dev/fastrpc-cdsp", "/dev/fastrpc-adsp",
                    "char-adsprpc-smd", "/dev/kgsl-3d0"):
         assert needed in allowed, needed
+    assert len(allowed) == len(set(allowed)), "a DeviceAllow= appears twice"
     assert _values("DevicePolicy") == ["closed"]
     assert _values("PrivateDevices") == []  # would hide the camera
 
@@ -156,3 +157,21 @@ def test_hardening_essentials() -> None:
                        "PrivateTmp": "yes", "CapabilityBoundingSet": "", "MemoryDenyWriteExecute": "yes",
                        "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6"}.items():
         assert _values(key) == [value], key
+
+
+def test_the_qnn_htp_reaches_what_libcdsprpc_opens() -> None:
+    """The qnn runtime (QNN HTP in-process) goes through the board's libcdsprpc.so (qualcomm/fastrpc): it opens
+    /dev/fastrpc-cdsp-secure, else /dev/fastrpc-cdsp (cdsp1: the second NSP of two-NSP SoCs), and allocates from
+    /dev/dma_heap/system (the "dma_heap" device group); read-only reads of /sys (soc_id) and of the skel
+    directories are all it needs, so ProtectKernelTunables/ProtectSystem=strict stay."""
+    rw = {v.split()[0]: v.split()[1] for v in _values("DeviceAllow")}
+    for node in ("/dev/fastrpc-cdsp", "/dev/fastrpc-cdsp-secure", "/dev/fastrpc-cdsp1", "/dev/fastrpc-cdsp1-secure",
+                 "char-dma_heap", "/dev/ion"):
+        assert rw.get(node) == "rw", node
+    assert _values("ProtectKernelTunables") == ["yes"] and _values("ProtectSystem") == ["strict"]
+    for key in ("InaccessiblePaths", "ProcSubset", "TemporaryFileSystem"):
+        assert _values(key) == [], key  # would hide /sys/devices/soc0, /usr/lib/rfsa/adsp or the venv
+    # the agent sets ADSP_LIBRARY_PATH itself (agent/contracts/qnn.py); the unit says so and does not set it
+    assert not any("ADSP_LIBRARY_PATH" in v for v in _values("Environment"))
+    text = UNIT.read_text()
+    assert "ADSP_LIBRARY_PATH" in text and "/usr/lib/rfsa/adsp" in text
