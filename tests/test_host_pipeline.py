@@ -396,3 +396,107 @@ def test_auto_precision_uses_bfloat16_only_where_the_cpu_has_it(tmp_path):
     assert resolve_precision("float32", cpuinfo.with_name("x")) == "float32"
     cpuinfo.write_text("flags : avx512_bf16\n")
     assert resolve_precision("float32", cpuinfo) == "float32"  # an explicit choice wins
+
+
+def test_export_from_bundle_re_exports_the_bundle_network_without_retraining(bundle, trained, tmp_path):
+    """--from-bundle: the frozen graph's network through the same export; without --flip-average the float TFLite
+    computes what the source bundle's does on every PublicTest face (140), with it the mean over face and mirror."""
+    from host_tools import tflite_eval
+    from host_tools.data import load
+    from host_tools.export import export_bundle
+
+    data = trained[1]
+    src = load_manifest(bundle)
+    x = normalize(load(str(data)).split("PublicTest").x, src.input.normalization)[..., None]
+    assert len(x) >= 100
+    ref = tflite_eval.predict(src.path_of("tflite"), x)
+
+    same = export_bundle(bundle, tmp_path / "same", str(data), version="9.9.10", calibration_rows=140, from_bundle=True)
+    m = load_manifest(tmp_path / "same")  # verifies every sha256
+    assert {"tflite", "tflite_int8", "frozen_graph", "saved_model", "onnx", "onnx_qdq"} <= set(m.files)
+    assert np.abs(tflite_eval.predict(m.path_of("tflite"), x) - ref).max() < 1e-5
+    assert (tflite_eval.predict(m.path_of("tflite_int8"), x).argmax(1) == ref.argmax(1)).mean() >= 0.97
+    assert m.input.normalization == src.input.normalization and m.model_version == "9.9.10"
+    model = m.to_dict()["model"]
+    assert model["views"] == ["face"] and model["source"]["bundle"] == "fer-vgg 9.9.9"
+    assert model["source"]["frozen_graph_sha256"] == src.files["frozen_graph"].sha256
+    assert same.metrics["accuracy_float"] == src.metrics["accuracy_float"] and "macro_f1_int8" in same.metrics
+    for name in ("training_metrics.json", "training_log.csv", "training_curves.png"):
+        assert (tmp_path / "same" / name).read_bytes() == (bundle / name).read_bytes()
+
+    flip = export_bundle(bundle, tmp_path / "flip", str(data), calibration_rows=140, saved_model=False, onnx=False,
+                         flip_average=True, from_bundle=True)
+    expected = (ref + tflite_eval.predict(src.path_of("tflite"), x[:, :, ::-1].copy())) / 2
+    assert np.abs(tflite_eval.predict(flip.path_of("tflite"), x) - expected).max() < 1e-5
+    assert flip.to_dict()["model"]["views"] == ["face", "mirrored face"]
+    twice = _cli("export", "--from-bundle", str(tmp_path / "flip"), "--out", str(tmp_path / "x"), "--data", str(data),
+                 "--flip-average")
+    assert twice.returncode == 2 and "Traceback" not in twice.stderr
+    assert f"{tmp_path / 'flip' / 'manifest.json'}: model.views is already ['face', 'mirrored face']" in twice.stderr
+
+
+def _graph_bundle(tmp_path: Path, in_shape: list[int], classes: int) -> Path:
+    """The tiny stand-in bundle with its model.pb replaced by a graph of other input/output shapes."""
+    import shutil
+
+    from agent.contracts.manifest import file_entry
+
+    root = tmp_path / f"b{in_shape[1]}x{classes}"
+    shutil.copytree(Path(__file__).parent / "stand_ins" / "tiny_bundle", root)
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, in_shape, name="input")
+        tf.identity(tf.nn.softmax(tf.reshape(tf.reduce_mean(x), [1, 1]) * tf.ones([1, classes])), name="probabilities")
+    tf.io.write_graph(graph.as_graph_def(), str(root), "model.pb", as_text=False)
+    raw = json.loads((root / "manifest.json").read_text())
+    entry = file_entry(root, "model.pb")
+    raw["files"]["frozen_graph"]["sha256"] = entry.sha256
+    (root / "manifest.json").write_text(json.dumps(raw))
+    return root
+
+
+def test_export_from_bundle_errors_name_the_file_and_key(tmp_path):
+    from agent.contracts.errors import FerError
+    from host_tools.export import export_bundle
+
+    tiny = Path(__file__).parent / "stand_ins" / "tiny_bundle"
+    wide = _graph_bundle(tmp_path, [1, 64, 64, 1], 7)
+    with pytest.raises(FerError, match=r"model.pb: files.frozen_graph.input_node 'input' is a Placeholder of shape "
+                                       r"\[1, 64, 64, 1\], expected a Placeholder of shape \[1, 48, 48, 1\]"):
+        export_bundle(wide, tmp_path / "out", "never-read.csv", from_bundle=True)
+    five = _graph_bundle(tmp_path, [1, 48, 48, 1], 5)
+    with pytest.raises(FerError, match=r"model.pb: files.frozen_graph.output_node 'probabilities' has shape \[1, 5\]"):
+        export_bundle(five, tmp_path / "out", "never-read.csv", from_bundle=True)
+    with pytest.raises(FerError, match="--out must be another directory than --from-bundle"):
+        export_bundle(tiny, tiny, "never-read.csv", from_bundle=True)
+
+    nograph = tmp_path / "nograph"
+    nograph.mkdir()
+    raw = json.loads((tiny / "manifest.json").read_text())
+    del raw["files"]["frozen_graph"]
+    (nograph / "manifest.json").write_text(json.dumps(raw))
+    res = _cli("export", "--from-bundle", str(nograph), "--out", str(tmp_path / "out"), "--data", "never-read.csv")
+    (line,) = [x for x in res.stderr.splitlines() if "error:" in x]  # TensorFlow's start-up chatter aside
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert line.startswith(f"fer-host export: error: {nograph / 'manifest.json'}: no files.frozen_graph (model.pb)")
+    neither = _cli("export", "--out", str(tmp_path / "out"))
+    assert neither.returncode == 2 and "a training run directory or --from-bundle BUNDLE" in neither.stderr
+
+
+@pytest.mark.data
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared/datasets/fer2013").exists(),
+                    reason="real FER2013 not present under ../shared")
+def test_default_bundle_network_from_its_frozen_graph_matches_its_float_tflite(tmp_path):
+    """The shipped bundle's frozen graph, wrapped and converted like export does, is its model.tflite (200 faces)."""
+    from agent.contracts.manifest import default_bundle_path
+    from host_tools import export, export_source, tflite_eval
+    from host_tools.data import load
+
+    csv_path = Path(__file__).resolve().parents[2] / "shared/datasets/fer2013/fer2013_train_publictest.csv.gz"
+    m = load_manifest(default_bundle_path())
+    src = export_source.from_bundle(tf, default_bundle_path())
+    x = normalize(load(str(csv_path)).split("PublicTest").x[:200], m.input.normalization)[..., None]
+    _, frozen = export._serving_graph(tf, src.network, flip_average=False)
+    export._write_tflite(tf, tmp_path, frozen, src.trackable, x[:10].astype(np.float32))
+    diff = np.abs(tflite_eval.predict(tmp_path / "model.tflite", x) - tflite_eval.predict(m.path_of("tflite"), x))
+    assert diff.max() < 1e-5
