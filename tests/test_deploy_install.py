@@ -245,7 +245,8 @@ def test_qnn_wheels_in_the_payload_are_installed_as_the_qnn_extra(tmp_path: Path
     sb = make_sandbox(tmp_path)
     payload = make_payload(tmp_path, "1.0", qnn=True)
     r = sb.run(payload / "install.sh", "--health-timeout", "5")
-    assert "fer-agent: qnn: installing onnxruntime_qnn-2.7.0-py3-none-any.whl (the NPU runtime)" in r.stderr.splitlines()
+    assert "fer-agent: qnn: installing onnxruntime_qnn-2.7.0-py3-none-any.whl (the NPU runtime)" \
+        in r.stderr.splitlines()
     site = _site_packages(sb, "1.0")
     assert (site / "onnxruntime_qnn/__init__.py").is_file() and (site / "onnxruntime/__init__.py").is_file()
     again = sb.run(payload / "install.sh", "--health-timeout", "5")

@@ -134,7 +134,8 @@ def test_stage_only_builds_the_real_wheel_in_isolation_offline_and_quietly(tmp_p
     assert r.returncode == 0, r.stderr
     assert "arning" not in r.stderr and "eprecat" not in r.stderr, r.stderr
     # the real wheel declares the qnn extra that push.sh reads (this wheelhouse just has no onnxruntime_qnn wheel)
-    assert f"push: qnn: --wheelhouse {house} has no onnxruntime_qnn wheel; the agent will use snpe" in r.stderr, r.stderr
+    assert f"push: qnn: --wheelhouse {house} has no onnxruntime_qnn wheel; the agent will use snpe" in r.stderr, \
+        r.stderr
     wheels = list((out / "wheels").glob("fer_agent-*.whl"))
     assert len(wheels) == 1
     with zipfile.ZipFile(wheels[0]) as z:
@@ -219,7 +220,8 @@ exec {sys.executable} "$@"
     return wrapper, record
 
 
-def _stage(tmp: Path, *args: str, qnn_extra: bool = True, check: bool = True) -> tuple[subprocess.CompletedProcess, list[str]]:
+def _stage(tmp: Path, *args: str, qnn_extra: bool = True,
+           check: bool = True) -> tuple[subprocess.CompletedProcess, list[str]]:
     sb = make_sandbox(tmp)
     wrapper, record = _recording_python(tmp)
     wheel = build_fake_wheel(tmp / "w", "1.0", healthy=True, qnn_extra=qnn_extra)
@@ -234,12 +236,13 @@ def test_qnn_wheels_are_asked_for_when_the_board_has_python_3_11_and_glibc_2_34(
     assert args[-3].endswith("fer_agent-1.0-py3-none-any.whl")
     platforms = [args[i + 1] for i, a in enumerate(args) if a == "--platform"]
     assert platforms[0] == "manylinux_2_34_aarch64" and "cp311" in args
-    assert "push: qnn: adding onnxruntime>=1.24.2 onnxruntime-qnn>=2.7 (manylinux_2_34_aarch64, cp311: the NPU runtime)" \
-        in r.stderr.splitlines()
+    assert ("push: qnn: adding onnxruntime>=1.24.2 onnxruntime-qnn>=2.7 (manylinux_2_34_aarch64, cp311: "
+            "the NPU runtime)") in r.stderr.splitlines()
 
 
 @pytest.mark.parametrize(("python", "glibc"), [("3.10", "2.35"), ("3.12", "2.31")])
-def test_no_qnn_wheels_below_python_3_11_or_glibc_2_34_and_one_plain_line(tmp_path: Path, python: str, glibc: str) -> None:
+def test_no_qnn_wheels_below_python_3_11_or_glibc_2_34_and_one_plain_line(tmp_path: Path, python: str,
+                                                                           glibc: str) -> None:
     r, args = _stage(tmp_path, "--python-version", python, "--arch", "aarch64", "--glibc", glibc,
                      "--board-name", "cam-lobby")
     assert not any(a.startswith("onnxruntime") for a in args), args
@@ -256,7 +259,8 @@ def test_no_qnn_flag_and_other_arches(tmp_path: Path) -> None:
     assert not any(a.startswith("onnxruntime") for a in args)
     assert "push: board (--stage-only): x86_64: no NPU wheel for it (onnxruntime-qnn for boards is aarch64)" in r.stderr
     # a wheel without the extra (an older fer_agent): said, and nothing asked for
-    r, args = _stage(tmp_path / "c", "--python-version", "3.12", "--arch", "aarch64", "--glibc", "2.39", qnn_extra=False)
+    r, args = _stage(tmp_path / "c", "--python-version", "3.12", "--arch", "aarch64", "--glibc", "2.39",
+                     qnn_extra=False)
     assert not any(a.startswith("onnxruntime") for a in args)
     assert "push: qnn: fer_agent-1.0-py3-none-any.whl declares no qnn extra;" in r.stderr
 
@@ -265,8 +269,9 @@ def test_qnn_yes_stops_on_a_board_that_cannot_load_it(tmp_path: Path) -> None:
     r, args = _stage(tmp_path / "a", "--python-version", "3.10", "--arch", "aarch64", "--glibc", "2.35", "--qnn", "yes",
                      check=False)
     assert r.returncode == 1 and args == []  # before any download
-    assert r.stderr.splitlines()[-1] == ("push: error: board (--stage-only): Python 3.10 / glibc 2.35: no onnxruntime-qnn "
-                                         "wheel for it (it needs aarch64, Python >= 3.11 and glibc >= 2.34; --qnn yes)")
+    assert r.stderr.splitlines()[-1] == ("push: error: board (--stage-only): Python 3.10 / glibc 2.35: no "
+                                         "onnxruntime-qnn wheel for it (it needs aarch64, Python >= 3.11 and "
+                                         "glibc >= 2.34; --qnn yes)")
     r, _ = _stage(tmp_path / "b", "--qnn", "maybe", check=False)
     assert r.returncode == 2 and "--qnn: expected auto, yes or no, got 'maybe'" in r.stderr
 
@@ -278,7 +283,8 @@ def test_qnn_from_a_wheelhouse(tmp_path: Path) -> None:
     for name, version in (("onnxruntime", "1.24.2"), ("onnxruntime_qnn", "2.7.0"), ("numpy", "2.0")):
         build_named_wheel(house, name, version)
     wheel = build_fake_wheel(tmp_path / "w", "1.0", healthy=True, qnn_extra=True)
-    common = ["--bundle", str(_bundle(tmp_path)), "--wheel", str(wheel), "--wheelhouse", str(house), "--arch", "aarch64"]
+    common = ["--bundle", str(_bundle(tmp_path)), "--wheel", str(wheel), "--wheelhouse", str(house),
+              "--arch", "aarch64"]
 
     def staged(out: str, *args: str) -> tuple[list[str], str]:
         r = sb.run(PUSH, "--stage-only", str(tmp_path / out), *common, *args, PYTHON=sys.executable)
