@@ -156,4 +156,4 @@ def test_board_dsp_loader_finds_the_wheel_skel_libraries(tmp_path, monkeypatch):
     (tmp_path / "libQnnHtpV68Skel.so").write_bytes(b"")
     qnn._point_dsp_loader_at(tmp_path)
     qnn._point_dsp_loader_at(tmp_path)  # idempotent
-    assert qnn.os.environ["ADSP_LIBRARY_PATH"] == f"/opt/vendor/dsp;{tmp_path};/usr/lib/rfsa/adsp;/dsp"
+    assert qnn.os.environ["ADSP_LIBRARY_PATH"] == f"/opt/vendor/dsp;{tmp_path};/usr/lib/rfsa/adsp;/usr/lib/dsp;/dsp"

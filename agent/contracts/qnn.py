@@ -191,14 +191,14 @@ def _point_dsp_loader_at(lib_dir: Path) -> None:
 
     The aarch64 wheel ships ``libQnnHtpV<arch>Skel.so`` next to libQnnHtp.so; FastRPC loads the skel for the
     board's HTP from the directories in ``ADSP_LIBRARY_PATH`` (Qualcomm's DSP runtime docs), then from the
-    system's ``/usr/lib/rfsa/adsp`` and ``/dsp``. A path the unit's environment already gives comes first.
+    system's ``/usr/lib/rfsa/adsp``, ``/usr/lib/dsp`` and ``/dsp``. A path the environment already gives comes first.
     """
     if not any(lib_dir.glob("libQnnHtpV*Skel.so")):
         return
     parts = [p for p in os.environ.get("ADSP_LIBRARY_PATH", "").split(";") if p]
     if str(lib_dir) not in parts:
         parts.append(str(lib_dir))
-    for system in ("/usr/lib/rfsa/adsp", "/dsp"):
+    for system in ("/usr/lib/rfsa/adsp", "/usr/lib/dsp", "/dsp"):
         if system not in parts:
             parts.append(system)
     os.environ["ADSP_LIBRARY_PATH"] = ";".join(parts)
