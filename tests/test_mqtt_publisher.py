@@ -246,7 +246,7 @@ def test_memory_queue_overflow_drops_oldest_and_counts(make_publisher) -> None:
     for i in range(150):  # no outbox thread is running: everything stays in memory
         pub.publish_event(synthetic_event(i))
     assert pub.dropped == 50 and pub.outbox_depth == 100
-    assert [e.frame_number for _, e in list(pub._queue)[:1]] == [50]  # the oldest went
+    assert [e.frame_number for _, e, _ in list(pub._queue)[:1]] == [50]  # the oldest went
 
 
 def test_mqtt5_burst_respects_the_brokers_receive_maximum(mosquitto_factory, make_publisher, mqtt_collector) -> None:

@@ -95,7 +95,8 @@ class OutboxConfig:
         "doc": "messages waiting between the frame loop and the disk queue; beyond this the oldest are dropped",
         "min": 100})
     file: str | None = field(default=None, metadata={
-        "doc": "SQLite file of the queue; empty = mqtt-outbox.sqlite3 in the service state directory"})
+        "doc": "SQLite file of the queue (its event journal, <stem>.accepted.<n>, sits next to it); "
+               "empty = mqtt-outbox.sqlite3 in the service state directory"})
     drain_timeout_s: float = field(default=5.0, metadata={
         "doc": "on shutdown, keep sending queued messages this long before disconnecting (the rest stay queued)",
         "min": 0.0})

@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--username")
     ap.add_argument("--password-env", help="environment variable holding the password")
     ap.add_argument("--ca-file", help="enable TLS with this CA file")
+    ap.add_argument("--print-accepted", action="store_true",
+                    help='print {"accepted": FRAME} once publish_event has returned for each event (kill -9 tests)')
     ap.add_argument("--log-level", default="warning")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
@@ -105,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             break
         frame = args.first_frame + i
         pub.publish_event(synthetic_event(frame))
+        if args.print_accepted:
+            _say(accepted=frame)
         if args.state_every and (i + 1) % args.state_every == 0:
             pub.publish_state(synthetic_state(frame))
         emitted += 1

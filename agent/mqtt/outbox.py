@@ -91,19 +91,24 @@ class Outbox:
             self._db.executescript(_SCHEMA)
             self.depth, self.bytes = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
-            row = self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         except BaseException:
             self._db.close()
             raise
-        self.next_seq = int(row[0]) if row else 1
+        self.next_seq = int(meta.get("next_seq", 1))
+        # How far into the event journal (agent.mqtt.journal) the rows here reach: (segment, byte offset).
+        self.journal_mark = (int(meta.get("journal_segment", 0)), int(meta.get("journal_offset", 0)))
 
-    def append(self, messages: list[OutMessage], *, unsent_after: int, next_seq: int | None = None) -> int:
+    def append(self, messages: list[OutMessage], *, unsent_after: int, next_seq: int | None = None,
+               journal_mark: tuple[int, int] | None = None) -> int:
         """Store messages in order (one transaction); returns how many old ones were dropped to make room.
 
         ``unsent_after``: rows with a larger id have not been handed to the
-        broker yet, so a coalescing message may replace them.
+        broker yet, so a coalescing message may replace them. ``journal_mark``:
+        the journal position these messages reach, stored in the same transaction
+        so a record is never put in twice nor skipped.
         """
-        if not messages and next_seq is None:
+        if not messages and next_seq is None and journal_mark is None:
             return 0
         dropped_before = self.dropped
         db = self._db
@@ -118,15 +123,22 @@ class Outbox:
                 self.depth += 1
                 self.bytes += len(m.payload)
             self._enforce_limits()
+            meta: list[tuple[str, int]] = []
             if next_seq is not None:
-                db.execute("INSERT INTO meta(key, value) VALUES('next_seq', ?) "
-                           "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (next_seq,))
-                self.next_seq = next_seq
+                meta.append(("next_seq", next_seq))
+            if journal_mark is not None:
+                meta += [("journal_segment", journal_mark[0]), ("journal_offset", journal_mark[1])]
+            db.executemany("INSERT INTO meta(key, value) VALUES(?, ?) "
+                           "ON CONFLICT(key) DO UPDATE SET value=excluded.value", meta)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             self._recount()
             raise
+        if next_seq is not None:
+            self.next_seq = next_seq
+        if journal_mark is not None:
+            self.journal_mark = journal_mark
         return self.dropped - dropped_before
 
     def _enforce_limits(self) -> None:

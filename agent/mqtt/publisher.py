@@ -2,8 +2,10 @@
 
 Three threads, so that the frame loop never waits on the network or the disk:
 
-* the **caller** (frame loop) only appends to an in-memory deque and sets an
-  event - microseconds, never blocking;
+* the **caller** (frame loop) copies each event into the memory-mapped
+  :class:`~agent.mqtt.journal.Journal` (so an accepted event survives
+  ``kill -9``) and appends it to an in-memory deque - microseconds, no system
+  call, never waiting on the network or the disk;
 * the **outbox thread** builds the JSON, writes events and state to the
   on-disk :class:`~agent.mqtt.outbox.Outbox` (in order, bounded), hands the
   oldest unsent rows to paho while connected (a window of ``outbox.inflight``)
@@ -24,6 +26,7 @@ import dataclasses
 import functools
 import logging
 import sqlite3
+import struct
 import threading
 import time
 import uuid
@@ -33,11 +36,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from agent.contracts.errors import ConfigError
+from agent.contracts.errors import ConfigError, FerError
 from agent.contracts.events import Event, PublishContext, StateSnapshot
 from agent.mqtt.config import MqttConfig
 from agent.mqtt.connection import Backoff, FailureLog, FerMqttClient, build_client, describe_error
 from agent.mqtt.discovery import discovery_messages
+from agent.mqtt.journal import Journal, Mark, decode_event, event_record
 from agent.mqtt.outbox import Outbox, OutMessage
 from agent.mqtt.payloads import STATUS_OFFLINE, STATUS_ONLINE, encode, event_payload, state_payload, stats_payload
 from agent.mqtt.topics import Topics
@@ -77,7 +81,8 @@ class MqttPublisher:
         path = Path(cfg.outbox.file) if cfg.outbox.file else Path(state_dir) / OUTBOX_FILE
         self._outbox = Outbox(path, max_messages=cfg.outbox.max_messages, max_bytes=cfg.outbox.max_bytes,
                               max_age_s=cfg.outbox.max_age_s)
-        self._queue: collections.deque[tuple[str, Any]] = collections.deque()
+        # kind, item, journal mark after it (events that reached the journal) or None
+        self._queue: collections.deque[tuple[str, Any, Mark | None]] = collections.deque()
         self._ingesting = 0  # taken off the queue, not yet in the outbox (see outbox_depth)
         self._acks: collections.deque[tuple[int, bool]] = collections.deque()
         self._wake = threading.Event()
@@ -103,6 +108,19 @@ class MqttPublisher:
         self._pending_stats: Mapping[str, Any] | None = None
         self._started = time.monotonic()
         self._broker = f"{cfg.host}:{cfg.port}"
+        self._next_journal_log = 0.0
+        self._journal = Journal(path.with_name(path.stem + ".accepted"))
+        try:
+            self._recover_journal()
+        except sqlite3.Error as exc:
+            self._outbox.close()
+            raise FerError(f"mqtt outbox {path}: cannot store the events recovered from its journal: {exc}") from None
+        try:
+            self._journal.start(after=self._outbox.journal_mark[0])
+            self._journal.remove_before(self._journal.segment)  # everything readable in them is in the outbox now
+        except OSError as exc:  # a full or read-only disk: keep publishing, say so (again each minute)
+            self._journal.last_error = exc
+            self._journal_failed()
 
     # ------------------------------------------------------------------ frame-loop API (never blocks)
 
@@ -127,7 +145,17 @@ class MqttPublisher:
         return self._outbox.dropped + self._overflow_dropped + self._failed_dropped
 
     def publish_event(self, event: Event) -> None:
-        self._enqueue("event", event)
+        """Accept an event: once this returns, it is in the journal and survives the process being killed."""
+        try:
+            record: bytes | None = event_record(event)
+        except (TypeError, ValueError, AttributeError):
+            record = None  # not encodable: the outbox thread drops and counts it, as it always did
+        journal = self._journal
+        with journal.lock:  # uncontended except while the outbox thread switches segments
+            mark = journal.append(record) if record is not None else None
+            self._enqueue("event", event, mark)
+        if mark is None and record is not None and not self._closed:
+            self._journal_failed()
         if self._idle:
             # A sparse event should not wait out the idle poll (up to _IDLE_TICK_S of latency). Only
             # while idle: under a flood the thread is busy, so the frame loop pays no hand-over per event.
@@ -135,15 +163,27 @@ class MqttPublisher:
             self._wake.set()
 
     def publish_state(self, snapshot: StateSnapshot) -> None:
-        self._enqueue("state", snapshot)
+        """State is not journaled: the next snapshot replaces it anyway."""
+        self._enqueue("state", snapshot, None)
 
     def publish_stats(self, stats: Mapping[str, Any]) -> None:
         """Latest stats win; sent only while connected (they are periodic, QoS 0 by default)."""
         self._pending_stats = dict(stats)
 
-    def _enqueue(self, kind: str, item: Any) -> None:
+    def _journal_failed(self) -> None:
+        """No room in the journal (a full disk, or the outbox thread seconds behind): events are kept in memory
+        until they reach the outbox. One line a minute; the frame loop only gets here on this rare path."""
+        now = time.monotonic()
+        if now >= self._next_journal_log:
+            self._next_journal_log = now + 60.0
+            err = self._journal.last_error
+            why = f"cannot make a journal file: {err.strerror or err}" if err else "the outbox thread is behind"
+            log.error("MQTT: event journal %s* has no room (%s); new events are safe only once they reach the "
+                      "outbox (%d not journaled so far)", self._journal.base, why, self._journal.failures)
+
+    def _enqueue(self, kind: str, item: Any, mark: Mark | None) -> None:
         q = self._queue
-        q.append((kind, item))
+        q.append((kind, item, mark))
         if len(q) > self.cfg.outbox.memory_queue:
             try:
                 q.popleft()
@@ -192,9 +232,11 @@ class MqttPublisher:
         if self._worker is not None:
             self._worker.join(max(0.5, timeout + 2.0))
         worker_done = self._worker is None or not self._worker.is_alive()
+        all_in_outbox = False
         if worker_done:
             try:
                 self._ingest(final=True)  # what is left in memory goes to disk (also covers close() without start())
+                all_in_outbox = not self._queue
             except Exception as exc:
                 self._report_error(exc)
         if client is not None:
@@ -213,6 +255,8 @@ class MqttPublisher:
             client.loop_stop()
         self._connected = False
         left = self._outbox.depth
+        # Every journaled event is in the outbox once the final ingest ran with nothing left in memory.
+        self._journal.close(remove=all_in_outbox)
         self._outbox.close()
         if left:
             log.warning("MQTT: %d message(s) still queued in %s; they are sent after the next start",
@@ -356,16 +400,17 @@ class MqttPublisher:
     def _ingest(self, final: bool = False) -> None:
         """Move what the frame loop queued into the disk outbox (one transaction per batch)."""
         while self._queue:
-            items: list[tuple[str, Any]] = []
+            items: list[tuple[str, Any, Mark | None]] = []
             q = self._queue
             while q and len(items) < _INGEST_BATCH:
                 self._ingesting += 1  # counted before it leaves the queue
                 items.append(q.popleft())
-            last_state = max((i for i, (kind, _) in enumerate(items) if kind == "state"), default=-1)
+            last_state = max((i for i, (kind, _, _) in enumerate(items) if kind == "state"), default=-1)
+            mark = max((m for _, _, m in items if m is not None), default=None)
             now = time.time()
             seq = self._outbox.next_seq
             messages: list[OutMessage] = []
-            for i, (kind, item) in enumerate(items):
+            for i, (kind, item, _) in enumerate(items):
                 try:
                     if kind == "event":
                         payload = encode(event_payload(item, self.ctx, uuid.uuid4().hex, seq))
@@ -380,14 +425,60 @@ class MqttPublisher:
                     self._failed_dropped += 1
                     self._report_error(ValueError(f"cannot encode {kind} (dropped): {exc}"))
             try:
-                self._outbox.append(messages, unsent_after=self._sent_upto, next_seq=seq)
+                self._outbox.append(messages, unsent_after=self._sent_upto, next_seq=seq, journal_mark=mark)
             except sqlite3.Error:
                 self._failed_dropped += len(messages)  # disk full or broken: counted, reported by the caller
                 raise
             finally:
                 self._ingesting = 0  # after the outbox counts them
+            if mark is not None:
+                self._tend_journal(mark[0])
             if not final:
                 break  # one batch per turn, so acks and sending keep up under a flood
+        self._tend_journal(None)
+
+    def _tend_journal(self, outboxed_segment: int | None) -> None:
+        """Delete journal segments the outbox holds all of; switch segments when due and keep a spare ready."""
+        try:
+            if outboxed_segment is not None:
+                self._journal.remove_before(outboxed_segment)
+            else:
+                self._journal.tend()
+                self._journal.last_error = None
+        except OSError as exc:  # a full or read-only disk: one line a minute, and keep going
+            self._journal.last_error = exc
+            self._journal_failed()
+
+    def _recover_journal(self) -> None:
+        """Events accepted before an unclean stop (kill -9, crash) that had not reached the outbox: put them in
+        now, before anything new, in batches that each store how far they reach."""
+        recovered = 0
+        batch: list[OutMessage] = []
+        seq = self._outbox.next_seq
+        mark: Mark | None = None
+        now = time.time()
+
+        def flush() -> None:
+            self._outbox.append(batch, unsent_after=self._sent_upto, next_seq=seq, journal_mark=mark)
+            batch.clear()
+
+        for body, mark in self._journal.records_after(self._outbox.journal_mark):
+            try:
+                payload = encode(event_payload(decode_event(body), self.ctx, uuid.uuid4().hex, seq))
+            except (TypeError, ValueError, AttributeError, KeyError, IndexError, EOFError, struct.error) as exc:
+                self._failed_dropped += 1
+                log.error("MQTT: event journal record not usable (dropped): %s", exc)
+                continue
+            batch.append(OutMessage(self.topics.events, payload, self.cfg.qos_events, False, created=now))
+            seq += 1
+            recovered += 1
+            if len(batch) >= _INGEST_BATCH:
+                flush()
+        if mark is not None:
+            flush()
+        if recovered:
+            log.warning("MQTT: recovered %d event(s) accepted before the last stop but not yet in the outbox "
+                        "(the agent was killed or crashed)", recovered)
 
     def _process_acks(self) -> None:
         ids: list[int] = []
