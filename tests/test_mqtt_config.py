@@ -104,7 +104,7 @@ def test_backoff_doubles_with_jitter_and_resets() -> None:
     b = Backoff(1.0, 8.0, rng=random.Random(1))
     delays = [b.next_delay() for _ in range(6)]
     ceilings = [1, 2, 4, 8, 8, 8]
-    for d, c in zip(delays, ceilings):
+    for d, c in zip(delays, ceilings, strict=True):
         assert c / 2 <= d <= c
     assert len(set(delays)) == len(delays)  # jittered, not lock-step
     b.reset()

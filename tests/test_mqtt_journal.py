@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 from agent.mqtt import journal as journal_mod
 from agent.mqtt.emit import synthetic_event
 from agent.mqtt.journal import decode_event, event_record
-from agent.mqtt.outbox import OutMessage, Outbox
+from agent.mqtt.outbox import Outbox, OutMessage
 
 
 def _segments(state: Path) -> list[str]:

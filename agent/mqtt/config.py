@@ -26,7 +26,8 @@ class TlsConfig:
     enabled: bool = field(default=False, metadata={"doc": "connect with TLS (usually port 8883)"})
     ca_file: str | None = field(default=None, metadata={
         "doc": "CA certificate(s) (PEM) that signed the broker's certificate; empty = the system CA store"})
-    cert_file: str | None = field(default=None, metadata={"doc": "client certificate (PEM) for mutual TLS; empty = none"})
+    cert_file: str | None = field(default=None, metadata={
+        "doc": "client certificate (PEM) for mutual TLS; empty = none"})
     key_file: str | None = field(default=None, metadata={"doc": "private key (PEM) of cert_file"})
     verify: bool = field(default=True, metadata={
         "doc": "verify the broker's certificate and host name (turn off only for a test broker)"})
@@ -84,7 +85,8 @@ class AuthConfig:
 @dataclass
 class OutboxConfig:
     max_messages: int = field(default=100_000, metadata={
-        "doc": "queued events/state kept while the broker is unreachable; beyond this the oldest are dropped", "min": 1})
+        "doc": "queued events/state kept while the broker is unreachable; beyond this the oldest are dropped",
+        "min": 1})
     max_bytes: int = field(default=64 * 1024 * 1024, metadata={
         "doc": "... and at most this many payload bytes on disk", "min": 1024})
     max_age_s: float = field(default=7 * 24 * 3600.0, metadata={
@@ -121,7 +123,8 @@ class ReconnectConfig:
 
 @dataclass
 class MqttConfig:
-    host: str | None = field(default=None, metadata={"doc": "broker host; empty = embedded broker on 127.0.0.1 (emulation)"})
+    host: str | None = field(default=None, metadata={
+        "doc": "broker host; empty = embedded broker on 127.0.0.1 (emulation)"})
     port: int = field(default=1883, metadata={"doc": "broker port (8883 is usual for TLS)", "min": 1, "max": 65535})
     prefix: str = field(default="fer", metadata={"doc": "topic prefix: <prefix>/<device_id>/..."})
     device_id: str | None = field(default=None, metadata={
@@ -134,18 +137,21 @@ class MqttConfig:
     qos_stats: int = field(default=0, metadata={"doc": "QoS for stats (0, 1 or 2)", "min": 0, "max": 2})
     keepalive: int = field(default=30, metadata={"doc": "MQTT keepalive seconds", "min": 5})
     tls: TlsConfig = field(default_factory=TlsConfig, metadata={"doc": "TLS to the broker"})
-    auth: AuthConfig = field(default_factory=AuthConfig, metadata={"doc": "user name and password (never printed or logged)"})
+    auth: AuthConfig = field(default_factory=AuthConfig, metadata={
+        "doc": "user name and password (never printed or logged)"})
     outbox: OutboxConfig = field(default_factory=OutboxConfig, metadata={
         "doc": "on-disk queue that keeps events and state while the broker is unreachable"})
-    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig, metadata={"doc": "Home Assistant MQTT discovery"})
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig, metadata={
+        "doc": "Home Assistant MQTT discovery"})
     reconnect: ReconnectConfig = field(default_factory=ReconnectConfig, metadata={
         "doc": "reconnect back-off (exponential with jitter)"})
 
     def __post_init__(self) -> None:
         if self.device_id is not None and not _TOPIC_LEVEL_OK.match(self.device_id):
             raise ValueError(f"device_id: {self.device_id!r} may only use letters, digits, '_', '-' and '.'")
-        if not self.prefix or not _PREFIX_OK.match(self.prefix) or self.prefix.startswith("/") or self.prefix.endswith("/"):
-            raise ValueError(f"prefix: {self.prefix!r} must be a topic without wildcards, spaces or a leading/trailing '/'")
+        prefix = self.prefix
+        if not prefix or not _PREFIX_OK.match(prefix) or prefix.startswith("/") or prefix.endswith("/"):
+            raise ValueError(f"prefix: {prefix!r} must be a topic without wildcards, spaces or a leading/trailing '/'")
         if self.protocol not in ("3.1.1", "5"):
             raise ValueError(f"protocol: {self.protocol!r} is not one of 3.1.1, 5")
         for key in ("qos_events", "qos_state", "qos_stats"):

@@ -97,7 +97,7 @@ def decode_event(body: bytes) -> Event:
     if body[:1] == bytes([_FAST_KIND]):
         _, t, label, prev, face_id, frame, x, y, w, h, confidence, capture_time, *probs = _FAST.unpack(body)
         face = FaceState(face_id=face_id, box=(x, y, w, h), label=LABELS[label], confidence=confidence,
-                         probabilities=dict(zip(LABELS, probs)))
+                         probabilities=dict(zip(LABELS, probs, strict=True)))
         return Event(type=EVENT_TYPES[t], face=face, frame_number=frame, capture_time=capture_time,
                      previous_label=None if prev < 0 else LABELS[prev])
     if body[:1] != bytes([_GENERIC_KIND]):

@@ -2,10 +2,11 @@
 
 Three threads, so that the frame loop never waits on the network or the disk:
 
-* the **caller** (frame loop) copies each event into the memory-mapped
-  :class:`~agent.mqtt.journal.Journal` (so an accepted event survives
-  ``kill -9``) and appends it to an in-memory deque - microseconds, no system
-  call, never waiting on the network or the disk;
+* the **caller** (frame loop) hands events and state to the
+  :class:`~agent.mqtt.intake.Intake`: each event is copied into a memory-mapped
+  journal (so an accepted event survives ``kill -9``) and appended to an
+  in-memory deque - microseconds, no system call, never waiting on the network
+  or the disk;
 * the **outbox thread** builds the JSON, writes events and state to the
   on-disk :class:`~agent.mqtt.outbox.Outbox` (in order, bounded), hands the
   oldest unsent rows to paho while connected (a window of ``outbox.inflight``)
@@ -25,11 +26,8 @@ import collections
 import dataclasses
 import functools
 import logging
-import sqlite3
-import struct
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,16 +39,14 @@ from agent.contracts.events import Event, PublishContext, StateSnapshot
 from agent.mqtt.config import MqttConfig
 from agent.mqtt.connection import Backoff, FailureLog, FerMqttClient, build_client, describe_error
 from agent.mqtt.discovery import discovery_messages
-from agent.mqtt.journal import Journal, Mark, decode_event, event_record
-from agent.mqtt.outbox import Outbox, OutMessage
-from agent.mqtt.payloads import STATUS_OFFLINE, STATUS_ONLINE, encode, event_payload, state_payload, stats_payload
+from agent.mqtt.intake import Intake
+from agent.mqtt.outbox import Outbox
+from agent.mqtt.payloads import STATUS_OFFLINE, STATUS_ONLINE, encode, stats_payload
 from agent.mqtt.topics import Topics
 
 log = logging.getLogger("agent.mqtt")
 
 OUTBOX_FILE = "mqtt-outbox.sqlite3"
-_STATE_KEY = "state"
-_INGEST_BATCH = 2000
 _TICK_S = 0.02  # outbox thread period while busy: batches work at high event rates
 _IDLE_TICK_S = 0.1  # ... while idle: the most latency a sparse event gets
 _RESYNC_TIMEOUT_S = 30.0  # after a reconnect, wait this long for paho's re-sends before re-sending from disk
@@ -81,9 +77,6 @@ class MqttPublisher:
         path = Path(cfg.outbox.file) if cfg.outbox.file else Path(state_dir) / OUTBOX_FILE
         self._outbox = Outbox(path, max_messages=cfg.outbox.max_messages, max_bytes=cfg.outbox.max_bytes,
                               max_age_s=cfg.outbox.max_age_s)
-        # kind, item, journal mark after it (events that reached the journal) or None
-        self._queue: collections.deque[tuple[str, Any, Mark | None]] = collections.deque()
-        self._ingesting = 0  # taken off the queue, not yet in the outbox (see outbox_depth)
         self._acks: collections.deque[tuple[int, bool]] = collections.deque()
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
@@ -97,8 +90,6 @@ class MqttPublisher:
         self._mid_rows: dict[int, int] = {}  # paho message id -> outbox row id, QoS 1/2 not yet acknowledged
         self._sent_upto = 0  # rows with id <= this have been handed to paho
         self._resync_since: float | None = None
-        self._overflow_dropped = 0  # written by the frame loop only
-        self._failed_dropped = 0  # written by the outbox thread only (encoding or disk errors)
         self._rejected = 0
         self._errors = 0
         self._next_error_log = 0.0
@@ -108,19 +99,13 @@ class MqttPublisher:
         self._pending_stats: Mapping[str, Any] | None = None
         self._started = time.monotonic()
         self._broker = f"{cfg.host}:{cfg.port}"
-        self._next_journal_log = 0.0
-        self._journal = Journal(path.with_name(path.stem + ".accepted"))
         try:
-            self._recover_journal()
-        except sqlite3.Error as exc:
+            self._intake = Intake(cfg, self.ctx, self.topics, self._outbox, self._report_error)
+        except FerError:
             self._outbox.close()
-            raise FerError(f"mqtt outbox {path}: cannot store the events recovered from its journal: {exc}") from None
-        try:
-            self._journal.start(after=self._outbox.journal_mark[0])
-            self._journal.remove_before(self._journal.segment)  # everything readable in them is in the outbox now
-        except OSError as exc:  # a full or read-only disk: keep publishing, say so (again each minute)
-            self._journal.last_error = exc
-            self._journal_failed()
+            raise
+        self._queue = self._intake.queue  # what the frame loop handed over and the outbox does not hold yet
+        self._journal = self._intake.journal
 
     # ------------------------------------------------------------------ frame-loop API (never blocks)
 
@@ -136,26 +121,17 @@ class MqttPublisher:
         message moving downstream meanwhile may be counted twice, never missed.
         """
         queued = len(self._queue)
-        ingesting = self._ingesting
+        ingesting = self._intake.ingesting
         return queued + ingesting + self._outbox.depth
 
     @property
     def dropped(self) -> int:
         """Events/state dropped since start: queue limits (count, bytes, age) or frame loop outrunning the disk."""
-        return self._outbox.dropped + self._overflow_dropped + self._failed_dropped
+        return self._outbox.dropped + self._intake.overflow_dropped + self._intake.failed_dropped
 
     def publish_event(self, event: Event) -> None:
         """Accept an event: once this returns, it is in the journal and survives the process being killed."""
-        try:
-            record: bytes | None = event_record(event)
-        except (TypeError, ValueError, AttributeError):
-            record = None  # not encodable: the outbox thread drops and counts it, as it always did
-        journal = self._journal
-        with journal.lock:  # uncontended except while the outbox thread switches segments
-            mark = journal.append(record) if record is not None else None
-            self._enqueue("event", event, mark)
-        if mark is None and record is not None and not self._closed:
-            self._journal_failed()
+        self._intake.event(event)
         if self._idle:
             # A sparse event should not wait out the idle poll (up to _IDLE_TICK_S of latency). Only
             # while idle: under a flood the thread is busy, so the frame loop pays no hand-over per event.
@@ -164,35 +140,11 @@ class MqttPublisher:
 
     def publish_state(self, snapshot: StateSnapshot) -> None:
         """State is not journaled: the next snapshot replaces it anyway."""
-        self._enqueue("state", snapshot, None)
+        self._intake.state(snapshot)
 
     def publish_stats(self, stats: Mapping[str, Any]) -> None:
         """Latest stats win; sent only while connected (they are periodic, QoS 0 by default)."""
         self._pending_stats = dict(stats)
-
-    def _journal_failed(self) -> None:
-        """No room in the journal (a full disk, or the outbox thread seconds behind): events are kept in memory
-        until they reach the outbox. One line a minute; the frame loop only gets here on this rare path."""
-        now = time.monotonic()
-        if now >= self._next_journal_log:
-            self._next_journal_log = now + 60.0
-            err = self._journal.last_error
-            why = f"cannot make a journal file: {err.strerror or err}" if err else "the outbox thread is behind"
-            log.error("MQTT: event journal %s* has no room (%s); new events are safe only once they reach the "
-                      "outbox (%d not journaled so far)", self._journal.base, why, self._journal.failures)
-
-    def _enqueue(self, kind: str, item: Any, mark: Mark | None) -> None:
-        q = self._queue
-        q.append((kind, item, mark))
-        if len(q) > self.cfg.outbox.memory_queue:
-            try:
-                q.popleft()
-                self._overflow_dropped += 1
-            except IndexError:  # the outbox thread emptied it meanwhile
-                pass
-        # No wake-up per message: the outbox thread polls (_TICK_S busy, _IDLE_TICK_S idle) and takes the
-        # whole batch. Waking it per frame measured ~10-80 us per call here (thread hand-over); only
-        # publish_event wakes it, and only when it is idle (see there).
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -255,8 +207,7 @@ class MqttPublisher:
             client.loop_stop()
         self._connected = False
         left = self._outbox.depth
-        # Every journaled event is in the outbox once the final ingest ran with nothing left in memory.
-        self._journal.close(remove=all_in_outbox)
+        self._intake.close(all_in_outbox)  # the journal goes once everything is in the outbox
         self._outbox.close()
         if left:
             log.warning("MQTT: %d message(s) still queued in %s; they are sent after the next start",
@@ -398,87 +349,8 @@ class MqttPublisher:
             log.error("MQTT: internal error (%d so far): %s", self._errors, exc, exc_info=exc)
 
     def _ingest(self, final: bool = False) -> None:
-        """Move what the frame loop queued into the disk outbox (one transaction per batch)."""
-        while self._queue:
-            items: list[tuple[str, Any, Mark | None]] = []
-            q = self._queue
-            while q and len(items) < _INGEST_BATCH:
-                self._ingesting += 1  # counted before it leaves the queue
-                items.append(q.popleft())
-            last_state = max((i for i, (kind, _, _) in enumerate(items) if kind == "state"), default=-1)
-            mark = max((m for _, _, m in items if m is not None), default=None)
-            now = time.time()
-            seq = self._outbox.next_seq
-            messages: list[OutMessage] = []
-            for i, (kind, item, _) in enumerate(items):
-                try:
-                    if kind == "event":
-                        payload = encode(event_payload(item, self.ctx, uuid.uuid4().hex, seq))
-                        messages.append(OutMessage(self.topics.events, payload, self.cfg.qos_events, False,
-                                                   created=now))
-                        seq += 1
-                    elif i == last_state:  # older snapshots in the same batch are already stale
-                        payload = encode(state_payload(item, self.ctx))
-                        messages.append(OutMessage(self.topics.state, payload, self.cfg.qos_state, True,
-                                                   coalesce=_STATE_KEY, created=now))
-                except (TypeError, ValueError, AttributeError, KeyError) as exc:  # e.g. NaN confidence
-                    self._failed_dropped += 1
-                    self._report_error(ValueError(f"cannot encode {kind} (dropped): {exc}"))
-            try:
-                self._outbox.append(messages, unsent_after=self._sent_upto, next_seq=seq, journal_mark=mark)
-            except sqlite3.Error:
-                self._failed_dropped += len(messages)  # disk full or broken: counted, reported by the caller
-                raise
-            finally:
-                self._ingesting = 0  # after the outbox counts them
-            if mark is not None:
-                self._tend_journal(mark[0])
-            if not final:
-                break  # one batch per turn, so acks and sending keep up under a flood
-        self._tend_journal(None)
-
-    def _tend_journal(self, outboxed_segment: int | None) -> None:
-        """Delete journal segments the outbox holds all of; switch segments when due and keep a spare ready."""
-        try:
-            if outboxed_segment is not None:
-                self._journal.remove_before(outboxed_segment)
-            else:
-                self._journal.tend()
-                self._journal.last_error = None
-        except OSError as exc:  # a full or read-only disk: one line a minute, and keep going
-            self._journal.last_error = exc
-            self._journal_failed()
-
-    def _recover_journal(self) -> None:
-        """Events accepted before an unclean stop (kill -9, crash) that had not reached the outbox: put them in
-        now, before anything new, in batches that each store how far they reach."""
-        recovered = 0
-        batch: list[OutMessage] = []
-        seq = self._outbox.next_seq
-        mark: Mark | None = None
-        now = time.time()
-
-        def flush() -> None:
-            self._outbox.append(batch, unsent_after=self._sent_upto, next_seq=seq, journal_mark=mark)
-            batch.clear()
-
-        for body, mark in self._journal.records_after(self._outbox.journal_mark):
-            try:
-                payload = encode(event_payload(decode_event(body), self.ctx, uuid.uuid4().hex, seq))
-            except (TypeError, ValueError, AttributeError, KeyError, IndexError, EOFError, struct.error) as exc:
-                self._failed_dropped += 1
-                log.error("MQTT: event journal record not usable (dropped): %s", exc)
-                continue
-            batch.append(OutMessage(self.topics.events, payload, self.cfg.qos_events, False, created=now))
-            seq += 1
-            recovered += 1
-            if len(batch) >= _INGEST_BATCH:
-                flush()
-        if mark is not None:
-            flush()
-        if recovered:
-            log.warning("MQTT: recovered %d event(s) accepted before the last stop but not yet in the outbox "
-                        "(the agent was killed or crashed)", recovered)
+        """Move what the frame loop queued into the disk outbox (see Intake.ingest)."""
+        self._intake.ingest(self._sent_upto, final)
 
     def _process_acks(self) -> None:
         ids: list[int] = []
