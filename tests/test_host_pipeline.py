@@ -59,7 +59,8 @@ def test_resume_continues_from_last_epoch(trained, tmp_path):
 
     root, data, cfg, _ = trained
     out = tmp_path / "resumed"
-    base = dict(data=str(data), out=str(out), batch_size=64, widths=(8, 16, 16, 32), warmup_epochs=0.5, seed=3, limit=140)
+    base = dict(data=str(data), out=str(out), batch_size=64, widths=TINY_WIDTHS, convs=TINY_CONVS, warmup_epochs=0.5,
+                seed=3, limit=140)
     train(TrainConfig(epochs=1, **base))
     # The checkpoint fixes the precision: a different --precision on resume is not what runs, so not what is recorded.
     summary = train(TrainConfig(epochs=2, resume=True, precision="mixed_bfloat16", **base))
@@ -69,12 +70,17 @@ def test_resume_continues_from_last_epoch(trained, tmp_path):
     assert summary["precision"] == "float32"
 
 
+# Two stages of one conv each: a short run's cost is mostly TensorFlow tracing the train step, which grows with
+# the number of layers, not the rows; the tests below only tell training options apart.
+TINY_WIDTHS, TINY_CONVS = (8, 8), (1, 1)
+
+
 def _one_epoch(trained, out: Path, **overrides):
-    """One epoch of a tiny net on 280 of the fixture's rows: enough to tell training options apart."""
+    """One epoch of a tiny net on 140 of the fixture's rows: enough to tell training options apart."""
     from host_tools.train import TrainConfig
 
-    return TrainConfig(data=str(trained[1]), out=str(out), epochs=1, batch_size=64, widths=(8, 16, 16, 32), seed=5,
-                       limit=280, **overrides)
+    return TrainConfig(data=str(trained[1]), out=str(out), epochs=1, batch_size=64, widths=TINY_WIDTHS,
+                       convs=TINY_CONVS, seed=5, limit=140, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +153,10 @@ def test_cli_evaluate_json_and_errors(bundle, trained, tmp_path):
     assert f"{bad}: row 3: emotion 12 outside 0-6" in res.stderr
     skipped = _cli("evaluate", str(bundle), "--data", str(bad), "--skip-bad-rows", "--json")
     assert skipped.returncode == 0 and json.loads(skipped.stdout)["skipped_rows"] == 1
+    assert json.loads(skipped.stdout)["skipped_first"] == ["3"]
+    assert json.loads(skipped.stdout)["skipped_reasons"] == {"with emotion outside 0-6": 1}
+    text = _cli("evaluate", str(bundle), "--data", str(bad), "--skip-bad-rows", "--variant", "float")
+    assert f"skipped 1 bad row of {bad} (row 3): 1 with emotion outside 0-6" in text.stdout
 
     missing = _cli("export", str(tmp_path / "norun"), "--out", str(tmp_path / "b"))
     assert missing.returncode == 2 and "no best.keras checkpoint" in missing.stderr and "Traceback" not in missing.stderr
@@ -186,8 +196,8 @@ def test_same_seed_same_weights(trained, tmp_path):
     data = trained[1]
     weights = []
     for run in ("a", "b"):
-        train(TrainConfig(data=str(data), out=str(tmp_path / run), epochs=1, batch_size=64, widths=(8, 16, 16, 32),
-                          seed=7))
+        train(TrainConfig(data=str(data), out=str(tmp_path / run), epochs=1, batch_size=64, widths=TINY_WIDTHS,
+                          convs=TINY_CONVS, seed=7, limit=140))
         weights.append([w.numpy() for w in keras.models.load_model(tmp_path / run / "last.keras").trainable_weights])
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
 
@@ -204,7 +214,8 @@ def test_ema_weights_are_evaluated_and_kept_in_best_while_last_stays_raw(trained
     from host_tools.train import TrainConfig, train
 
     data = trained[1]
-    base = dict(data=str(data), epochs=2, batch_size=64, widths=(8, 16, 16, 32), warmup_epochs=1, seed=5, limit=280)
+    base = dict(data=str(data), epochs=2, batch_size=64, widths=TINY_WIDTHS, convs=TINY_CONVS, warmup_epochs=1, seed=5,
+                limit=280)
     train(TrainConfig(out=str(tmp_path / "still"), lr=1e-9, **base))
     train(TrainConfig(out=str(tmp_path / "ema"), lr=1e-2, ema=0.999999, **base))
 
@@ -236,10 +247,10 @@ def test_convs_flag_is_validated():
 
 def test_train_speed_benchmark_runs_and_rejects_bad_shapes():
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
-    ok = subprocess.run([sys.executable, str(script), "8,8,8,8/1,1,1,1", "--steps", "2", "--repeat", "2",
+    ok = subprocess.run([sys.executable, str(script), "4,4/1,1", "--steps", "2", "--batch-size", "16", "--repeat", "2",
                          "--precision", "float32", "mixed_bfloat16"], capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr[-2000:]
-    rows = [line for line in ok.stdout.splitlines() if line.startswith("8,8,8,8/1,1,1,1")]
+    rows = [line for line in ok.stdout.splitlines() if line.startswith("4,4/1,1")]
     assert [row.split()[1] for row in rows] == ["float32", "mixed_bfloat16"]
     assert all("fastest" in row and row.count("(runs: ") == 1 for row in rows)
     bad = subprocess.run([sys.executable, str(script), "8,8/1"], capture_output=True, text=True, timeout=60)
