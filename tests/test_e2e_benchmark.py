@@ -167,7 +167,7 @@ def test_quick_run_against_the_real_agent_and_mosquitto(tmp_path):
     assert row["frames"] + row["dropped_frames"] == result["clip"]["frames"]
     assert row["cpu_ms_per_frame"] > 0 and row["events"] > 0
     for scene in ("random", "seat"):
-        assert row[scene]["faces"] == e2e.QUICK_FACES and len(row[scene]["per_face"]) == e2e.QUICK_FACES
+        assert row[scene]["faces"] == e2e.QUICK_FACES and "per_face" not in row[scene]
         assert 0.0 <= row[scene]["found"] <= 1.0 and 0.0 <= row[scene]["right_of_all"] <= row[scene]["found"]
     assert "end_of_hold_right" in row["seat"] and "reached" in row["seat"]
     md = (tmp_path / "e2e_accuracy.md").read_text()
