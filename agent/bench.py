@@ -3,8 +3,9 @@
 Scenarios: Haar and BlazeFace, 1 and 4 faces, on a generated 640x480 MP4 of
 the astronaut's real face (decoded by OpenCV, so capture is real work), run
 through the real :class:`~agent.pipeline.Pipeline` with the tflite backend;
-publishing goes to a null publisher (the MQTT publisher only appends to a
-queue on the frame loop's side). Plus the classifier alone: ms per face for
+publishing goes to a null publisher (on the frame loop's side the MQTT
+publisher copies each event into its journal and appends it to a queue, ~2 µs,
+``benchmarks/publish_event_cost.py``). Plus the classifier alone: ms per face for
 the float and int8 files on one thread. By default everything is pinned to
 one CPU core, the issue's target condition.
 """
