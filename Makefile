@@ -49,11 +49,11 @@ bench: setup-agent
 
 # The default recipe (about an hour on 2 CPU cores) and the export of the default bundle.
 DATA ?= ../shared/datasets/fer2013/fer2013_train_publictest.csv.gz
-VERSION ?= 1.2.0
+VERSION ?= 1.3.0
 train: setup-dev
 	$(BIN)/fer-host train --data $(DATA) --out runs/default
 export: setup-dev
-	$(BIN)/fer-host export runs/default --out agent/models/default --data $(DATA) --no-saved-model --version $(VERSION)
+	$(BIN)/fer-host export runs/default --out agent/models/default --data $(DATA) --no-saved-model --flip-average --version $(VERSION)
 
 # metrics.accuracy_htp of the default bundle: model_qdq.onnx through the QNN HTP backend, CPU fallback off,
 # on all of PublicTest, recorded in its manifest. On x86_64 the HTP is simulated (0.1-0.3 s per face, so
