@@ -80,6 +80,7 @@ def bench_pipeline(
     tmp: Path,
     model: str = "int8",
     full_frame_every: int = 1,
+    tiles: int = 1,
 ) -> dict[str, Any]:
     from agent.capture import open_source
     from agent.config import AgentConfig
@@ -97,6 +98,7 @@ def bench_pipeline(
     if variant:
         cfg.detector.blazeface_model = variant  # type: ignore[assignment]
     cfg.detector.full_frame_every = full_frame_every
+    cfg.detector.tiles = tiles
     cfg.publish = replace(cfg.publish, stats_interval_s=1e9)
     cfg.backend.type = "tflite"
     manifest = load_manifest(bundle or cfg.bundle_path())
@@ -113,6 +115,7 @@ def bench_pipeline(
         "detector": f"blazeface-{cfg.detector.blazeface_model}" if kind == "blazeface" else kind,
         "faces": n_faces,
         "full_frame_every": full_frame_every,
+        "tiles": tiles,
         "frames": summary.frames,
         "fps": round(summary.frames / elapsed, 1),
         "stages": faces_seen,
@@ -233,11 +236,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="1,3",
         help="haar: comma-separated detector.full_frame_every values to compare (default 1,3; 3 is the config default)",
     )
+    parser.add_argument(
+        "--tiles",
+        default="1,2",
+        help="blazeface: comma-separated detector.tiles values to compare (default 1,2; 2 is the config default)",
+    )
     parser.add_argument("--faces", default="1,4", help="comma-separated face counts (default 1,4)")
 
 
 def _label(r: dict[str, Any]) -> str:
-    every = r.get("full_frame_every", 1)
+    every, tiles = r.get("full_frame_every", 1), r.get("tiles", 1)
+    if r["detector"].startswith("blazeface"):
+        return r["detector"] if tiles == 1 else f"{r['detector']} + {tiles}x{tiles} tiles"
     if r["detector"] != "haar":
         return r["detector"]
     return "haar, whole frame every frame" if every == 1 else f"haar, whole frame every {every}"
@@ -272,13 +282,14 @@ def bench_command(args: argparse.Namespace) -> int:
     result["bundle"] = f"{man.model_name} {man.model_version}"
     with tempfile.TemporaryDirectory(prefix="fer-bench-") as tmp:
         scenarios = [
-            (det, n, every if det == "haar" else 1)
-            for det, n, every in itertools.product(
-                _items(args.detectors), _items(args.faces, int), _items(args.full_frame_every, int)
+            (det, n, every if det == "haar" else 1, tiles if det.startswith("blazeface") else 1)
+            for det, n, every, tiles in itertools.product(
+                _items(args.detectors), _items(args.faces, int), _items(args.full_frame_every, int),
+                _items(args.tiles, int),
             )
         ]
-        for det, n, every in dict.fromkeys(scenarios):  # full_frame_every only means something for haar
-            r = bench_pipeline(det, n, args.frames, bundle, Path(tmp), full_frame_every=every)
+        for det, n, every, tiles in dict.fromkeys(scenarios):  # each knob means something for one detector
+            r = bench_pipeline(det, n, args.frames, bundle, Path(tmp), full_frame_every=every, tiles=tiles)
             result["pipeline"].append(r)
             label = _label(r)
             print(

@@ -146,3 +146,30 @@ def test_haar_window_search_follows_faces_and_finds_new_ones_at_the_next_full_se
     whole = run(HaarDetector(DetectorConfig()), frame(140, True))
     assert [(d.box.w > 0) for d in results[-1]] == [True, True]
     assert matches(results[-1], [(d.box.x, d.box.y, d.box.w, d.box.h) for d in whole])
+
+
+def test_tiles_find_a_face_too_small_for_the_whole_frame(manifest):
+    """A 55 px face in 640x480 is ~11 px at BlazeFace's 128x128 input: missed whole, found in a 2x2 tile."""
+    from agent.demo import face_in_patch, face_patch, paste
+
+    frame = background().copy()
+    paste(frame, face_patch(100), 100, 300)
+    fx, fy, fw, fh = face_in_patch(100)
+    truth = (100 + fx, 300 + fy, fw, fh)
+    found = {}
+    for tiles in (1, 2):
+        det = create_detector(DetectorConfig(type="blazeface", tiles=tiles), manifest)
+        found[tiles] = det.detect(frame, cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+    assert found[1] == []
+    (d,) = found[2]
+    assert box_iou((d.box.x, d.box.y, d.box.w, d.box.h), truth) > 0.4
+    # no face, no box: the tiles add no false positives on the background
+    empty = background().copy()
+    assert create_detector(DetectorConfig(type="blazeface", tiles=2), manifest).detect(empty, empty[:, :, 0]) == []
+
+
+def test_tile_layout_covers_the_frame_with_overlap(manifest):
+    det = create_detector(DetectorConfig(type="blazeface", tiles=2), manifest)
+    tiles = det._tiles(640, 480)
+    assert tiles == [(0, 0, 400), (240, 0, 400), (0, 80, 400), (240, 80, 400)]
+    assert create_detector(DetectorConfig(type="blazeface", tiles=1), manifest)._tiles(640, 480) == []

@@ -48,6 +48,12 @@ class DetectorConfig:
         default="short",
         metadata={"doc": "BlazeFace variant: short (faces within ~2 m, 128x128) or full (up to ~5 m, 192x192)"},
     )
+    tiles: int = field(
+        default=2,
+        metadata={"doc": "blazeface: also search an n x n grid of overlapping tiles (n*n more model runs), so faces "
+                         "a fifth of the frame or smaller reach the model at n times the scale; 1 = the whole frame "
+                         "only", "min": 1, "max": 4},
+    )
     yunet_model: Optional[str] = field(
         default=None, metadata={"doc": "path to a YuNet .onnx model (detector.type: yunet)"}
     )

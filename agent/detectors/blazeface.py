@@ -108,6 +108,7 @@ class BlazeFaceDetector(Detector):
         self._indices = self._output_indices([int(np.prod(s[1:])) for s in outputs]) if outputs else None
         self._canvas = np.zeros((self.size, self.size, 3), dtype=np.uint8)
         self._layout: tuple[int, int, int, int] | None = None
+        self._tile_layout: tuple[tuple[int, int], list[tuple[int, int, int]]] | None = None
         self._input = np.zeros((1, self.size, self.size, 3), dtype=np.float32)
         # logit threshold: sigmoid(x) > t  <=>  x > log(t / (1 - t))
         t_ = min(max(cfg.score_threshold, 1e-6), 1 - 1e-6)
@@ -126,17 +127,59 @@ class BlazeFaceDetector(Detector):
 
     def detect(self, frame: np.ndarray, grey: np.ndarray) -> list[Detection]:
         h, w = frame.shape[:2]
-        s = self.size / max(h, w)  # letterbox: keep the aspect ratio, pad the short side (MediaPipe FIT)
+        found = [self._run(frame, 0, 0)]
+        for x0, y0, side in self._tiles(w, h):
+            boxes, scores = self._run(frame[y0 : y0 + side, x0 : x0 + side], x0, y0)
+            found.append(self._small_and_whole(boxes, scores, x0, y0, side, w, h))
+        boxes = np.concatenate([b for b, _ in found])
+        if boxes.size == 0:
+            return []
+        scores = np.concatenate([sc for _, sc in found])
+        dets = [Detection(Box(int(round(b[0])), int(round(b[1])), int(round(b[2] - b[0])), int(round(b[3] - b[1]))), sc)
+                for b, sc in weighted_nms(boxes, scores, self.cfg.nms_threshold)]
+        return self._finish(dets, w, h)
+
+    @staticmethod
+    def _small_and_whole(boxes: np.ndarray, scores: np.ndarray, x0: int, y0: int, side: int, w: int, h: int
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """What a tile adds: faces under half its side (bigger ones the whole frame sees well, and a tile's
+        magnified clutter is where false faces come from), not cut by one of its inner edges (half a face)."""
+        m = 0.02 * side
+        keep = ((boxes[:, 2] - boxes[:, 0]) < side / 2) & ((boxes[:, 3] - boxes[:, 1]) < side / 2)
+        keep &= (boxes[:, 0] > x0 + m) | (x0 == 0)
+        keep &= (boxes[:, 1] > y0 + m) | (y0 == 0)
+        keep &= (boxes[:, 2] < x0 + side - m) | (x0 + side >= w)
+        keep &= (boxes[:, 3] < y0 + side - m) | (y0 + side >= h)
+        return boxes[keep], scores[keep]
+
+    def _tiles(self, w: int, h: int) -> list[tuple[int, int, int]]:
+        """``detector.tiles`` n > 1: an n x n grid of overlapping squares (x0, y0, side), each about 1.25/n of the
+        frame's long side, so a face of a fifth of the frame reaches the model at n times the whole frame's scale."""
+        n = self.cfg.tiles
+        if n <= 1:
+            return []
+        if self._tile_layout is None or self._tile_layout[0] != (w, h):
+            side = min(w, h, int(round(max(w, h) / n * 1.25)))
+            xs = np.linspace(0, w - side, n).round().astype(int)
+            ys = np.linspace(0, h - side, n).round().astype(int)
+            self._tile_layout = ((w, h), [(int(x), int(y), side) for y in dict.fromkeys(ys) for x in dict.fromkeys(xs)])
+        return self._tile_layout[1]
+
+    def _run(self, image: np.ndarray, ox: int, oy: int) -> tuple[np.ndarray, np.ndarray]:
+        """The model on ``image`` letterboxed (MediaPipe FIT): boxes ``[K, 4]`` (x0, y0, x1, y1) in frame pixels, offset
+        by the image's place (ox, oy) in the frame, and their scores, before suppression."""
+        h, w = image.shape[:2]
+        s = self.size / max(h, w)
         rw, rh = max(1, int(round(w * s))), max(1, int(round(h * s)))
         px, py = (self.size - rw) // 2, (self.size - rh) // 2
-        if (rw, rh, px, py) != self._layout:  # new frame size: clear the padding once
+        if (rw, rh, px, py) != self._layout:  # another shape: clear the padding once
             self._canvas[:] = 0
             self._layout = (rw, rh, px, py)
         region = self._canvas[py : py + rh, px : px + rw]
-        if px == 0:  # landscape: full-width rows are contiguous, resize straight into the canvas
-            cv2.resize(frame, (rw, rh), dst=region, interpolation=cv2.INTER_AREA)
+        if px == 0 and image.flags.c_contiguous:  # landscape: full-width rows are contiguous, resize in place
+            cv2.resize(image, (rw, rh), dst=region, interpolation=cv2.INTER_AREA)
         else:
-            region[:] = cv2.resize(frame, (rw, rh), interpolation=cv2.INTER_AREA)
+            region[:] = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA)
         cv2.cvtColor(self._canvas, cv2.COLOR_BGR2RGB, dst=self._canvas)  # padding stays 0
         np.multiply(self._canvas, np.float32(1 / 127.5), out=self._input[0], dtype=np.float32)
         np.subtract(self._input, np.float32(1.0), out=self._input)
@@ -147,17 +190,11 @@ class BlazeFaceDetector(Detector):
         raw_scores = outputs[scores_i][0].reshape(-1)
         keep = np.nonzero(raw_scores > self._logit_threshold)[0]
         if keep.size == 0:
-            return []
+            return np.zeros((0, 4)), np.zeros(0, np.float32)
         raw = outputs[boxes_i][0].reshape(-1, 16)[keep, :4] / self.size
         scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores[keep], -_RAW_SCORE_CLIP, _RAW_SCORE_CLIP)))
         cx = raw[:, 0] + self.anchors[keep, 0]
         cy = raw[:, 1] + self.anchors[keep, 1]
         boxes = np.stack([cx - raw[:, 2] / 2, cy - raw[:, 3] / 2, cx + raw[:, 2] / 2, cy + raw[:, 3] / 2], axis=1)
-        dets = []
-        for box, score in weighted_nms(boxes, scores, self.cfg.nms_threshold):
-            x0 = (box[0] * self.size - px) / s
-            y0 = (box[1] * self.size - py) / s
-            x1 = (box[2] * self.size - px) / s
-            y1 = (box[3] * self.size - py) / s
-            dets.append(Detection(Box(int(round(x0)), int(round(y0)), int(round(x1 - x0)), int(round(y1 - y0))), score))
-        return self._finish(dets, w, h)
+        boxes = (boxes * self.size - (px, py, px, py)) / s + (ox, oy, ox, oy)
+        return boxes, scores
