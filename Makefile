@@ -18,9 +18,11 @@ demo: setup-agent
 	$(BIN)/fer-agent demo
 
 test: setup-dev system-deps
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup-dev system-deps
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 setup-agent: $(VENV)/.stamp-agent

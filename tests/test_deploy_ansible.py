@@ -20,29 +20,40 @@ from test_deploy_support import DEPLOY, build_fake_wheel, build_named_wheel, mak
 
 ANSIBLE = DEPLOY / "ansible"
 _venv_bin = Path(sys.executable).parent
-PLAYBOOK_BIN = shutil.which("ansible-playbook") or (str(_venv_bin / "ansible-playbook")
-                                                   if (_venv_bin / "ansible-playbook").exists() else None)
-pytestmark = pytest.mark.skipif(PLAYBOOK_BIN is None, reason="ansible-playbook not installed (pip install ansible-core)")
+PLAYBOOK_BIN = shutil.which("ansible-playbook") or (
+    str(_venv_bin / "ansible-playbook") if (_venv_bin / "ansible-playbook").exists() else None
+)
+pytestmark = pytest.mark.skipif(
+    PLAYBOOK_BIN is None, reason="ansible-playbook not installed (pip install ansible-core)"
+)
 
 
 def _env(tmp: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "ANSIBLE_HOME": str(tmp / "ansible-home"),
-        "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
-        "ANSIBLE_REMOTE_TEMP": str(tmp / "ansible-remote-tmp"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_LOCALHOST_WARNING": "False",
-        "ANSIBLE_RETRY_FILES_ENABLED": "False",
-        "ANSIBLE_STDOUT_CALLBACK": "default",
-    })
+    env.update(
+        {
+            "ANSIBLE_HOME": str(tmp / "ansible-home"),
+            "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
+            "ANSIBLE_REMOTE_TEMP": str(tmp / "ansible-remote-tmp"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_LOCALHOST_WARNING": "False",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_STDOUT_CALLBACK": "default",
+        }
+    )
     return env
 
 
 def _playbook(tmp: Path, *args: str, inventory: Path | None = None) -> subprocess.CompletedProcess:
     inv = inventory or (ANSIBLE / "inventory.example.yml")
-    return subprocess.run([PLAYBOOK_BIN, "-i", str(inv), str(ANSIBLE / "site.yml"), *args],
-                          env=_env(tmp), check=False, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [PLAYBOOK_BIN, "-i", str(inv), str(ANSIBLE / "site.yml"), *args],
+        env=_env(tmp),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_syntax_check(tmp_path: Path) -> None:
@@ -51,8 +62,19 @@ def test_syntax_check(tmp_path: Path) -> None:
 
 
 def test_example_inventory_lists_the_fleet(tmp_path: Path) -> None:
-    r = subprocess.run([str(Path(PLAYBOOK_BIN).with_name("ansible-inventory")), "-i", str(ANSIBLE / "inventory.example.yml"),
-                        "--list"], env=_env(tmp_path), check=False, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            str(Path(PLAYBOOK_BIN).with_name("ansible-inventory")),
+            "-i",
+            str(ANSIBLE / "inventory.example.yml"),
+            "--list",
+        ],
+        env=_env(tmp_path),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     inv = json.loads(r.stdout)
     assert sorted(inv["fer_agents"]["hosts"]) == ["cam-entrance", "cam-lobby"]
@@ -159,17 +181,28 @@ NO_QNN = "no onnxruntime-qnn wheel for it; the agent will use snpe (if the SDK i
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("board", "qnn", "shipped", "said"), [
-    (("3.12", "aarch64", "2.39"), "auto", True, "qnn: onnxruntime-qnn from "),
-    (("3.10", "aarch64", "2.35"), "auto", False, f"board board-local: Python 3.10 / glibc 2.35: {NO_QNN}"),
-    (("3.12", "aarch64", "2.31"), "auto", False, f"board board-local: Python 3.12 / glibc 2.31: {NO_QNN}"),
-    (("3.12", "aarch64", "2.39"), False, False, "qnn: off"),   # `fer_agent_qnn: no` in YAML is a boolean
-], ids=["fits", "python-3.10", "glibc-2.31", "off"])
+@pytest.mark.parametrize(
+    ("board", "qnn", "shipped", "said"),
+    [
+        (("3.12", "aarch64", "2.39"), "auto", True, "qnn: onnxruntime-qnn from "),
+        (("3.10", "aarch64", "2.35"), "auto", False, f"board board-local: Python 3.10 / glibc 2.35: {NO_QNN}"),
+        (("3.12", "aarch64", "2.31"), "auto", False, f"board board-local: Python 3.12 / glibc 2.31: {NO_QNN}"),
+        (("3.12", "aarch64", "2.39"), False, False, "qnn: off"),  # `fer_agent_qnn: no` in YAML is a boolean
+    ],
+    ids=["fits", "python-3.10", "glibc-2.31", "off"],
+)
 def test_check_mode_decides_qnn_from_the_boards_python_and_glibc(tmp_path: Path, board, qnn, shipped, said) -> None:
     sb = make_sandbox(tmp_path)
     py, arch, glibc = board
-    inv = _local_inventory(tmp_path, sb, qnn_wheels=True, fer_agent_python_version=py, fer_agent_arch=arch,
-                           fer_agent_glibc=glibc, fer_agent_qnn=qnn)
+    inv = _local_inventory(
+        tmp_path,
+        sb,
+        qnn_wheels=True,
+        fer_agent_python_version=py,
+        fer_agent_arch=arch,
+        fer_agent_glibc=glibc,
+        fer_agent_qnn=qnn,
+    )
     r = _playbook(tmp_path, "--check", inventory=inv)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr
     assert said in r.stdout, r.stdout[-4000:]
@@ -180,12 +213,21 @@ def test_check_mode_decides_qnn_from_the_boards_python_and_glibc(tmp_path: Path,
 @pytest.mark.slow
 def test_qnn_yes_fails_before_building_for_a_board_that_cannot_load_it(tmp_path: Path) -> None:
     sb = make_sandbox(tmp_path)
-    inv = _local_inventory(tmp_path, sb, qnn_wheels=True, fer_agent_python_version="3.10", fer_agent_arch="aarch64",
-                           fer_agent_glibc="2.35", fer_agent_qnn="yes")
+    inv = _local_inventory(
+        tmp_path,
+        sb,
+        qnn_wheels=True,
+        fer_agent_python_version="3.10",
+        fer_agent_arch="aarch64",
+        fer_agent_glibc="2.35",
+        fer_agent_qnn="yes",
+    )
     r = _playbook(tmp_path, "--check", inventory=inv)
     assert r.returncode != 0
-    assert ("board board-local: aarch64, Python 3.10 / glibc 2.35: no onnxruntime-qnn wheel for it (it needs aarch64, "
-            "Python >= 3.11 and glibc >= 2.34; fer_agent_qnn: yes)") in r.stdout, r.stdout[-4000:]
+    assert (
+        "board board-local: aarch64, Python 3.10 / glibc 2.35: no onnxruntime-qnn wheel for it (it needs aarch64, "
+        "Python >= 3.11 and glibc >= 2.34; fer_agent_qnn: yes)"
+    ) in r.stdout, r.stdout[-4000:]
     assert not (tmp_path / "payload").exists()
     bad = _playbook(tmp_path, "--check", "-e", "fer_agent_qnn=maybe", inventory=inv)
     assert bad.returncode != 0 and "fer_agent_qnn: expected auto, yes or no, got 'maybe'" in bad.stdout

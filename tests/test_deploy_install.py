@@ -36,7 +36,10 @@ def test_install_twice_changes_nothing_the_second_time(tmp_path: Path) -> None:
     assert "usermod --append --groups render fer-agent" in calls
     assert not any("fastrpc" in c for c in calls)  # the board has no such group
     assert [c for c in calls if c.startswith("systemctl")] == [
-        "systemctl daemon-reload", "systemctl enable fer-agent.service", "systemctl restart fer-agent.service"]
+        "systemctl daemon-reload",
+        "systemctl enable fer-agent.service",
+        "systemctl restart fer-agent.service",
+    ]
     assert "healthy: fake 1.0" in first.stderr
 
     opt = sb.path("/opt/fer-agent")
@@ -48,7 +51,9 @@ def test_install_twice_changes_nothing_the_second_time(tmp_path: Path) -> None:
     assert (opt / "releases/1.0/deploy/deploy.md").is_file()  # the unit's Documentation=
     cli = sb.path("/usr/local/bin/fer-agent")
     assert os.readlink(cli) == "/opt/fer-agent/current/venv/bin/fer-agent"
-    out = subprocess.run([str(opt / "current/venv/bin/fer-agent"), "--version"], check=False, capture_output=True, text=True)
+    out = subprocess.run(
+        [str(opt / "current/venv/bin/fer-agent"), "--version"], check=False, capture_output=True, text=True
+    )
     assert out.stdout.strip() == "1.0"
 
     etc = sb.path("/etc/fer-agent")
@@ -110,7 +115,9 @@ def test_upgrade_rollback_and_uninstall(tmp_path: Path) -> None:
     assert os.readlink(opt / "current") == "releases/1.1"
     assert os.readlink(opt / "previous") == "releases/2.0"
     assert sb.calls().count("systemctl restart fer-agent.service") == 2
-    out = subprocess.run([str(opt / "current/venv/bin/fer-agent"), "--version"], check=False, capture_output=True, text=True)
+    out = subprocess.run(
+        [str(opt / "current/venv/bin/fer-agent"), "--version"], check=False, capture_output=True, text=True
+    )
     assert out.stdout.strip() == "1.1"
 
     # manual rollback to a named release, then --list
@@ -161,17 +168,22 @@ def test_same_release_id_with_other_content_is_refused(tmp_path: Path) -> None:
     assert "release 1.0 is already installed with different wheels/bundle" in r.stderr
 
 
-@pytest.mark.parametrize("breakage, message", [
-    ("bundle", "model bundle missing: "),
-    ("wheel", "expected exactly one fer_agent-*.whl in "),
-    ("version", "VERSION missing (or pass --release ID)"),
-])
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        ("bundle", "model bundle missing: "),
+        ("wheel", "expected exactly one fer_agent-*.whl in "),
+        ("version", "VERSION missing (or pass --release ID)"),
+    ],
+)
 def test_bad_payload_gets_a_clear_error(tmp_path: Path, breakage: str, message: str) -> None:
     sb = make_sandbox(tmp_path)
     payload = make_payload(tmp_path, "1.0")
-    {"bundle": lambda: shutil.rmtree(payload / "bundle"),
-     "wheel": lambda: shutil.rmtree(payload / "wheels"),
-     "version": lambda: (payload / "VERSION").unlink()}[breakage]()
+    {
+        "bundle": lambda: shutil.rmtree(payload / "bundle"),
+        "wheel": lambda: shutil.rmtree(payload / "wheels"),
+        "version": lambda: (payload / "VERSION").unlink(),
+    }[breakage]()
     r = sb.run(payload / "install.sh", check=False)
     assert r.returncode == 1
     assert r.stderr.startswith("fer-agent: error: ") and message in r.stderr
@@ -202,8 +214,13 @@ SCRIPTS = sorted(DEPLOY.glob("*.sh"))
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (apt install shellcheck)")
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_shellcheck_clean(script: Path) -> None:
-    r = subprocess.run(["shellcheck", "-x", "--severity=style", script.name], cwd=script.parent,
-                       check=False, capture_output=True, text=True)
+    r = subprocess.run(
+        ["shellcheck", "-x", "--severity=style", script.name],
+        cwd=script.parent,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -235,6 +252,7 @@ def test_old_releases_are_pruned_but_current_and_previous_kept(tmp_path: Path) -
 
 # --------------------------------------------------------------------------- the qnn extra (NPU runtime)
 
+
 def _site_packages(sb, release: str) -> Path:
     return next(sb.path(f"/opt/fer-agent/releases/{release}/venv/lib").glob("python3*/site-packages"))
 
@@ -245,8 +263,9 @@ def test_qnn_wheels_in_the_payload_are_installed_as_the_qnn_extra(tmp_path: Path
     sb = make_sandbox(tmp_path)
     payload = make_payload(tmp_path, "1.0", qnn=True)
     r = sb.run(payload / "install.sh", "--health-timeout", "5")
-    assert "fer-agent: qnn: installing onnxruntime_qnn-2.7.0-py3-none-any.whl (the NPU runtime)" \
-        in r.stderr.splitlines()
+    assert (
+        "fer-agent: qnn: installing onnxruntime_qnn-2.7.0-py3-none-any.whl (the NPU runtime)" in r.stderr.splitlines()
+    )
     site = _site_packages(sb, "1.0")
     assert (site / "onnxruntime_qnn/__init__.py").is_file() and (site / "onnxruntime/__init__.py").is_file()
     again = sb.run(payload / "install.sh", "--health-timeout", "5")
@@ -266,15 +285,25 @@ exec {sys.executable} "$@"
     board_python.chmod(0o755)
     r = sb.run(payload / "install.sh", "--health-timeout", "5", PYTHON=str(board_python))
     host = subprocess.run(["hostname"], capture_output=True, text=True).stdout.strip()
-    assert (f"fer-agent: board {host}: Python 3.10 / glibc 2.35: no onnxruntime-qnn wheel for it; the agent will use "
-            "snpe (if the SDK is installed) or tflite") in r.stderr.splitlines()
+    assert (
+        f"fer-agent: board {host}: Python 3.10 / glibc 2.35: no onnxruntime-qnn wheel for it; the agent will use "
+        "snpe (if the SDK is installed) or tflite"
+    ) in r.stderr.splitlines()
     assert "healthy: fake 1.0" in r.stderr
     assert not list(_site_packages(sb, "1.0").glob("onnxruntime*"))
 
 
-@pytest.mark.parametrize(("python", "glibc", "fits"), [
-    ("3.11", "2.34", True), ("3.13", "2.39", True), ("3.10", "2.39", False), ("3.12", "2.31", False),
-    ("3.12", "0.0", False), ("3.9", "2.35", False)])
+@pytest.mark.parametrize(
+    ("python", "glibc", "fits"),
+    [
+        ("3.11", "2.34", True),
+        ("3.13", "2.39", True),
+        ("3.10", "2.39", False),
+        ("3.12", "2.31", False),
+        ("3.12", "0.0", False),
+        ("3.9", "2.35", False),
+    ],
+)
 def test_qnn_fits_rule(python: str, glibc: str, fits: bool) -> None:
     r = subprocess.run(["bash", "-c", f'. "{DEPLOY}/lib.sh"; qnn_fits {python} {glibc}'], check=False)
     assert (r.returncode == 0) is fits

@@ -27,11 +27,23 @@ def _bundle(tmp: Path) -> Path:
 def _push_args(tmp: Path, sb, wheel: Path, *extra: str) -> list[str]:
     wheelhouse = tmp / "wheelhouse"
     wheelhouse.mkdir(exist_ok=True)
-    return ["--bundle", str(_bundle(tmp)) if not (tmp / "bundle").exists() else str(tmp / "bundle"),
-            "--wheel", str(wheel), "--wheelhouse", str(wheelhouse),
-            "--remote-dir", str(tmp / "remote-payload"),
-            "--remote-cli", str(sb.path("/opt/fer-agent/current/venv/bin/fer-agent")),
-            "--health-timeout", "5", "--online-timeout", "5", *extra]
+    return [
+        "--bundle",
+        str(_bundle(tmp)) if not (tmp / "bundle").exists() else str(tmp / "bundle"),
+        "--wheel",
+        str(wheel),
+        "--wheelhouse",
+        str(wheelhouse),
+        "--remote-dir",
+        str(tmp / "remote-payload"),
+        "--remote-cli",
+        str(sb.path("/opt/fer-agent/current/venv/bin/fer-agent")),
+        "--health-timeout",
+        "5",
+        "--online-timeout",
+        "5",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -63,8 +75,15 @@ def test_push_over_ssh_installs_waits_and_is_repeatable(tmp_path: Path) -> None:
 def test_push_over_adb_reports_unhealthy_first_install(tmp_path: Path) -> None:
     sb = make_sandbox(tmp_path)
     wheel = build_fake_wheel(tmp_path / "w", "0.5", healthy=False)
-    r = sb.run(PUSH, "--adb", "SER123", *_push_args(tmp_path, sb, wheel, "--health-timeout", "1"),
-               check=False, ADB=str(sb.bin / "adb"), PYTHON=sys.executable)
+    r = sb.run(
+        PUSH,
+        "--adb",
+        "SER123",
+        *_push_args(tmp_path, sb, wheel, "--health-timeout", "1"),
+        check=False,
+        ADB=str(sb.bin / "adb"),
+        PYTHON=sys.executable,
+    )
     assert r.returncode == 4, r.stderr
     assert "is installed on adb SER123 but not healthy" in r.stderr
     assert "fake 0.5 no frames" in r.stderr
@@ -80,9 +99,24 @@ def test_stage_only_with_given_wheel(tmp_path: Path) -> None:
     cfg = tmp_path / "site.yaml"
     cfg.write_text("mqtt:\n  host: broker.site\n")
     out = tmp_path / "payload"
-    sb.run(PUSH, "--stage-only", str(out), "--bundle", str(_bundle(tmp_path)), "--wheel", str(wheel),
-           "--wheelhouse", str(house), "--config", str(cfg), PYTHON=sys.executable)
-    assert sorted(p.name for p in (out / "wheels").iterdir()) == ["fer_agent-1.2-py3-none-any.whl", "numpy-1.0-py3-none-any.whl"]
+    sb.run(
+        PUSH,
+        "--stage-only",
+        str(out),
+        "--bundle",
+        str(_bundle(tmp_path)),
+        "--wheel",
+        str(wheel),
+        "--wheelhouse",
+        str(house),
+        "--config",
+        str(cfg),
+        PYTHON=sys.executable,
+    )
+    assert sorted(p.name for p in (out / "wheels").iterdir()) == [
+        "fer_agent-1.2-py3-none-any.whl",
+        "numpy-1.0-py3-none-any.whl",
+    ]
     assert (out / "config/agent.yaml").read_text() == cfg.read_text()
     assert (out / "fer-agent.service").read_text() == (REPO / "systemd/fer-agent.service").read_text()
     for s in ("install.sh", "rollback.sh", "uninstall.sh", "lib.sh", "deploy.md"):
@@ -90,15 +124,38 @@ def test_stage_only_with_given_wheel(tmp_path: Path) -> None:
     version = (out / "VERSION").read_text().strip()
     assert version.startswith("1.2-")
     # deterministic: the same inputs give the same release id
-    sb.run(PUSH, "--stage-only", str(out), "--bundle", str(tmp_path / "bundle"), "--wheel", str(wheel),
-           "--wheelhouse", str(house), "--config", str(cfg), PYTHON=sys.executable)
+    sb.run(
+        PUSH,
+        "--stage-only",
+        str(out),
+        "--bundle",
+        str(tmp_path / "bundle"),
+        "--wheel",
+        str(wheel),
+        "--wheelhouse",
+        str(house),
+        "--config",
+        str(cfg),
+        PYTHON=sys.executable,
+    )
     assert (out / "VERSION").read_text().strip() == version
     # never wipe a directory that is not a payload
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "keep.txt").write_text("x")
-    r = sb.run(PUSH, "--stage-only", str(precious), "--bundle", str(tmp_path / "bundle"), "--wheel", str(wheel),
-               "--wheelhouse", str(house), check=False, PYTHON=sys.executable)
+    r = sb.run(
+        PUSH,
+        "--stage-only",
+        str(precious),
+        "--bundle",
+        str(tmp_path / "bundle"),
+        "--wheel",
+        str(wheel),
+        "--wheelhouse",
+        str(house),
+        check=False,
+        PYTHON=sys.executable,
+    )
     assert r.returncode == 1 and "refusing" in r.stderr and (precious / "keep.txt").exists()
 
 
@@ -107,12 +164,24 @@ def test_offline_build_without_setuptools_in_the_wheelhouse_is_one_clear_line(tm
     sb = make_sandbox(tmp_path)
     house = tmp_path / "house"
     house.mkdir()
-    r = sb.run(PUSH, "--stage-only", str(tmp_path / "payload"), "--bundle", str(_bundle(tmp_path)),
-               "--wheelhouse", str(house), check=False, PYTHON=sys.executable, PIP_NO_INDEX="1")
+    r = sb.run(
+        PUSH,
+        "--stage-only",
+        str(tmp_path / "payload"),
+        "--bundle",
+        str(_bundle(tmp_path)),
+        "--wheelhouse",
+        str(house),
+        check=False,
+        PYTHON=sys.executable,
+        PIP_NO_INDEX="1",
+    )
     assert r.returncode == 1
     error = [line for line in r.stderr.splitlines() if "error" in line]
-    assert error == [f"push: error: building the wheel failed: no setuptools>=77 wheel in --wheelhouse {house} for the "
-                     f"isolated build (add one: {sys.executable} -m pip download --dest {house} 'setuptools>=77')"]
+    assert error == [
+        f"push: error: building the wheel failed: no setuptools>=77 wheel in --wheelhouse {house} for the "
+        f"isolated build (add one: {sys.executable} -m pip download --dest {house} 'setuptools>=77')"
+    ]
     assert "Traceback" not in r.stderr
 
 
@@ -122,20 +191,51 @@ def test_stage_only_builds_the_real_wheel_in_isolation_offline_and_quietly(tmp_p
     the setuptools of the isolated build (the host venv's own may be older than 77), and no warnings."""
     house = tmp_path / "house"
     house.mkdir()
-    got = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                          "--dest", str(house), "setuptools>=77"], capture_output=True, text=True, timeout=300)
+    got = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--dest",
+            str(house),
+            "setuptools>=77",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if got.returncode != 0:
         pytest.skip("no package index to fetch a setuptools>=77 wheel from: " + got.stderr[-300:])
     sb = make_sandbox(tmp_path)
     out = tmp_path / "payload"
-    r = sb.run(PUSH, "--stage-only", str(out), "--bundle", str(_bundle(tmp_path)), "--wheelhouse", str(house),
-               "--python-version", "3.12", "--arch", "aarch64", "--glibc", "2.39",
-               check=False, PYTHON=sys.executable, PIP_NO_INDEX="1")
+    r = sb.run(
+        PUSH,
+        "--stage-only",
+        str(out),
+        "--bundle",
+        str(_bundle(tmp_path)),
+        "--wheelhouse",
+        str(house),
+        "--python-version",
+        "3.12",
+        "--arch",
+        "aarch64",
+        "--glibc",
+        "2.39",
+        check=False,
+        PYTHON=sys.executable,
+        PIP_NO_INDEX="1",
+    )
     assert r.returncode == 0, r.stderr
     assert "arning" not in r.stderr and "eprecat" not in r.stderr, r.stderr
     # the real wheel declares the qnn extra that push.sh reads (this wheelhouse just has no onnxruntime_qnn wheel)
-    assert f"push: qnn: --wheelhouse {house} has no onnxruntime_qnn wheel; the agent will use snpe" in r.stderr, \
+    assert f"push: qnn: --wheelhouse {house} has no onnxruntime_qnn wheel; the agent will use snpe" in r.stderr, (
         r.stderr
+    )
     wheels = list((out / "wheels").glob("fer_agent-*.whl"))
     assert len(wheels) == 1
     with zipfile.ZipFile(wheels[0]) as z:
@@ -154,29 +254,65 @@ def test_usage_errors(tmp_path: Path) -> None:
     assert r.returncode == 1 and "model bundle not found" in r.stderr
     r = sb.run(PUSH, "--ssh", "b", "--health-timeout", "soon", check=False)
     assert r.returncode == 2 and "--health-timeout: expected whole seconds" in r.stderr
-    r = sb.run(PUSH, "--stage-only", str(tmp_path / "p"), "--bundle", str(_bundle(tmp_path)),
-               "--python-version", "3.8", "--wheel", "/nonexistent.whl", check=False)
+    r = sb.run(
+        PUSH,
+        "--stage-only",
+        str(tmp_path / "p"),
+        "--bundle",
+        str(_bundle(tmp_path)),
+        "--python-version",
+        "3.8",
+        "--wheel",
+        "/nonexistent.whl",
+        check=False,
+    )
     assert r.returncode == 1 and "--wheel: no such file" in r.stderr
 
 
 # --------------------------------------------------------------------------- status=online over real MQTT
+
 
 @pytest.mark.slow
 def test_push_waits_for_retained_status_online(tmp_path: Path, mosquitto) -> None:  # shared conftest broker
     import paho.mqtt.client as mqtt
     from paho.mqtt import publish
 
-    publish.single("fer/board7/status", "online", qos=1, retain=True, hostname="127.0.0.1", port=mosquitto.port,
-                   protocol=mqtt.MQTTv311)
-    publish.single("fer/board8/status", "offline", qos=1, retain=True, hostname="127.0.0.1", port=mosquitto.port,
-                   protocol=mqtt.MQTTv311)
+    publish.single(
+        "fer/board7/status",
+        "online",
+        qos=1,
+        retain=True,
+        hostname="127.0.0.1",
+        port=mosquitto.port,
+        protocol=mqtt.MQTTv311,
+    )
+    publish.single(
+        "fer/board8/status",
+        "offline",
+        qos=1,
+        retain=True,
+        hostname="127.0.0.1",
+        port=mosquitto.port,
+        protocol=mqtt.MQTTv311,
+    )
     sb = make_sandbox(tmp_path)
     wheel = build_fake_wheel(tmp_path / "w", "1.0", healthy=True)
     args = _push_args(tmp_path, sb, wheel, "--broker", f"127.0.0.1:{mosquitto.port}")
     ok = sb.run(PUSH, "--ssh", "board7", *args, "--device-id", "board7", SSH=str(sb.bin / "ssh"), PYTHON=sys.executable)
     assert "status online" in ok.stderr
-    bad = sb.run(PUSH, "--ssh", "board8", *args, "--device-id", "board8", "--online-timeout", "1",
-                 check=False, SSH=str(sb.bin / "ssh"), PYTHON=sys.executable)
+    bad = sb.run(
+        PUSH,
+        "--ssh",
+        "board8",
+        *args,
+        "--device-id",
+        "board8",
+        "--online-timeout",
+        "1",
+        check=False,
+        SSH=str(sb.bin / "ssh"),
+        PYTHON=sys.executable,
+    )
     assert bad.returncode == 6
     assert "status is 'offline'" in bad.stderr and "no status=online from board8" in bad.stderr
 
@@ -192,11 +328,28 @@ exec {sys.executable} "$@"
 """)
     wrapper.chmod(0o755)
     wheel = build_fake_wheel(tmp_path / "w", "1.0", healthy=True)
-    sb.run(PUSH, "--stage-only", str(tmp_path / "p"), "--bundle", str(_bundle(tmp_path)), "--wheel", str(wheel),
-           "--python-version", "3.10", "--arch", "aarch64", "--glibc", "2.35", PYTHON=str(wrapper))
+    sb.run(
+        PUSH,
+        "--stage-only",
+        str(tmp_path / "p"),
+        "--bundle",
+        str(_bundle(tmp_path)),
+        "--wheel",
+        str(wheel),
+        "--python-version",
+        "3.10",
+        "--arch",
+        "aarch64",
+        "--glibc",
+        "2.35",
+        PYTHON=str(wrapper),
+    )
     args = record.read_text().splitlines()
     platforms = [args[i + 1] for i, a in enumerate(args) if a == "--platform"]
-    assert platforms[0] == "manylinux_2_35_aarch64" and platforms[-2:] == ["manylinux_2_17_aarch64", "manylinux2014_aarch64"]
+    assert platforms[0] == "manylinux_2_35_aarch64" and platforms[-2:] == [
+        "manylinux_2_17_aarch64",
+        "manylinux2014_aarch64",
+    ]
     assert len(platforms) == 35 - 17 + 2
     assert args[args.index("--python-version") + 1] == "3.10"
     assert "cp310" in args and "--only-binary=:all:" in args
@@ -220,13 +373,24 @@ exec {sys.executable} "$@"
     return wrapper, record
 
 
-def _stage(tmp: Path, *args: str, qnn_extra: bool = True,
-           check: bool = True) -> tuple[subprocess.CompletedProcess, list[str]]:
+def _stage(
+    tmp: Path, *args: str, qnn_extra: bool = True, check: bool = True
+) -> tuple[subprocess.CompletedProcess, list[str]]:
     sb = make_sandbox(tmp)
     wrapper, record = _recording_python(tmp)
     wheel = build_fake_wheel(tmp / "w", "1.0", healthy=True, qnn_extra=qnn_extra)
-    r = sb.run(PUSH, "--stage-only", str(tmp / "p"), "--bundle", str(_bundle(tmp)), "--wheel", str(wheel), *args,
-               check=check, PYTHON=str(wrapper))
+    r = sb.run(
+        PUSH,
+        "--stage-only",
+        str(tmp / "p"),
+        "--bundle",
+        str(_bundle(tmp)),
+        "--wheel",
+        str(wheel),
+        *args,
+        check=check,
+        PYTHON=str(wrapper),
+    )
     return r, (record.read_text().splitlines() if record.exists() else [])
 
 
@@ -236,15 +400,18 @@ def test_qnn_wheels_are_asked_for_when_the_board_has_python_3_11_and_glibc_2_34(
     assert args[-3].endswith("fer_agent-1.0-py3-none-any.whl")
     platforms = [args[i + 1] for i, a in enumerate(args) if a == "--platform"]
     assert platforms[0] == "manylinux_2_34_aarch64" and "cp311" in args
-    assert ("push: qnn: adding onnxruntime>=1.24.2 onnxruntime-qnn>=2.7 (manylinux_2_34_aarch64, cp311: "
-            "the NPU runtime)") in r.stderr.splitlines()
+    assert (
+        "push: qnn: adding onnxruntime>=1.24.2 onnxruntime-qnn>=2.7 (manylinux_2_34_aarch64, cp311: the NPU runtime)"
+    ) in r.stderr.splitlines()
 
 
 @pytest.mark.parametrize(("python", "glibc"), [("3.10", "2.35"), ("3.12", "2.31")])
-def test_no_qnn_wheels_below_python_3_11_or_glibc_2_34_and_one_plain_line(tmp_path: Path, python: str,
-                                                                           glibc: str) -> None:
-    r, args = _stage(tmp_path, "--python-version", python, "--arch", "aarch64", "--glibc", glibc,
-                     "--board-name", "cam-lobby")
+def test_no_qnn_wheels_below_python_3_11_or_glibc_2_34_and_one_plain_line(
+    tmp_path: Path, python: str, glibc: str
+) -> None:
+    r, args = _stage(
+        tmp_path, "--python-version", python, "--arch", "aarch64", "--glibc", glibc, "--board-name", "cam-lobby"
+    )
     assert not any(a.startswith("onnxruntime") for a in args), args
     assert args[-1].endswith("fer_agent-1.0-py3-none-any.whl")
     qnn_lines = [line for line in r.stderr.splitlines() if "onnxruntime" in line or line.startswith("push: qnn")]
@@ -259,19 +426,23 @@ def test_no_qnn_flag_and_other_arches(tmp_path: Path) -> None:
     assert not any(a.startswith("onnxruntime") for a in args)
     assert "push: board (--stage-only): x86_64: no NPU wheel for it (onnxruntime-qnn for boards is aarch64)" in r.stderr
     # a wheel without the extra (an older fer_agent): said, and nothing asked for
-    r, args = _stage(tmp_path / "c", "--python-version", "3.12", "--arch", "aarch64", "--glibc", "2.39",
-                     qnn_extra=False)
+    r, args = _stage(
+        tmp_path / "c", "--python-version", "3.12", "--arch", "aarch64", "--glibc", "2.39", qnn_extra=False
+    )
     assert not any(a.startswith("onnxruntime") for a in args)
     assert "push: qnn: fer_agent-1.0-py3-none-any.whl declares no qnn extra;" in r.stderr
 
 
 def test_qnn_yes_stops_on_a_board_that_cannot_load_it(tmp_path: Path) -> None:
-    r, args = _stage(tmp_path / "a", "--python-version", "3.10", "--arch", "aarch64", "--glibc", "2.35", "--qnn", "yes",
-                     check=False)
+    r, args = _stage(
+        tmp_path / "a", "--python-version", "3.10", "--arch", "aarch64", "--glibc", "2.35", "--qnn", "yes", check=False
+    )
     assert r.returncode == 1 and args == []  # before any download
-    assert r.stderr.splitlines()[-1] == ("push: error: board (--stage-only): Python 3.10 / glibc 2.35: no "
-                                         "onnxruntime-qnn wheel for it (it needs aarch64, Python >= 3.11 and "
-                                         "glibc >= 2.34; --qnn yes)")
+    assert r.stderr.splitlines()[-1] == (
+        "push: error: board (--stage-only): Python 3.10 / glibc 2.35: no "
+        "onnxruntime-qnn wheel for it (it needs aarch64, Python >= 3.11 and "
+        "glibc >= 2.34; --qnn yes)"
+    )
     r, _ = _stage(tmp_path / "b", "--qnn", "maybe", check=False)
     assert r.returncode == 2 and "--qnn: expected auto, yes or no, got 'maybe'" in r.stderr
 
@@ -283,8 +454,16 @@ def test_qnn_from_a_wheelhouse(tmp_path: Path) -> None:
     for name, version in (("onnxruntime", "1.24.2"), ("onnxruntime_qnn", "2.7.0"), ("numpy", "2.0")):
         build_named_wheel(house, name, version)
     wheel = build_fake_wheel(tmp_path / "w", "1.0", healthy=True, qnn_extra=True)
-    common = ["--bundle", str(_bundle(tmp_path)), "--wheel", str(wheel), "--wheelhouse", str(house),
-              "--arch", "aarch64"]
+    common = [
+        "--bundle",
+        str(_bundle(tmp_path)),
+        "--wheel",
+        str(wheel),
+        "--wheelhouse",
+        str(house),
+        "--arch",
+        "aarch64",
+    ]
 
     def staged(out: str, *args: str) -> tuple[list[str], str]:
         r = sb.run(PUSH, "--stage-only", str(tmp_path / out), *common, *args, PYTHON=sys.executable)
@@ -317,8 +496,15 @@ exec {sys.executable} "$@"
     wheel = build_fake_wheel(tmp_path / "w", "1.0", healthy=True, qnn_extra=True)
     for name, version in (("onnxruntime", "1.24.2"), ("onnxruntime_qnn", "2.7.0")):
         build_named_wheel(tmp_path / "wheelhouse", name, version)
-    r = sb.run(PUSH, "--ssh", "installer@board1", *_push_args(tmp_path, sb, wheel), SSH=str(sb.bin / "ssh"),
-               PYTHON=sys.executable, PATH=f"{board_bin}:{sb.env['PATH']}")
+    r = sb.run(
+        PUSH,
+        "--ssh",
+        "installer@board1",
+        *_push_args(tmp_path, sb, wheel),
+        SSH=str(sb.bin / "ssh"),
+        PYTHON=sys.executable,
+        PATH=f"{board_bin}:{sb.env['PATH']}",
+    )
     assert "push: board: Python 3.10, aarch64, glibc 2.35" in r.stderr
     assert f"push: board installer@board1: Python 3.10 / glibc 2.35: {NO_QNN}" in r.stderr.splitlines()
     assert any(c.startswith("ssh installer@board1 python3 -c") for c in sb.calls())

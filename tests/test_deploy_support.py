@@ -43,7 +43,7 @@ def build_fake_wheel(out_dir: Path, version: str, healthy: bool, qnn_extra: bool
     ``qnn_extra`` its metadata declares the ``qnn`` extra as pyproject.toml does.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    module = textwrap.dedent(f'''\
+    module = textwrap.dedent(f"""\
         import os, sys
         VERSION = {version!r}
         HEALTHY = {healthy!r}
@@ -75,13 +75,20 @@ def build_fake_wheel(out_dir: Path, version: str, healthy: bool, qnn_extra: bool
                 print(VERSION)
                 return 0
             return 0
-        ''').encode()
+        """).encode()
     metadata = f"Metadata-Version: 2.1\nName: fer-agent\nVersion: {version}\n"
     if qnn_extra:
         metadata += "Provides-Extra: qnn\n" + "".join(
-            f"Requires-Dist: {req}; python_version >= \"3.11\" and extra == \"qnn\"\n" for req in QNN_EXTRA)
-    return _write_wheel(out_dir, "fer_agent", version, {"fer_agent_fake.py": module}, metadata,
-                        b"[console_scripts]\nfer-agent = fer_agent_fake:main\n")
+            f'Requires-Dist: {req}; python_version >= "3.11" and extra == "qnn"\n' for req in QNN_EXTRA
+        )
+    return _write_wheel(
+        out_dir,
+        "fer_agent",
+        version,
+        {"fer_agent_fake.py": module},
+        metadata,
+        b"[console_scripts]\nfer-agent = fer_agent_fake:main\n",
+    )
 
 
 def build_named_wheel(out_dir: Path, name: str, version: str) -> Path:
@@ -91,8 +98,9 @@ def build_named_wheel(out_dir: Path, name: str, version: str) -> Path:
     return _write_wheel(out_dir, name, version, {f"{name}/__init__.py": f"STAND_IN = {version!r}\n".encode()}, metadata)
 
 
-def _write_wheel(out_dir: Path, name: str, version: str, modules: dict[str, bytes], metadata: str,
-                 entry_points: bytes | None = None) -> Path:
+def _write_wheel(
+    out_dir: Path, name: str, version: str, modules: dict[str, bytes], metadata: str, entry_points: bytes | None = None
+) -> Path:
     dist = f"{name}-{version}.dist-info"
     files = dict(modules)
     files[f"{dist}/METADATA"] = metadata.encode()
@@ -135,7 +143,7 @@ def make_payload(tmp: Path, version: str, healthy: bool = True, config_comment: 
 
 FAKE_TOOLS = {
     # Each fake appends "name args" to $FAKE_LOG; state lives in $FAKE_DB.
-    "systemctl": r'''
+    "systemctl": r"""
         verb=$1; shift
         case $verb in
             is-enabled) [[ "$1" == --quiet ]] && shift; [[ -f "$FAKE_DB/enabled.$1" ]]; exit ;;
@@ -150,39 +158,39 @@ FAKE_TOOLS = {
             stop) rm -f "$FAKE_DB/active.$1" ;;
         esac
         exit 0
-    ''',
-    "getent": r'''
+    """,
+    "getent": r"""
         db=$1 key=$2
         grep -E "^${key}:" "$FAKE_DB/$db" 2>/dev/null
-    ''',
-    "groupadd": r'''
+    """,
+    "groupadd": r"""
         echo "groupadd $*" >>"$FAKE_LOG"
         echo "${@: -1}:x:990:" >>"$FAKE_DB/group"
-    ''',
-    "useradd": r'''
+    """,
+    "useradd": r"""
         echo "useradd $*" >>"$FAKE_LOG"
         echo "${@: -1}:x:990:990::/var/lib/fer-agent:/usr/sbin/nologin" >>"$FAKE_DB/passwd"
-    ''',
-    "usermod": r'''
+    """,
+    "usermod": r"""
         echo "usermod $*" >>"$FAKE_LOG"
         group=$3 user=$4
         sed -i -E "s/^(${group}:[^:]*:[^:]*:)(.*)$/\1\2,${user}/; s/^(${group}:[^:]*:[^:]*:),/\1/" "$FAKE_DB/group"
-    ''',
-    "userdel": r'''
+    """,
+    "userdel": r"""
         echo "userdel $*" >>"$FAKE_LOG"
         sed -i "/^$1:/d" "$FAKE_DB/passwd"
-    ''',
-    "groupdel": r'''
+    """,
+    "groupdel": r"""
         echo "groupdel $*" >>"$FAKE_LOG"
         sed -i "/^$1:/d" "$FAKE_DB/group"
-    ''',
-    "ssh": r'''
+    """,
+    "ssh": r"""
         # ssh [opts] HOST COMMAND: run COMMAND here (stdin passes through, for tar)
         cmd=${@: -1}; host=${@: -2:1}
         echo "ssh $host $cmd" >>"$FAKE_LOG"
         exec bash -c "$cmd"
-    ''',
-    "adb": r'''
+    """,
+    "adb": r"""
         [[ "$1" == -s ]] && { serial=$2; shift 2; }
         verb=$1; shift
         echo "adb ${serial:-} $verb $*" >>"$FAKE_LOG"
@@ -190,15 +198,15 @@ FAKE_TOOLS = {
             shell) exec bash -c "$*" ;;
             push) mkdir -p "$2"; cp -R "$1" "$2/" 2>/dev/null || cp -R "$1"/. "$2"/ ;;
         esac
-    ''',
-    "sudo": r'''
+    """,
+    "sudo": r"""
         [[ "$1" == -n ]] && shift
         exec "$@"
-    ''',
-    "chown": r'''
+    """,
+    "chown": r"""
         echo "chown $*" >>"$FAKE_LOG"
         exec /bin/chown "$@"
-    ''',
+    """,
 }
 
 
@@ -214,9 +222,13 @@ class Sandbox:
 
     def run(self, script: str | Path, *args: str, check: bool = True, **extra_env: str) -> subprocess.CompletedProcess:
         env = dict(self.env, **extra_env)
-        proc = subprocess.run(["bash", str(script), *args], env=env, check=False, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            ["bash", str(script), *args], env=env, check=False, capture_output=True, text=True, timeout=300
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"{script} {args} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+            raise AssertionError(
+                f"{script} {args} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            )
         return proc
 
     def calls(self) -> list[str]:
@@ -287,5 +299,13 @@ def snapshot(root: Path) -> dict[str, tuple]:
     return out
 
 
-MUTATING = ("systemctl daemon-reload", "systemctl enable", "systemctl start", "systemctl restart",
-            "useradd", "groupadd", "usermod", "chown")
+MUTATING = (
+    "systemctl daemon-reload",
+    "systemctl enable",
+    "systemctl start",
+    "systemctl restart",
+    "useradd",
+    "groupadd",
+    "usermod",
+    "chown",
+)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fer_synth import synth_images, write_csv
 
 from agent.contracts.manifest import load_manifest
 from agent.contracts.preprocess import normalize
-from fer_synth import synth_images, write_csv
 from host_tools.augment import AugmentConfig
 
 tf = pytest.importorskip("tensorflow", reason="host tests need the `host` extra (TensorFlow)")
@@ -33,9 +33,19 @@ def trained(tmp_path_factory):
     data = write_csv(root / "synth.csv.gz", {"Training": 700, "PublicTest": 140, "PrivateTest": 70})
     # Gentle augmentation: the bars are 6 px apart, so the recipe's 4 px shifts would blur the classes.
     # A tiny net with two convs at full resolution: at these widths it learns the bars in 3 epochs.
-    cfg = TrainConfig(data=str(data), out=str(root / "run"), epochs=3, batch_size=64, widths=(8, 16, 16, 32),
-                      convs=(2, 2, 2, 2), precision="float32", warmup_epochs=0.5, lr=1e-2, seed=3,
-                      augment=AugmentConfig(rotation_deg=2, scale=0.02, shift_px=1, erase_prob=0.2))
+    cfg = TrainConfig(
+        data=str(data),
+        out=str(root / "run"),
+        epochs=3,
+        batch_size=64,
+        widths=(8, 16, 16, 32),
+        convs=(2, 2, 2, 2),
+        precision="float32",
+        warmup_epochs=0.5,
+        lr=1e-2,
+        seed=3,
+        augment=AugmentConfig(rotation_deg=2, scale=0.02, shift_px=1, erase_prob=0.2),
+    )
     summary = train(cfg)
     return root, data, cfg, summary
 
@@ -59,8 +69,16 @@ def test_resume_continues_from_last_epoch(trained, tmp_path):
 
     root, data, cfg, _ = trained
     out = tmp_path / "resumed"
-    base = dict(data=str(data), out=str(out), batch_size=64, widths=TINY_WIDTHS, convs=TINY_CONVS, warmup_epochs=0.5,
-                seed=3, limit=140)
+    base = dict(
+        data=str(data),
+        out=str(out),
+        batch_size=64,
+        widths=TINY_WIDTHS,
+        convs=TINY_CONVS,
+        warmup_epochs=0.5,
+        seed=3,
+        limit=140,
+    )
     train(TrainConfig(epochs=1, **base))
     # The checkpoint fixes the precision: a different --precision on resume is not what runs, so not what is recorded.
     summary = train(TrainConfig(epochs=2, resume=True, precision="mixed_bfloat16", **base))
@@ -79,8 +97,17 @@ def _one_epoch(trained, out: Path, **overrides):
     """One epoch of a tiny net on 140 of the fixture's rows: enough to tell training options apart."""
     from host_tools.train import TrainConfig
 
-    return TrainConfig(data=str(trained[1]), out=str(out), epochs=1, batch_size=64, widths=TINY_WIDTHS,
-                       convs=TINY_CONVS, seed=5, limit=140, **overrides)
+    return TrainConfig(
+        data=str(trained[1]),
+        out=str(out),
+        epochs=1,
+        batch_size=64,
+        widths=TINY_WIDTHS,
+        convs=TINY_CONVS,
+        seed=5,
+        limit=140,
+        **overrides,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +143,11 @@ def test_export_round_trip(bundle, trained):
     graph_def = tf.compat.v1.GraphDef()
     graph_def.ParseFromString(m.path_of("frozen_graph").read_bytes())
     fn = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
-    run = fn.prune(fn.graph.get_tensor_by_name(f"{m.files['frozen_graph'].extra['input_node']}:0"),
-                   fn.graph.get_tensor_by_name(f"{m.output.name}:0"))
-    pb_out = np.concatenate([run(tf.constant(x[i:i + 1])).numpy() for i in range(20)])
+    run = fn.prune(
+        fn.graph.get_tensor_by_name(f"{m.files['frozen_graph'].extra['input_node']}:0"),
+        fn.graph.get_tensor_by_name(f"{m.output.name}:0"),
+    )
+    pb_out = np.concatenate([run(tf.constant(x[i : i + 1])).numpy() for i in range(20)])
     assert np.abs(pb_out - keras_out[:20]).max() < 1e-4
 
 
@@ -142,7 +171,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_evaluate_json_and_errors(bundle, trained, tmp_path):
-    ok = _cli("evaluate", str(bundle), "--data", str(trained[1]), "--split", "PublicTest", "--variant", "int8", "--json")
+    ok = _cli(
+        "evaluate", str(bundle), "--data", str(trained[1]), "--split", "PublicTest", "--variant", "int8", "--json"
+    )
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["variants"]["int8"]["n"] == 140
 
@@ -159,7 +190,9 @@ def test_cli_evaluate_json_and_errors(bundle, trained, tmp_path):
     assert f"skipped 1 bad row of {bad} (row 3): 1 with emotion outside 0-6" in text.stdout
 
     missing = _cli("export", str(tmp_path / "norun"), "--out", str(tmp_path / "b"))
-    assert missing.returncode == 2 and "no best.keras checkpoint" in missing.stderr and "Traceback" not in missing.stderr
+    assert (
+        missing.returncode == 2 and "no best.keras checkpoint" in missing.stderr and "Traceback" not in missing.stderr
+    )
 
 
 def test_cli_help_for_every_command():
@@ -178,13 +211,26 @@ def test_init_from_starts_with_the_trained_weights(trained, tmp_path):
     _, data, cfg, summary = trained
     source = Path(cfg.out) / "best.keras"
     out = tmp_path / "restart"
-    train(TrainConfig(data=str(data), out=str(out), epochs=1, batch_size=64, widths=cfg.widths, convs=cfg.convs, lr=1e-9,
-                      warmup_epochs=0, seed=4, init_from=str(source), augment=cfg.augment))
+    train(
+        TrainConfig(
+            data=str(data),
+            out=str(out),
+            epochs=1,
+            batch_size=64,
+            widths=cfg.widths,
+            convs=cfg.convs,
+            lr=1e-9,
+            warmup_epochs=0,
+            seed=4,
+            init_from=str(source),
+            augment=cfg.augment,
+        )
+    )
     # With a negligible learning rate the restarted model keeps the source's trainable weights
     # (batch-norm moving statistics still move, so they are not compared).
     a = [w.numpy() for w in keras.models.load_model(source).trainable_weights]
     b = [w.numpy() for w in keras.models.load_model(out / "last.keras").trainable_weights]
-    assert len(a) == len(b) and max(float(np.abs(x - y).max()) for x, y in zip(a, b)) < 1e-4
+    assert len(a) == len(b) and max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=False)) < 1e-4
 
 
 def test_same_seed_same_weights(trained, tmp_path):
@@ -196,10 +242,20 @@ def test_same_seed_same_weights(trained, tmp_path):
     data = trained[1]
     weights = []
     for run in ("a", "b"):
-        train(TrainConfig(data=str(data), out=str(tmp_path / run), epochs=1, batch_size=64, widths=TINY_WIDTHS,
-                          convs=TINY_CONVS, seed=7, limit=140))
+        train(
+            TrainConfig(
+                data=str(data),
+                out=str(tmp_path / run),
+                epochs=1,
+                batch_size=64,
+                widths=TINY_WIDTHS,
+                convs=TINY_CONVS,
+                seed=7,
+                limit=140,
+            )
+        )
         weights.append([w.numpy() for w in keras.models.load_model(tmp_path / run / "last.keras").trainable_weights])
-    assert all(np.array_equal(a, b) for a, b in zip(*weights))
+    assert all(np.array_equal(a, b) for a, b in zip(*weights, strict=False))
 
 
 def test_ema_weights_are_evaluated_and_kept_in_best_while_last_stays_raw(trained, tmp_path):
@@ -214,17 +270,29 @@ def test_ema_weights_are_evaluated_and_kept_in_best_while_last_stays_raw(trained
     from host_tools.train import TrainConfig, train
 
     data = trained[1]
-    base = dict(data=str(data), epochs=2, batch_size=64, widths=TINY_WIDTHS, convs=TINY_CONVS, warmup_epochs=1, seed=5,
-                limit=280)
+    base = dict(
+        data=str(data),
+        epochs=2,
+        batch_size=64,
+        widths=TINY_WIDTHS,
+        convs=TINY_CONVS,
+        warmup_epochs=1,
+        seed=5,
+        limit=280,
+    )
     train(TrainConfig(out=str(tmp_path / "still"), lr=1e-9, **base))
     train(TrainConfig(out=str(tmp_path / "ema"), lr=1e-2, ema=0.999999, **base))
 
     def weights(path):
         return [w.numpy() for w in keras.models.load_model(path).trainable_weights]
 
-    init, best, last = weights(tmp_path / "still/last.keras"), weights(tmp_path / "ema/best.keras"), weights(tmp_path / "ema/last.keras")
-    assert max(float(np.abs(a - b).max()) for a, b in zip(init, best)) < 2e-3
-    assert max(float(np.abs(a - b).max()) for a, b in zip(init, last)) > 2e-2
+    init, best, last = (
+        weights(tmp_path / "still/last.keras"),
+        weights(tmp_path / "ema/best.keras"),
+        weights(tmp_path / "ema/last.keras"),
+    )
+    assert max(float(np.abs(a - b).max()) for a, b in zip(init, best, strict=False)) < 2e-3
+    assert max(float(np.abs(a - b).max()) for a, b in zip(init, last, strict=False)) > 2e-2
 
 
 def test_convs_per_stage_shape_the_model():
@@ -247,8 +315,25 @@ def test_convs_flag_is_validated():
 
 def test_train_speed_benchmark_runs_and_rejects_bad_shapes():
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
-    ok = subprocess.run([sys.executable, str(script), "4,4/1,1", "--steps", "2", "--batch-size", "16", "--repeat", "2",
-                         "--precision", "float32", "mixed_bfloat16"], capture_output=True, text=True, timeout=300)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "4,4/1,1",
+            "--steps",
+            "2",
+            "--batch-size",
+            "16",
+            "--repeat",
+            "2",
+            "--precision",
+            "float32",
+            "mixed_bfloat16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ok.returncode == 0, ok.stderr[-2000:]
     rows = [line for line in ok.stdout.splitlines() if line.startswith("4,4/1,1")]
     assert [row.split()[1] for row in rows] == ["float32", "mixed_bfloat16"]
@@ -267,7 +352,7 @@ def test_mixup_is_trained_with_and_recorded(trained, tmp_path):
     train(_one_epoch(trained, tmp_path / "plain"))
     train(_one_epoch(trained, tmp_path / "mix", augment=AugmentConfig(mixup_alpha=0.4)))
     plain, mix = (keras.models.load_model(tmp_path / run / "last.keras").get_weights() for run in ("plain", "mix"))
-    assert max(float(np.abs(a - b).max()) for a, b in zip(plain, mix)) > 1e-4
+    assert max(float(np.abs(a - b).max()) for a, b in zip(plain, mix, strict=False)) > 1e-4
     cfg = json.loads((tmp_path / "mix/metrics.json").read_text())["config"]["augment"]
     assert cfg["mixup_alpha"] == 0.4 and cfg["mixup_prob"] == 1.0
 
@@ -312,7 +397,7 @@ def test_bfloat16_training_is_exported_in_float32(trained, tmp_path):
     assert raw.get_layer("probabilities").dtype_policy.name == "float32"  # softmax and loss stay float32
     model = load_float32(tmp_path / "bf16/best.keras")
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
-    for a, b in zip(raw.get_weights(), model.get_weights()):
+    for a, b in zip(raw.get_weights(), model.get_weights(), strict=False):
         np.testing.assert_array_equal(a, b)
     assert json.loads((tmp_path / "bf16/metrics.json").read_text())["config"]["precision"] == "mixed_bfloat16"
 
@@ -329,8 +414,9 @@ def test_flip_average_export_averages_the_face_and_its_mirror(trained, tmp_path)
     from host_tools.model import load_float32
 
     _, data, cfg, _ = trained
-    m = export_bundle(Path(cfg.out), tmp_path / "flip", str(data), calibration_rows=140, saved_model=False,
-                      flip_average=True)
+    m = export_bundle(
+        Path(cfg.out), tmp_path / "flip", str(data), calibration_rows=140, saved_model=False, flip_average=True
+    )
     assert load_manifest(tmp_path / "flip").to_dict()["model"]["views"] == ["face", "mirrored face"]
     x = normalize(synth_images(200, seed=11)[0], m.input.normalization)[..., None]
     keras_model = load_float32(Path(cfg.out) / "best.keras")
@@ -355,7 +441,9 @@ def test_teacher_probabilities_average_the_face_and_its_mirror(bundle):
     (m,) = load_teachers([str(bundle)])
     faces = synth_images(60, seed=8)[0]
     x = normalize(faces, m.input.normalization)[..., None]
-    expected = (tflite_eval.predict(m.path_of("tflite"), x) + tflite_eval.predict(m.path_of("tflite"), x[:, :, ::-1].copy())) / 2
+    expected = (
+        tflite_eval.predict(m.path_of("tflite"), x) + tflite_eval.predict(m.path_of("tflite"), x[:, :, ::-1].copy())
+    ) / 2
     np.testing.assert_allclose(teacher_probabilities(m, faces), expected, atol=1e-6)
 
 
@@ -371,23 +459,32 @@ def test_training_with_a_teacher_changes_only_the_targets(trained, bundle, tmp_p
     train(_one_epoch(trained, tmp_path / "plain"))
     train(_one_epoch(trained, tmp_path / "a0", teachers=(str(bundle),), distill_alpha=0.0))
     summary = train(_one_epoch(trained, tmp_path / "a1", teachers=(str(bundle),), distill_alpha=1.0))
-    assert all(np.array_equal(a, b) for a, b in zip(weights("plain"), weights("a0")))
-    assert max(float(np.abs(a - b).max()) for a, b in zip(weights("plain"), weights("a1"))) > 1e-4
+    assert all(np.array_equal(a, b) for a, b in zip(weights("plain"), weights("a0"), strict=False))
+    assert max(float(np.abs(a - b).max()) for a, b in zip(weights("plain"), weights("a1"), strict=False)) > 1e-4
     (teacher,) = json.loads((tmp_path / "a1/metrics.json").read_text())["teachers"]
     assert teacher["bundle"] == str(bundle) and teacher["model"] == "fer-vgg 9.9.9"
     assert 0.5 < teacher["train_accuracy"] <= 1.0  # the fixture net learned the synthetic classes
     assert summary["config"]["teachers"] == (str(bundle),) and summary["config"]["distill_alpha"] == 1.0
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--epochs", "0"], "--epochs and --batch-size must be >= 1"),
-    (["--ema", "1.5"], "--ema must be in [0, 1), got 1.5"),
-    (["--mixup", "-0.1"], "--mixup must be >= 0 and --mixup-prob in [0, 1], got -0.1 and 1.0"),
-    (["--mixup", "0.2", "--mixup-prob", "1.5"], "--mixup must be >= 0 and --mixup-prob in [0, 1], got 0.2 and 1.5"),
-    (["--distill-alpha", "1.5"], "--distill-alpha must be in [0, 1] and --distill-temperature > 0, got 1.5 and 1.0"),
-    (["--distill-temperature", "0"], "--distill-alpha must be in [0, 1] and --distill-temperature > 0, got 0.5 and 0.0"),
-    (["--teacher", "no/such/bundle"], "no/such/bundle: model bundle manifest not found"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--epochs", "0"], "--epochs and --batch-size must be >= 1"),
+        (["--ema", "1.5"], "--ema must be in [0, 1), got 1.5"),
+        (["--mixup", "-0.1"], "--mixup must be >= 0 and --mixup-prob in [0, 1], got -0.1 and 1.0"),
+        (["--mixup", "0.2", "--mixup-prob", "1.5"], "--mixup must be >= 0 and --mixup-prob in [0, 1], got 0.2 and 1.5"),
+        (
+            ["--distill-alpha", "1.5"],
+            "--distill-alpha must be in [0, 1] and --distill-temperature > 0, got 1.5 and 1.0",
+        ),
+        (
+            ["--distill-temperature", "0"],
+            "--distill-alpha must be in [0, 1] and --distill-temperature > 0, got 0.5 and 0.0",
+        ),
+        (["--teacher", "no/such/bundle"], "no/such/bundle: model bundle manifest not found"),
+    ],
+)
 def test_bad_training_settings_fail_in_one_line_before_the_data_is_read(flags, message):
     res = _cli("train", "--data", "never-read.csv", *flags)
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
@@ -435,13 +532,29 @@ def test_export_from_bundle_re_exports_the_bundle_network_without_retraining(bun
     for name in ("training_metrics.json", "training_log.csv", "training_curves.png"):
         assert (tmp_path / "same" / name).read_bytes() == (bundle / name).read_bytes()
 
-    flip = export_bundle(bundle, tmp_path / "flip", str(data), calibration_rows=140, saved_model=False, onnx=False,
-                         flip_average=True, from_bundle=True)
+    flip = export_bundle(
+        bundle,
+        tmp_path / "flip",
+        str(data),
+        calibration_rows=140,
+        saved_model=False,
+        onnx=False,
+        flip_average=True,
+        from_bundle=True,
+    )
     expected = (ref + tflite_eval.predict(src.path_of("tflite"), x[:, :, ::-1].copy())) / 2
     assert np.abs(tflite_eval.predict(flip.path_of("tflite"), x) - expected).max() < 1e-5
     assert flip.to_dict()["model"]["views"] == ["face", "mirrored face"]
-    twice = _cli("export", "--from-bundle", str(tmp_path / "flip"), "--out", str(tmp_path / "x"), "--data", str(data),
-                 "--flip-average")
+    twice = _cli(
+        "export",
+        "--from-bundle",
+        str(tmp_path / "flip"),
+        "--out",
+        str(tmp_path / "x"),
+        "--data",
+        str(data),
+        "--flip-average",
+    )
     assert twice.returncode == 2 and "Traceback" not in twice.stderr
     assert f"{tmp_path / 'flip' / 'manifest.json'}: model.views is already ['face', 'mirrored face']" in twice.stderr
 
@@ -472,8 +585,11 @@ def test_export_from_bundle_errors_name_the_file_and_key(tmp_path):
 
     tiny = Path(__file__).parent / "stand_ins" / "tiny_bundle"
     wide = _graph_bundle(tmp_path, [1, 64, 64, 1], 7)
-    with pytest.raises(FerError, match=r"model.pb: files.frozen_graph.input_node 'input' is a Placeholder of shape "
-                                       r"\[1, 64, 64, 1\], expected a Placeholder of shape \[1, 48, 48, 1\]"):
+    with pytest.raises(
+        FerError,
+        match=r"model.pb: files.frozen_graph.input_node 'input' is a Placeholder of shape "
+        r"\[1, 64, 64, 1\], expected a Placeholder of shape \[1, 48, 48, 1\]",
+    ):
         export_bundle(wide, tmp_path / "out", "never-read.csv", from_bundle=True)
     five = _graph_bundle(tmp_path, [1, 48, 48, 1], 5)
     with pytest.raises(FerError, match=r"model.pb: files.frozen_graph.output_node 'probabilities' has shape \[1, 5\]"):
@@ -495,8 +611,10 @@ def test_export_from_bundle_errors_name_the_file_and_key(tmp_path):
 
 
 @pytest.mark.data
-@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared/datasets/fer2013").exists(),
-                    reason="real FER2013 not present under ../shared")
+@pytest.mark.skipif(
+    not (Path(__file__).resolve().parents[2] / "shared/datasets/fer2013").exists(),
+    reason="real FER2013 not present under ../shared",
+)
 def test_default_bundle_network_from_its_frozen_graph_matches_its_float_tflite(tmp_path):
     """The shipped bundle's frozen graph, wrapped and converted like export does, is its model.tflite (200 faces)."""
     from agent.contracts.manifest import default_bundle_path

@@ -15,12 +15,19 @@ from agent.mqtt.discovery import discovery_configs
 from agent.mqtt.payloads import SCHEMA_FILES, encode, event_payload, iso_utc, load_schema, state_payload, stats_payload
 from agent.mqtt.topics import Topics
 
-CTX = PublishContext(device_id="rb5-01", model_name="fer-cnn", model_version="1.2.0", backend="snpe-dsp",
-                     agent_version="0.1.0")
-PROBS = {label: p for label, p in zip(LABELS, (0.05, 0.0, 0.05, 0.7, 0.1, 0.05, 0.05))}
+CTX = PublishContext(
+    device_id="rb5-01", model_name="fer-cnn", model_version="1.2.0", backend="snpe-dsp", agent_version="0.1.0"
+)
+PROBS = {label: p for label, p in zip(LABELS, (0.05, 0.0, 0.05, 0.7, 0.1, 0.05, 0.05), strict=False)}
 FACE = FaceState(face_id=3, box=(0.1, 0.2, 0.3, 0.4), label="happy", confidence=0.7, probabilities=PROBS)
-STATS = {"fps": 29.7, "frames": 1200, "dropped_frames": 4, "failed_inferences": 1, "faces": 2,
-         "stages": {"capture": {"mean_ms": 1.2, "p95_ms": 2.5}, "infer": {"mean_ms": 8.0, "p95_ms": 11.0}}}
+STATS = {
+    "fps": 29.7,
+    "frames": 1200,
+    "dropped_frames": 4,
+    "failed_inferences": 1,
+    "faces": 2,
+    "stages": {"capture": {"mean_ms": 1.2, "p95_ms": 2.5}, "infer": {"mean_ms": 8.0, "p95_ms": 11.0}},
+}
 
 
 def validator(name: str) -> jsonschema.protocols.Validator:
@@ -42,8 +49,12 @@ def test_event_payload_validates_and_carries_the_contract() -> None:
     assert p["capture_time"] == "2023-11-14T22:13:20.250Z"
     assert set(p["probabilities"]) == set(LABELS)
     assert p["box"] == {"x": 0.1, "y": 0.2, "w": 0.3, "h": 0.4}
-    assert (p["model"], p["backend"], p["frame"], p["seq"]) == ({"name": "fer-cnn", "version": "1.2.0"},
-                                                              "snpe-dsp", 42, 7)
+    assert (p["model"], p["backend"], p["frame"], p["seq"]) == (
+        {"name": "fer-cnn", "version": "1.2.0"},
+        "snpe-dsp",
+        42,
+        7,
+    )
 
 
 def test_event_schema_rejects_incomplete_payloads() -> None:
@@ -97,8 +108,12 @@ def test_nan_is_refused_rather_than_sent_as_invalid_json() -> None:
 
 def test_topics_layout() -> None:
     t = Topics("fer", "rb5-01")
-    assert (t.status, t.events, t.state, t.stats) == ("fer/rb5-01/status", "fer/rb5-01/events",
-                                                      "fer/rb5-01/state", "fer/rb5-01/stats")
+    assert (t.status, t.events, t.state, t.stats) == (
+        "fer/rb5-01/status",
+        "fer/rb5-01/events",
+        "fer/rb5-01/state",
+        "fer/rb5-01/stats",
+    )
     assert t.discovery_dominant == "homeassistant/sensor/fer_rb5-01/dominant_emotion/config"
     assert t.ha_birth == "homeassistant/status"
 

@@ -18,8 +18,14 @@ from agent.mqtt.emit import synthetic_event, synthetic_state
 from agent.mqtt.payloads import load_schema
 from agent.mqtt.topics import Topics
 
-STATS = {"fps": 30.0, "frames": 300, "dropped_frames": 0, "failed_inferences": 0, "faces": 1,
-         "stages": {"detect": {"mean_ms": 4.0, "p95_ms": 6.5}}}
+STATS = {
+    "fps": 30.0,
+    "frames": 300,
+    "dropped_frames": 0,
+    "failed_inferences": 0,
+    "faces": 1,
+    "stages": {"detect": {"mean_ms": 4.0, "p95_ms": 6.5}},
+}
 
 
 def _validator(name: str):
@@ -40,7 +46,9 @@ def test_late_subscriber_sees_retained_status_state_and_discovery(mosquitto, mak
     late = mqtt_collector(mosquitto.host, mosquitto.port, "#")
     late.wait_for(lambda c: all(c.on(x) for x in (t.status, t.state, *t.discovery_all)), what="retained messages")
     assert [m.text for m in late.on(t.status)] == ["online"]
-    assert all(m.retain for m in late.on(t.status) + late.on(t.state)), [(m.topic, m.retain, m.text[:60]) for m in late.on(t.status) + late.on(t.state)]
+    assert all(m.retain for m in late.on(t.status) + late.on(t.state)), [
+        (m.topic, m.retain, m.text[:60]) for m in late.on(t.status) + late.on(t.state)
+    ]
     state = late.on(t.state)[-1].json()
     _validator("state").validate(state)
     assert state["frame"] == 2  # the newest snapshot is the retained one
@@ -80,11 +88,11 @@ def test_events_stats_arrive_valid_and_in_order_then_clean_offline(mosquitto, ma
     assert "Client fer-ev disconnected." in mosquitto.log_text()  # a clean DISCONNECT, not the Last Will
 
 
-def test_events_during_an_outage_are_queued_on_disk_and_delivered_in_order(mosquitto, make_publisher,
-                                                                           mqtt_collector) -> None:
+def test_events_during_an_outage_are_queued_on_disk_and_delivered_in_order(
+    mosquitto, make_publisher, mqtt_collector
+) -> None:
     t = Topics("fer", "out")
-    sub = mqtt_collector(mosquitto.host, mosquitto.port, "fer/out/events", client_id="collector-out",
-                         persistent=True)
+    sub = mqtt_collector(mosquitto.host, mosquitto.port, "fer/out/events", client_id="collector-out", persistent=True)
     pub = make_publisher(mosquitto.host, mosquitto.port, device_id="out")
     wait_until(lambda: pub.connected, what="connected")
     for i in range(20):
@@ -100,8 +108,9 @@ def test_events_during_an_outage_are_queued_on_disk_and_delivered_in_order(mosqu
     time.sleep(1.0)  # a few failed reconnect attempts
     mosquitto.start()
 
-    sub.wait_for(lambda c: {m.json()["frame"] for m in c.on(t.events)} >= set(range(120)), timeout=20,
-                 what="all 120 events")
+    sub.wait_for(
+        lambda c: {m.json()["frame"] for m in c.on(t.events)} >= set(range(120)), timeout=20, what="all 120 events"
+    )
     wait_until(lambda: pub.outbox_depth == 0, what="outbox drained")
     firsts: dict[str, int] = {}
     for m in sub.on(t.events):
@@ -129,22 +138,28 @@ def test_publisher_started_while_broker_is_down_catches_up(mosquitto, make_publi
     assert sub.on("fer/cold/status")[-1].text == "online"
 
 
-def test_a_long_connect_failure_run_is_collapsed_and_the_connected_line_counts_it(mosquitto, make_publisher,
-                                                                                  caplog) -> None:
+def test_a_long_connect_failure_run_is_collapsed_and_the_connected_line_counts_it(
+    mosquitto, make_publisher, caplog
+) -> None:
     caplog.set_level(logging.INFO, logger="agent.mqtt")
     mosquitto.stop()
-    pub = make_publisher(mosquitto.host, mosquitto.port, device_id="flaky", reconnect=ReconnectConfig(
-        min_delay_s=0.1, max_delay_s=0.1, connect_timeout_s=2.0))
+    pub = make_publisher(
+        mosquitto.host,
+        mosquitto.port,
+        device_id="flaky",
+        reconnect=ReconnectConfig(min_delay_s=0.1, max_delay_s=0.1, connect_timeout_s=2.0),
+    )
     wait_until(lambda: any("attempt 8;" in r.getMessage() for r in caplog.records), timeout=20, what="8 attempts")
     mosquitto.start()
     wait_until(lambda: pub.connected, timeout=20, what="connected")
     fails = [r.getMessage() for r in caplog.records if "cannot connect" in r.getMessage()]
     attempts = [int(re.search(r"\(attempt (\d+)", m).group(1)) for m in fails]
-    assert attempts[:4] == [1, 2, 4, 8] and attempts == [2 ** i for i in range(len(attempts))], fails
+    assert attempts[:4] == [1, 2, 4, 8] and attempts == [2**i for i in range(len(attempts))], fails
     assert "8 times in a row over" in fails[3] and "next logged at the 16th" in fails[3]
     connected = [r.getMessage() for r in caplog.records if "MQTT: connected to" in r.getMessage()]
-    assert re.fullmatch(rf"MQTT: connected to {mosquitto.host}:{mosquitto.port} after \d+ failed attempts over \d+ s",
-                        connected[-1]), connected
+    assert re.fullmatch(
+        rf"MQTT: connected to {mosquitto.host}:{mosquitto.port} after \d+ failed attempts over \d+ s", connected[-1]
+    ), connected
 
 
 def test_restarted_home_assistant_gets_discovery_again(mosquitto, make_publisher, mqtt_collector) -> None:
@@ -262,8 +277,9 @@ def test_mqtt5_burst_respects_the_brokers_receive_maximum(mosquitto_factory, mak
     assert broker.log_text().count("New client connected from 127.0.0.1") == 2, "no forced reconnects"
 
 
-def test_an_error_in_a_callback_does_not_stop_publishing(mosquitto, make_publisher, mqtt_collector, monkeypatch,
-                                                         caplog) -> None:
+def test_an_error_in_a_callback_does_not_stop_publishing(
+    mosquitto, make_publisher, mqtt_collector, monkeypatch, caplog
+) -> None:
     import agent.mqtt.publisher as publisher_module
 
     def broken(*args, **kwargs):

@@ -66,8 +66,13 @@ def _verify_root(tmp: Path, unit_text: str) -> Path:
 
 
 def _verify(root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([ANALYZE, "verify", f"--root={root}", "fer-agent.service"],
-                          check=False, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [ANALYZE, "verify", f"--root={root}", "fer-agent.service"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @needs_analyze
@@ -93,7 +98,9 @@ def test_verify_would_catch_a_broken_unit(tmp_path: Path) -> None:
 def test_exposure_at_most_2(tmp_path: Path) -> None:
     if _systemd_version() < 252:
         pytest.skip("systemd-analyze security --offline=true needs systemd >= 252")
-    r = subprocess.run([ANALYZE, "security", "--offline=true", str(UNIT)], check=False, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [ANALYZE, "security", "--offline=true", str(UNIT)], check=False, capture_output=True, text=True, timeout=60
+    )
     m = re.search(r"Overall exposure level for fer-agent\.service: (\d+\.\d+)", r.stdout)
     assert m, r.stdout[-2000:] + r.stderr
     exposure = float(m.group(1))
@@ -113,8 +120,10 @@ def test_notify_watchdog_restart_policy() -> None:
     assert int(d[("Service", "WatchdogSec")]) >= 10
     assert d[("Service", "Restart")] == "on-failure"
     assert int(d[("Unit", "StartLimitBurst")]) <= 10 and d[("Unit", "StartLimitIntervalSec")]
-    assert d[("Service", "ExecStart")] == \
-        "/opt/fer-agent/current/venv/bin/fer-agent run --config /etc/fer-agent/agent.yaml"
+    assert (
+        d[("Service", "ExecStart")]
+        == "/opt/fer-agent/current/venv/bin/fer-agent run --config /etc/fer-agent/agent.yaml"
+    )
     assert d[("Service", "User")] == "fer-agent"
     assert "video" in d[("Service", "SupplementaryGroups")].split()
     assert d[("Service", "StateDirectory")] == "fer-agent"
@@ -122,8 +131,9 @@ def test_notify_watchdog_restart_policy() -> None:
     assert d[("Install", "WantedBy")] == "multi-user.target"
     envfiles = _values("EnvironmentFile")
     assert "-/etc/fer-agent/secrets.env" in envfiles and "-/etc/fer-agent/snpe.env" in envfiles
-    assert not any(k.startswith(("StandardOutput", "StandardError")) and "file:" in v
-                   for _, k, v in _directives(UNIT.read_text())), "logs go to journald"
+    assert not any(
+        k.startswith(("StandardOutput", "StandardError")) and "file:" in v for _, k, v in _directives(UNIT.read_text())
+    ), "logs go to journald"
 
 
 def test_runtime_directory_matches_the_health_file_default() -> None:
@@ -144,8 +154,15 @@ def test_every_device_allow_is_commented_and_covers_camera_and_accelerators() ->
             while lines[j].startswith("DeviceAllow="):
                 j -= 1
             assert lines[j].startswith("#"), f"DeviceAllow at line {i + 1} has no comment above it"
-    for needed in ("char-video4linux", "char-dma_heap", "/dev/ion", "/dev/fastrpc-cdsp", "/dev/fastrpc-adsp",
-                   "char-adsprpc-smd", "/dev/kgsl-3d0"):
+    for needed in (
+        "char-video4linux",
+        "char-dma_heap",
+        "/dev/ion",
+        "/dev/fastrpc-cdsp",
+        "/dev/fastrpc-adsp",
+        "char-adsprpc-smd",
+        "/dev/kgsl-3d0",
+    ):
         assert needed in allowed, needed
     assert len(allowed) == len(set(allowed)), "a DeviceAllow= appears twice"
     assert _values("DevicePolicy") == ["closed"]
@@ -153,9 +170,15 @@ def test_every_device_allow_is_commented_and_covers_camera_and_accelerators() ->
 
 
 def test_hardening_essentials() -> None:
-    for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
-                       "PrivateTmp": "yes", "CapabilityBoundingSet": "", "MemoryDenyWriteExecute": "yes",
-                       "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6"}.items():
+    for key, value in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "CapabilityBoundingSet": "",
+        "MemoryDenyWriteExecute": "yes",
+        "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+    }.items():
         assert _values(key) == [value], key
 
 
@@ -165,8 +188,14 @@ def test_the_qnn_htp_reaches_what_libcdsprpc_opens() -> None:
     /dev/dma_heap/system (the "dma_heap" device group); read-only reads of /sys (soc_id) and of the skel
     directories are all it needs, so ProtectKernelTunables/ProtectSystem=strict stay."""
     rw = {v.split()[0]: v.split()[1] for v in _values("DeviceAllow")}
-    for node in ("/dev/fastrpc-cdsp", "/dev/fastrpc-cdsp-secure", "/dev/fastrpc-cdsp1", "/dev/fastrpc-cdsp1-secure",
-                 "char-dma_heap", "/dev/ion"):
+    for node in (
+        "/dev/fastrpc-cdsp",
+        "/dev/fastrpc-cdsp-secure",
+        "/dev/fastrpc-cdsp1",
+        "/dev/fastrpc-cdsp1-secure",
+        "char-dma_heap",
+        "/dev/ion",
+    ):
         assert rw.get(node) == "rw", node
     assert _values("ProtectKernelTunables") == ["yes"] and _values("ProtectSystem") == ["strict"]
     for key in ("InaccessiblePaths", "ProcSubset", "TemporaryFileSystem"):
