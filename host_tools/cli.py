@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from agent.contracts.errors import run_command
 
 COMMANDS = [
-    "host_tools.train",
+    "host_tools.train_cli",
     "host_tools.evaluate",
     "host_tools.export",
     "host_tools.convert",

@@ -201,6 +201,7 @@ def test_after_a_fallback_every_payload_names_the_runtime_in_use(tmp_path, monke
                 "snpe": {"runtime": "cpu", "fallback_after": 2, "work_dir": str(tmp_path / "w")},
             },
             "model": {"bundle": str(bundle)},
+            "detector": {"type": "haar"},  # the tiny test bundle carries no BlazeFace model
             "mqtt": {"device_id": "fb"},
             "service": {"state_dir": str(tmp_path / "state"), "health_file": str(tmp_path / "health.json")},
         }
