@@ -162,8 +162,9 @@ class MqttConfig:
         """The configured device id, or the host name made safe for a topic level."""
         return self.device_id or device_id_from_hostname(socket.gethostname())
 
-    def resolved_client_id(self) -> str:
-        return self.client_id or f"fer-{self.resolved_device_id()}"
+    def resolved_client_id(self, device_id: str | None = None) -> str:
+        """``client_id``, else ``fer-<device id>`` (``device_id`` when the caller resolved it already)."""
+        return self.client_id or f"fer-{device_id or self.resolved_device_id()}"
 
 
 def device_id_from_hostname(hostname: str) -> str:

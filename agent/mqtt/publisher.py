@@ -73,7 +73,7 @@ class MqttPublisher:
         device_id = ctx.device_id or cfg.resolved_device_id()
         self.ctx = ctx if ctx.device_id == device_id else dataclasses.replace(ctx, device_id=device_id)
         self.topics = Topics(cfg.prefix, device_id, cfg.discovery.prefix)
-        self.client_id = cfg.client_id or f"fer-{device_id}"
+        self.client_id = cfg.resolved_client_id(device_id)
         path = Path(cfg.outbox.file) if cfg.outbox.file else Path(state_dir) / OUTBOX_FILE
         self._outbox = Outbox(path, max_messages=cfg.outbox.max_messages, max_bytes=cfg.outbox.max_bytes,
                               max_age_s=cfg.outbox.max_age_s)
