@@ -63,7 +63,7 @@ def measure(seconds: float, tmp: Path) -> dict:
             "tracking": {"update_interval_s": 0.5},
             "mqtt": {"host": "127.0.0.1", "port": port, "device_id": "latency", "discovery": {"enabled": False},
                      "outbox": {"file": str(tmp / "outbox.sqlite3")}},
-            "service": {"state_dir": str(tmp), "work_dir": str(tmp / "work"), "health_file": str(tmp / "health.json")},
+            "service": {"state_dir": str(tmp), "health_file": str(tmp / "health.json")},
         }
         (tmp / "agent.yaml").write_text(yaml.safe_dump(cfg))
         time.sleep(0.3)  # the subscription is in place before the first event

