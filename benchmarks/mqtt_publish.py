@@ -46,10 +46,15 @@ def free_port() -> int:
 
 
 def start_mosquitto(workdir: Path, port: int) -> subprocess.Popen:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    """An anonymous mosquitto on 127.0.0.1:``port`` for the benchmarks (as tests/conftest.py starts one)."""
+    binary = shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None)
+    if binary is None:
+        raise SystemExit("mosquitto not found: install the Debian package 'mosquitto'")
     conf = workdir / "mosquitto.conf"
     root = "user root\n" if os.geteuid() == 0 else ""  # as root, mosquitto would drop to a user who cannot read tmp
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{root}")
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    f"max_queued_messages 100000\n{root}")
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -57,6 +62,8 @@ def start_mosquitto(workdir: Path, port: int) -> subprocess.Popen:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return proc
         except OSError:
+            if proc.poll() is not None:
+                break
             time.sleep(0.05)
     proc.kill()
     raise SystemExit("mosquitto did not start")
