@@ -109,9 +109,8 @@ def test_maybe_wrap_reads_the_config():
     assert maybe_wrap(Scripted("snpe", 1.0, config=object()), lambda n: Scripted(n, 2.0)).name == "snpe"  # no fields
 
 
-def test_snpe_to_real_tflite_backend(tmp_path, monkeypatch):
-    """The real thing: snpe-net-run stand-in failing K times, then LiteRT answers with the model's numbers."""
-    tflite_mod = pytest.importorskip("agent.runtimes.tflite")
+def stand_in_bundle(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """A bundle with stand-in DLCs and the fake SDK on $SNPE_ROOT; snpe-net-run fails while the returned file exists."""
     for var in (
         "SNPE_STAND_IN_EXIT",
         "SNPE_STAND_IN_SKIP",
@@ -125,6 +124,13 @@ def test_snpe_to_real_tflite_backend(tmp_path, monkeypatch):
     monkeypatch.setenv("SNPE_ROOT", str(sdk))
     fail_file = tmp_path / "dsp-broken"
     monkeypatch.setenv("SNPE_STAND_IN_FAIL_FILE", str(fail_file))
+    return bundle, fail_file
+
+
+def test_snpe_to_real_tflite_backend(tmp_path, monkeypatch):
+    """The real thing: snpe-net-run stand-in failing K times, then LiteRT answers with the model's numbers."""
+    tflite_mod = pytest.importorskip("agent.runtimes.tflite")
+    bundle, fail_file = stand_in_bundle(tmp_path, monkeypatch)
     manifest = load_manifest(bundle)
     cfg = SnpeConfig(runtime="cpu", fallback_after=2, work_dir=str(tmp_path / "w"))
     model = FaceClassifier.model(manifest)
@@ -179,20 +185,8 @@ def test_after_a_fallback_every_payload_names_the_runtime_in_use(tmp_path, monke
     from agent.demo import write_clip
     from agent.runner import run_agent
 
-    for var in (
-        "SNPE_STAND_IN_EXIT",
-        "SNPE_STAND_IN_SKIP",
-        "SNPE_STAND_IN_SHORT",
-        "SNPE_STAND_IN_SLEEP",
-        "SNPE_NET_RUN",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    sdk = make_fake_sdk(tmp_path / "sdk")
-    bundle = add_dlcs(copy_bundle(tmp_path / "bundle"), sdk)
-    monkeypatch.setenv("SNPE_ROOT", str(sdk))
-    fail_file = tmp_path / "dsp-broken"
-    fail_file.touch()
-    monkeypatch.setenv("SNPE_STAND_IN_FAIL_FILE", str(fail_file))
+    bundle, fail_file = stand_in_bundle(tmp_path, monkeypatch)
+    fail_file.touch()  # the DSP is broken from the first frame
     clip = write_clip(tmp_path / "clip.mp4", seconds=2.0)
     cfg = parse_config(
         {
