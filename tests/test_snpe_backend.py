@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
-from snpe_testing import HOST_ARCH, add_dlcs, copy_bundle, litert_predict, make_fake_sdk, read_log, tool_path
+from snpe_testing import (
+    HOST_ARCH,
+    add_dlcs,
+    copy_bundle,
+    litert_predict,
+    make_fake_sdk,
+    read_log,
+    tool_path,
+    use_fake_sdk,
+)
 
 from agent.classify import FaceClassifier
 from agent.contracts.errors import ConfigError
@@ -53,20 +62,7 @@ def bundle(tmp_path_factory, sdk) -> Path:
 @pytest.fixture
 def env(monkeypatch, sdk, tmp_path):
     """SDK on $SNPE_ROOT, a call log, nothing else that could leak in."""
-    for var in (
-        "SNPE_ROOT",
-        "QAIRT_SDK_ROOT",
-        "SNPE_NET_RUN",
-        "SNPE_STAND_IN_EXIT",
-        "SNPE_STAND_IN_SKIP",
-        "SNPE_STAND_IN_SHORT",
-        "SNPE_STAND_IN_SLEEP",
-        "SNPE_STAND_IN_FAIL_FILE",
-        "LD_LIBRARY_PATH",
-        "ADSP_LIBRARY_PATH",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("SNPE_ROOT", str(sdk))
+    use_fake_sdk(monkeypatch, sdk)
     log = tmp_path / "calls.jsonl"
     monkeypatch.setenv("SNPE_STAND_IN_LOG", str(log))
     return log

@@ -16,6 +16,7 @@ from snpe_testing import (
     copy_bundle,
     litert_predict,
     make_fake_sdk,
+    use_fake_sdk,
 )
 
 from agent.classify import FaceClassifier
@@ -111,17 +112,9 @@ def test_maybe_wrap_reads_the_config():
 
 def stand_in_bundle(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
     """A bundle with stand-in DLCs and the fake SDK on $SNPE_ROOT; snpe-net-run fails while the returned file exists."""
-    for var in (
-        "SNPE_STAND_IN_EXIT",
-        "SNPE_STAND_IN_SKIP",
-        "SNPE_STAND_IN_SHORT",
-        "SNPE_STAND_IN_SLEEP",
-        "SNPE_NET_RUN",
-    ):
-        monkeypatch.delenv(var, raising=False)
     sdk = make_fake_sdk(tmp_path / "sdk")
     bundle = add_dlcs(copy_bundle(tmp_path / "bundle"), sdk)
-    monkeypatch.setenv("SNPE_ROOT", str(sdk))
+    use_fake_sdk(monkeypatch, sdk)
     fail_file = tmp_path / "dsp-broken"
     monkeypatch.setenv("SNPE_STAND_IN_FAIL_FILE", str(fail_file))
     return bundle, fail_file
@@ -156,11 +149,9 @@ def test_create_backend_wraps_snpe_from_config(tmp_path, monkeypatch):
     config = pytest.importorskip("agent.config")
     from agent.runtimes import create_runtime
 
-    for var in ("SNPE_STAND_IN_EXIT", "SNPE_STAND_IN_FAIL_FILE", "SNPE_NET_RUN"):
-        monkeypatch.delenv(var, raising=False)
     sdk = make_fake_sdk(tmp_path / "sdk")
     bundle = add_dlcs(copy_bundle(tmp_path / "bundle"), sdk)
-    monkeypatch.setenv("SNPE_ROOT", str(sdk))
+    use_fake_sdk(monkeypatch, sdk)
     cfg = config.parse_config(
         {"backend": {"type": "snpe", "snpe": {"runtime": "cpu", "fallback_after": 2, "work_dir": str(tmp_path / "w")}}}
     )

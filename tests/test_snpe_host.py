@@ -14,7 +14,16 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
-from snpe_testing import TINY_BUNDLE, copy_bundle, litert_predict, make_fake_sdk, read_log, tool_path
+from snpe_testing import (
+    STAND_IN_ENV,
+    TINY_BUNDLE,
+    copy_bundle,
+    litert_predict,
+    make_fake_sdk,
+    read_log,
+    tool_path,
+    use_fake_sdk,
+)
 
 from agent.contracts.errors import FerError
 from agent.contracts.labels import LABELS
@@ -25,18 +34,6 @@ from host_tools import calibration, convert, show_results
 from host_tools.cli import main as fer_host
 from host_tools.snpe_sdk import SdkError, ToolFailed, find_sdk, sdk_version
 
-ENV_VARS = (
-    "SNPE_ROOT",
-    "QAIRT_SDK_ROOT",
-    "SNPE_NET_RUN",
-    "SNPE_STAND_IN_EXIT",
-    "SNPE_STAND_IN_SKIP",
-    "SNPE_STAND_IN_SHORT",
-    "SNPE_STAND_IN_SLEEP",
-    "SNPE_STAND_IN_FAIL_FILE",
-    "SNPE_STAND_IN_UNSUPPORTED_OP",
-)
-
 
 @pytest.fixture(scope="module")
 def sdk(tmp_path_factory) -> Path:
@@ -45,9 +42,7 @@ def sdk(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def env(monkeypatch, sdk, tmp_path):
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("SNPE_ROOT", str(sdk))
+    use_fake_sdk(monkeypatch, sdk)
     monkeypatch.setenv("FER_NO_CACHE", "1")
     log = tmp_path / "calls.jsonl"
     monkeypatch.setenv("SNPE_STAND_IN_LOG", str(log))
@@ -147,7 +142,7 @@ def test_quantizer_choice(env, bundle, tmp_path, monkeypatch):
 
 
 def test_dry_run_without_sdk_names_tools_and_changes_nothing(monkeypatch, bundle, tmp_path):
-    for var in ENV_VARS:
+    for var in STAND_IN_ENV:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")
     before = (bundle / "manifest.json").read_text()
@@ -484,8 +479,7 @@ def test_detector_dlc_runs_through_snpe_net_run(env, bundle, sdk, tmp_path):
     m = convert.convert(bundle, quantize=False, detectors=True, echo=lines.append)
     assert (
         "--input_dim input 1,128,128,3 --out_node regressors --out_node classificators "
-        f"--output_path {bundle}/detectors/face_detection_short_range.dlc"
-        in lines[-1]
+        f"--output_path {bundle}/detectors/face_detection_short_range.dlc" in lines[-1]
     )
     entry = m.files["blazeface_short_dlc"]
     assert entry.path == "detectors/face_detection_short_range.dlc" and entry.extra["output_names"] == [

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
-from snpe_testing import litert_predict, make_fake_sdk
+from snpe_testing import litert_predict, make_fake_sdk, use_fake_sdk
 
 from agent.classify import FaceClassifier
 from agent.contracts.labels import LABELS
@@ -31,16 +31,8 @@ def test_real_bundle_convert_calibrate_and_run(tmp_path, monkeypatch):
     from host_tools import convert
     from host_tools import data as fer_data
 
-    for var in (
-        "SNPE_STAND_IN_EXIT",
-        "SNPE_STAND_IN_SKIP",
-        "SNPE_STAND_IN_SHORT",
-        "SNPE_STAND_IN_SLEEP",
-        "SNPE_NET_RUN",
-    ):
-        monkeypatch.delenv(var, raising=False)
     sdk = make_fake_sdk(tmp_path / "sdk")
-    monkeypatch.setenv("SNPE_ROOT", str(sdk))
+    use_fake_sdk(monkeypatch, sdk)
     bundle = tmp_path / "bundle"
     shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("saved_model", "*.dlc"))
     work = tmp_path / "calib"

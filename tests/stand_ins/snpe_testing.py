@@ -15,6 +15,27 @@ from fake_sdk import HOST_ARCH, make_fake_sdk, tool_path  # noqa: F401  (re-expo
 
 HERE = Path(__file__).resolve().parent
 TINY_BUNDLE = HERE / "tiny_bundle"
+#: Everything that steers the stand-ins or SDK discovery: cleared so nothing from the caller's shell leaks in.
+STAND_IN_ENV = (
+    "SNPE_ROOT",
+    "QAIRT_SDK_ROOT",
+    "SNPE_NET_RUN",
+    "SNPE_STAND_IN_EXIT",
+    "SNPE_STAND_IN_SKIP",
+    "SNPE_STAND_IN_SHORT",
+    "SNPE_STAND_IN_SLEEP",
+    "SNPE_STAND_IN_FAIL_FILE",
+    "SNPE_STAND_IN_UNSUPPORTED_OP",
+    "LD_LIBRARY_PATH",
+    "ADSP_LIBRARY_PATH",
+)
+
+
+def use_fake_sdk(monkeypatch, sdk: Path) -> None:
+    """A clean stand-in environment with ``sdk`` on $SNPE_ROOT (pytest's monkeypatch restores it afterwards)."""
+    for var in STAND_IN_ENV:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SNPE_ROOT", str(sdk))
 
 
 def copy_bundle(dst: Path) -> Path:
@@ -27,6 +48,7 @@ def add_dlcs(bundle: Path, sdk: Path, htp: bool = True) -> Path:
 
     Runs the stand-in tools directly, so backend tests do not depend on ``fer-host convert``.
     """
+
     def run(tool: str, *args: str) -> None:
         subprocess.run([str(tool_path(sdk, tool)), *args], check=True, capture_output=True)
 
