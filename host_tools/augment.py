@@ -7,6 +7,13 @@ follows (Zhong et al., 2017), then optional mixup (Zhang et al., 2018), which
 blends pairs of faces and their one-hot labels. Everything is vectorised over
 the batch: on a 2-core machine per-image Python or map() calls would cost more
 than the model.
+
+Camera augmentation (``--camera``, :func:`camera_batch`) adds what a camera does to a face and FER2013
+lacks. Our FER2013 file is histogram-equalised per image (every face spans 0-255 with a flat histogram);
+a camera crop is not, so the network must stop relying on it: lower or higher contrast, gamma, brightness,
+a side-light gradient, resolution loss (blur), sensor noise and JPEG re-compression, each drawn per face,
+applied to a share of the faces so equalised ones are still seen. Geometry gets aspect jitter on top of
+the shared flip/rotation/scale/shift (a detector's box is not always square on the face).
 """
 
 from __future__ import annotations
@@ -30,24 +37,42 @@ class AugmentConfig:
     erase_aspect: tuple[float, float] = (0.3, 3.3)
     mixup_alpha: float = 0.0  # Beta(alpha, alpha) blend weight; 0 = off
     mixup_prob: float = 1.0  # share of faces that get blended with a partner
+    aspect: float = 0.0  # stretch x against y by up to this fraction (crop aspect jitter)
+    camera_prob: float = 0.0  # share of faces that get the camera's photometric changes (0 = off)
+    contrast: float = 0.4  # contrast factor drawn from [1 - contrast, 1 + contrast / 2] around the face's mean
+    gamma: float = 0.4  # gamma = exp(U(-gamma, gamma))
+    brightness: float = 0.15  # shift by U(-b, b) of full scale
+    gradient: float = 0.25  # side-light ramp of up to this amplitude across the face
+    blur_prob: float = 0.2  # share of camera faces shrunk to 20-36 px and enlarged again
+    noise: float = 0.03  # sensor noise, sigma up to this (full scale 1)
+    jpeg_prob: float = 0.3  # share of camera faces re-compressed as JPEG at quality 25-90
 
 
-def augment_batch(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
-    """``images``: float32 [B, H, W, 1] (already normalised). Returns the same shape."""
+#: ``--camera``: the camera augmentation this project trains with (module docstring).
+CAMERA_PRESET = {"camera_prob": 0.5, "aspect": 0.1}
+
+
+def augment_batch(images: tf.Tensor, cfg: AugmentConfig, norm: tuple[float, float] = (0.0, 1.0)) -> tf.Tensor:
+    """``images``: float32 [B, H, W, 1] (already normalised with ``norm`` = (mean, std)). Returns the same shape."""
     import tensorflow as tf
+
+    if cfg.camera_prob > 0:
+        mean, std = norm
+        images = (camera_batch(images * std + mean, cfg) - mean) / std
 
     b = tf.shape(images)[0]
     h = tf.cast(tf.shape(images)[1], tf.float32)
     w = tf.cast(tf.shape(images)[2], tf.float32)
     angle = tf.random.uniform([b], -1.0, 1.0) * (cfg.rotation_deg * math.pi / 180.0)
     scale = 1.0 + tf.random.uniform([b], -cfg.scale, cfg.scale)
+    aspect = 1.0 + tf.random.uniform([b], -cfg.aspect, cfg.aspect)
     tx = tf.random.uniform([b], -cfg.shift_px, cfg.shift_px)
     ty = tf.random.uniform([b], -cfg.shift_px, cfg.shift_px)
     flip = tf.cast(tf.random.uniform([b]) < 0.5, tf.float32) * 2.0 - 1.0 if cfg.flip else tf.ones([b])
     # Output pixel (x, y) samples input at A @ (x - c) + c + t, where A = R(angle)/scale with a flip of x.
     cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
     cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-    a0, a1 = cos * flip, -sin
+    a0, a1 = cos * flip * aspect, -sin * aspect
     b0, b1 = sin * flip, cos
     a2 = cx - a0 * cx - a1 * cy + tx
     b2 = cy - b0 * cx - b1 * cy + ty
@@ -106,3 +131,44 @@ def mixup(images: tf.Tensor, labels: tf.Tensor, cfg: AugmentConfig) -> tuple[tf.
     mixed_x = lam[:, None, None, None] * images + (1.0 - lam[:, None, None, None]) * tf.reverse(images, [0])
     mixed_y = lam[:, None] * labels + (1.0 - lam[:, None]) * tf.reverse(labels, [0])
     return mixed_x, mixed_y
+
+
+def camera_batch(pixels: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
+    """``pixels``: float32 [B, H, W, 1] in 0..1 -> the same faces as a camera might have taken them.
+
+    Each change is drawn per face; faces not chosen (``1 - camera_prob``) pass through unchanged.
+    """
+    import tensorflow as tf
+
+    b = tf.shape(pixels)[0]
+    h, w = tf.shape(pixels)[1], tf.shape(pixels)[2]
+
+    def per_face(lo, hi):
+        return tf.random.uniform([b, 1, 1, 1], lo, hi)
+
+    x = pixels
+    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    x = mean + (x - mean) * per_face(1.0 - cfg.contrast, 1.0 + cfg.contrast / 2)
+    x = tf.clip_by_value(x + per_face(-cfg.brightness, cfg.brightness), 0.0, 1.0)
+    x = tf.pow(x + 1e-6, tf.exp(per_face(-cfg.gamma, cfg.gamma)))
+    # A linear ramp in a random direction: light from one side.
+    angle = per_face(0.0, 2.0 * math.pi)
+    ys = tf.linspace(-0.5, 0.5, h)[None, :, None, None]
+    xs = tf.linspace(-0.5, 0.5, w)[None, None, :, None]
+    x = x + per_face(-cfg.gradient, cfg.gradient) * (tf.cos(angle) * xs + tf.sin(angle) * ys)
+    x = tf.clip_by_value(x, 0.0, 1.0)
+    if cfg.blur_prob > 0:  # resolution loss: one size per batch, applied to a random share of its faces
+        side = tf.random.uniform([], 20, 37, dtype=tf.int32)
+        small = tf.image.resize(tf.image.resize(x, [side, side], method="area"), [h, w], method="bilinear")
+        x = tf.where(per_face(0.0, 1.0) < cfg.blur_prob, small, x)
+    x = x + tf.random.normal(tf.shape(x)) * per_face(0.0, cfg.noise)
+    x = tf.clip_by_value(x, 0.0, 1.0)
+    if cfg.jpeg_prob > 0:
+        quality = tf.random.uniform([b], 25, 91, dtype=tf.int32)
+        jpeg = tf.map_fn(
+            lambda a: tf.image.adjust_jpeg_quality(a[0], a[1]),
+            (x, quality),
+            fn_output_signature=tf.TensorSpec([None, None, 1], tf.float32),
+        )
+        x = tf.where(per_face(0.0, 1.0) < cfg.jpeg_prob, tf.reshape(jpeg, tf.shape(x)), x)
+    return tf.where(per_face(0.0, 1.0) < cfg.camera_prob, x, pixels)

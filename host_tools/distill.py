@@ -57,8 +57,12 @@ def teacher_probabilities(manifest: Manifest, faces: np.ndarray, threads: int | 
     return predict(path, x, threads=threads).astype(np.float32)
 
 
-def soft_targets(labels: np.ndarray, teacher: np.ndarray, alpha: float, temperature: float = 1.0) -> np.ndarray:
+def soft_targets(
+    labels: np.ndarray, teacher: np.ndarray, alpha: float, temperature: float = 1.0, base: np.ndarray | None = None
+) -> np.ndarray:
     """(1 - alpha) * one-hot(label) + alpha * teacher probabilities softened by ``temperature``.
+
+    ``base`` replaces one-hot(label) when the run trains on other targets (FER+ votes).
 
     Softening probabilities p by T is softmax(log p / T), the same as dividing the logits by T.
     """
@@ -66,12 +70,18 @@ def soft_targets(labels: np.ndarray, teacher: np.ndarray, alpha: float, temperat
         raise ValueError(f"needs 0 <= alpha <= 1 and temperature > 0, got {alpha} and {temperature}")
     soft = np.power(np.clip(teacher, 1e-12, 1.0), 1.0 / temperature)
     soft /= soft.sum(axis=1, keepdims=True)
-    one_hot = np.eye(NUM_CLASSES, dtype=np.float32)[labels]
-    return ((1.0 - alpha) * one_hot + alpha * soft).astype(np.float32)
+    if base is None:
+        base = np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+    return ((1.0 - alpha) * base + alpha * soft).astype(np.float32)
 
 
 def distillation_targets(
-    teachers: list[Manifest], faces: np.ndarray, labels: np.ndarray, alpha: float, temperature: float = 1.0
+    teachers: list[Manifest],
+    faces: np.ndarray,
+    labels: np.ndarray,
+    alpha: float,
+    temperature: float = 1.0,
+    base: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[Teacher]]:
     """Targets from the mean of the teachers' probabilities; reports each teacher's accuracy on ``faces``."""
     if not teachers:
@@ -89,4 +99,4 @@ def distillation_targets(
             )
         )
         total += probs
-    return soft_targets(labels, total / len(teachers), alpha, temperature), used
+    return soft_targets(labels, total / len(teachers), alpha, temperature, base), used

@@ -29,6 +29,7 @@ from host_tools.augment import AugmentConfig
 from host_tools.model import DEFAULT_CONVS, DEFAULT_WIDTHS, check_shape
 
 OPTIMIZERS = ("adamw", "sgd")
+LABEL_SOURCES = ("fer2013", "ferplus")  # --labels: FER2013's one-hot labels or the FER+ crowd votes
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with native bfloat16 maths
 
@@ -70,6 +71,9 @@ class TrainConfig:
     teachers: tuple[str, ...] = ()  # bundles whose (flip-averaged) probabilities blend into the targets
     distill_alpha: float = 0.5  # weight of the teachers' probabilities in the targets (rest: the label)
     distill_temperature: float = 1.0
+    labels: str = "fer2013"  # training targets: "fer2013" one-hot, or "ferplus" vote distributions (host_tools.ferplus)
+    ferplus: str | None = None  # the FER+ votes file; default: beside ``data``
+    ferplus_weight: float = 1.0  # ferplus targets = weight * votes + (1 - weight) * FER2013 one-hot
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -86,6 +90,10 @@ class TrainConfig:
         a = self.augment
         if a.mixup_alpha < 0 or not 0.0 <= a.mixup_prob <= 1.0:
             raise ValueError(f"--mixup must be >= 0 and --mixup-prob in [0, 1], got {a.mixup_alpha} and {a.mixup_prob}")
+        if self.labels not in LABEL_SOURCES:
+            raise ValueError(f"--labels must be one of {LABEL_SOURCES}, got {self.labels!r}")
+        if not 0.0 <= self.ferplus_weight <= 1.0:
+            raise ValueError(f"--ferplus-weight must be in [0, 1], got {self.ferplus_weight}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.precision not in PRECISIONS:
@@ -97,11 +105,28 @@ class TrainConfig:
             )
 
 
-def _limit(split: fer_data.Split, n: int, seed: int) -> fer_data.Split:
+def _limit(split: fer_data.Split, n: int, seed: int, targets: np.ndarray | None = None):
+    """At most ``n`` rows of ``split`` (and of its ``targets`` rows) drawn at random; all when ``n`` is 0."""
     if not n or len(split) <= n:
-        return split
+        return split, targets
     idx = np.random.default_rng(seed).permutation(len(split))[:n]
-    return fer_data.Split(split.x[idx], split.y[idx])
+    return fer_data.Split(split.x[idx], split.y[idx]), None if targets is None else targets[idx]
+
+
+def _ferplus_targets(cfg: TrainConfig, dataset: fer_data.Dataset) -> tuple[fer_data.Split, np.ndarray]:
+    """The Training rows the FER+ votes keep and their targets (:mod:`host_tools.ferplus`)."""
+    from host_tools import ferplus
+
+    path = cfg.ferplus or ferplus.default_path(cfg.data)
+    votes = ferplus.load(path)
+    split = dataset.split("Training")
+    if "Training" not in votes:
+        raise fer_data.DataError(f"{path}: no Training rows")
+    ferplus.check_aligned(votes["Training"], split.y, "Training", path)
+    targets, keep = ferplus.targets(votes["Training"], split.y, cfg.ferplus_weight)
+    print(f"FER+ votes ({path}): training on {int(keep.sum())} of {len(split)} Training rows "
+          f"(dropped {int((~keep).sum())}: unknown / not a face), vote weight {cfg.ferplus_weight}")
+    return fer_data.Split(split.x[keep], split.y[keep]), targets
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -122,7 +147,7 @@ class _Data:
 
     norm: Normalization
     x_train: np.ndarray
-    t_train: np.ndarray  # one-hot labels, or the teachers' blend
+    t_train: np.ndarray  # one-hot labels or FER+ votes, blended with the teachers' probabilities
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
@@ -139,8 +164,13 @@ def _load_data(cfg: TrainConfig, state_path: Path) -> _Data:
     dataset = fer_data.load(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
     if dataset.skipped:
         print(f"{dataset.skip_summary()}; e.g. {dataset.skipped_examples[0]}", file=sys.stderr)
-    train_split = _limit(dataset.split("Training"), cfg.limit, cfg.seed)
-    val_split = _limit(dataset.split("PublicTest"), cfg.limit, cfg.seed)
+    if cfg.labels == "ferplus":
+        train_split, base = _ferplus_targets(cfg, dataset)
+    else:
+        train_split = dataset.split("Training")
+        base = np.eye(NUM_CLASSES, dtype=np.float32)[train_split.y]
+    train_split, base = _limit(train_split, cfg.limit, cfg.seed, base)
+    val_split, _ = _limit(dataset.split("PublicTest"), cfg.limit, cfg.seed)
     if cfg.resume and state_path.exists():
         norm = Normalization(**json.loads(state_path.read_text())["normalization"])
     else:
@@ -151,12 +181,12 @@ def _load_data(cfg: TrainConfig, state_path: Path) -> _Data:
         from host_tools.distill import distillation_targets
 
         t_train, teachers = distillation_targets(
-            teacher_bundles, train_split.x, train_split.y, cfg.distill_alpha, cfg.distill_temperature
+            teacher_bundles, train_split.x, train_split.y, cfg.distill_alpha, cfg.distill_temperature, base
         )
         for t in teachers:
             print(f"teacher {t.model} ({t.bundle}): {t.train_accuracy:.2%} on Training, face and mirror averaged")
     else:
-        t_train = np.eye(NUM_CLASSES, dtype=np.float32)[train_split.y]
+        t_train = base
     return _Data(
         norm,
         normalize(train_split.x, norm)[..., None],
@@ -267,7 +297,7 @@ def _train(cfg: TrainConfig) -> dict:
     aug = cfg.augment
 
     def _train_map(x, y):
-        return mixup(augment_batch(x, aug), y, aug)
+        return mixup(augment_batch(x, aug, (d.norm.mean, d.norm.std)), y, aug)
 
     train_ds = (
         tf.data.Dataset.from_tensor_slices((d.x_train, d.t_train))

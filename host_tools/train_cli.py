@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from host_tools.augment import AugmentConfig
-from host_tools.train import OPTIMIZERS, PRECISIONS, TrainConfig, train
+import dataclasses
+
+from host_tools.augment import CAMERA_PRESET, AugmentConfig
+from host_tools.train import LABEL_SOURCES, OPTIMIZERS, PRECISIONS, TrainConfig, train
 
 
 def register(sub) -> None:
@@ -68,6 +70,27 @@ def register(sub) -> None:
         default=d.distill_temperature,
         help="soften the teacher's probabilities as softmax(logits / T)",
     )
+    p.add_argument(
+        "--labels",
+        choices=LABEL_SOURCES,
+        default=d.labels,
+        help="training targets: FER2013's one-hot labels, or the FER+ crowd-vote distributions (rows whose "
+        "votes say unknown or not-a-face dropped); PublicTest is scored on FER2013's labels either way",
+    )
+    p.add_argument("--ferplus", help="FER+ votes file (default: ferplus_train_publictest.csv.gz beside --data)")
+    p.add_argument(
+        "--ferplus-weight",
+        type=float,
+        default=d.ferplus_weight,
+        help="with --labels ferplus: targets = weight * votes + (1 - weight) * FER2013 one-hot",
+    )
+    p.add_argument(
+        "--camera",
+        action="store_true",
+        help=f"camera augmentation: contrast, gamma, brightness, side light, blur, noise, JPEG and aspect "
+        f"jitter on a share of the faces ({', '.join(f'{k} {v}' for k, v in CAMERA_PRESET.items())})",
+    )
+    p.add_argument("--camera-prob", type=float, help="share of faces given the camera changes (implies --camera)")
     p.add_argument("--no-flip", action="store_true")
     p.add_argument("--rotation", type=float, default=a.rotation_deg, help="max rotation, degrees")
     p.add_argument("--scale", type=float, default=a.scale, help="max zoom in/out fraction")
@@ -87,6 +110,16 @@ def _int_list(flag: str, text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
         raise FerError(f"{flag} must be comma-separated integers, got {text!r}") from None
+
+
+def _camera(args, aug: AugmentConfig) -> AugmentConfig:
+    """``aug`` with the camera preset when ``--camera`` (or ``--camera-prob``) is given."""
+    if not (args.camera or args.camera_prob is not None):
+        return aug
+    preset = dict(CAMERA_PRESET)
+    if args.camera_prob is not None:
+        preset["camera_prob"] = args.camera_prob
+    return dataclasses.replace(aug, **preset)
 
 
 def _run(args) -> int:
@@ -117,7 +150,10 @@ def _run(args) -> int:
             teachers=tuple(args.teacher),
             distill_alpha=args.distill_alpha,
             distill_temperature=args.distill_temperature,
-            augment=AugmentConfig(
+            labels=args.labels,
+            ferplus=args.ferplus,
+            ferplus_weight=args.ferplus_weight,
+            augment=_camera(args, AugmentConfig(
                 flip=not args.no_flip,
                 rotation_deg=args.rotation,
                 scale=args.scale,
@@ -125,7 +161,7 @@ def _run(args) -> int:
                 erase_prob=args.erase_prob,
                 mixup_alpha=args.mixup,
                 mixup_prob=args.mixup_prob,
-            ),
+            )),
         )
     except ValueError as exc:  # TrainConfig's own checks, worded for the command line
         raise FerError(str(exc)) from None
