@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.contracts.labels import NUM_CLASSES
-from agent.contracts.manifest import Normalization
+from agent.contracts.manifest import Normalization, load_manifest
 from agent.contracts.preprocess import normalize
 from agent.contracts.sysinfo import machine_line
 from host_tools import data as fer_data
@@ -173,6 +173,8 @@ def _load_data(cfg: TrainConfig, state_path: Path) -> _Data:
     val_split, _ = _limit(dataset.split("PublicTest"), cfg.limit, cfg.seed)
     if cfg.resume and state_path.exists():
         norm = Normalization(**json.loads(state_path.read_text())["normalization"])
+    elif cfg.init_from and (Path(cfg.init_from) / "manifest.json").is_file():
+        norm = load_manifest(cfg.init_from).input.normalization  # the input the bundle's weights expect
     else:
         pix = train_split.x.astype(np.float32) / 255.0
         norm = Normalization(mean=round(float(pix.mean()), 4), std=round(float(pix.std()), 4))
@@ -199,6 +201,19 @@ def _load_data(cfg: TrainConfig, state_path: Path) -> _Data:
     )
 
 
+def _init_weights(cfg: TrainConfig) -> list[np.ndarray]:
+    """``--init-from``: a ``.keras`` checkpoint's weights, or a bundle's (:mod:`host_tools.bundle_weights`)."""
+    import keras
+
+    from host_tools import bundle_weights
+    from host_tools.model import build_model
+
+    if bundle_weights.is_bundle(cfg.init_from):
+        return bundle_weights.bundle_weights(cfg.init_from, lambda: build_model(cfg.widths, cfg.dropout,
+                                                                                  convs=cfg.convs))[0]
+    return keras.models.load_model(cfg.init_from).get_weights()
+
+
 def _compiled_model(cfg: TrainConfig, steps_per_epoch: int):
     import keras
 
@@ -206,8 +221,8 @@ def _compiled_model(cfg: TrainConfig, steps_per_epoch: int):
 
     model = build_model(cfg.widths, cfg.dropout, convs=cfg.convs)
     if cfg.init_from:
-        # SGDR-style warm restart: same architecture, trained weights, a new LR cycle.
-        model.set_weights(keras.models.load_model(cfg.init_from).get_weights())
+        # SGDR-style warm restart / fine-tuning: same architecture, trained weights, a new LR cycle.
+        model.set_weights(_init_weights(cfg))
         print(f"initialised weights from {cfg.init_from}")
     total_steps = steps_per_epoch * cfg.epochs
     warmup = int(steps_per_epoch * cfg.warmup_epochs)

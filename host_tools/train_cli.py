@@ -53,7 +53,9 @@ def register(sub) -> None:
     p.add_argument("--skip-bad-rows", action="store_true", help="skip and count bad rows instead of stopping")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.keras")
     p.add_argument(
-        "--init-from", help="start from this .keras checkpoint's weights with a fresh schedule (warm restart)"
+        "--init-from",
+        help="start from these weights with a fresh schedule (warm restart, fine-tuning): a .keras checkpoint, or a "
+        "model bundle whose network has the same shape (its frozen graph; its normalisation is kept)"
     )
     p.add_argument(
         "--teacher",

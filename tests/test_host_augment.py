@@ -79,3 +79,35 @@ def test_mixup_off_or_never_chosen_leaves_the_batch_alone():
         mx, my = mixup(x, y, cfg)
         np.testing.assert_array_equal(mx.numpy(), x.numpy())
         np.testing.assert_array_equal(my.numpy(), y.numpy())
+
+
+def test_camera_changes_pixels_within_range_and_only_when_on():
+    from host_tools.augment import camera_batch
+
+    rng = np.random.default_rng(2)
+    pixels = tf.constant(rng.uniform(0, 1, size=(64, 48, 48, 1)).astype(np.float32))
+    off = camera_batch(pixels, AugmentConfig(camera_prob=0.0)).numpy()
+    np.testing.assert_array_equal(off, pixels.numpy())
+    on = camera_batch(pixels, AugmentConfig(camera_prob=1.0)).numpy()
+    assert on.shape == pixels.shape and on.min() >= 0.0 and on.max() <= 1.0
+    changed = np.abs(on - pixels.numpy()).reshape(64, -1).max(axis=1) > 1e-3
+    assert changed.all()
+    # Equalised faces span the full range; the camera's contrast and gamma move that (mean spread drops).
+    assert on.std(axis=(1, 2, 3)).mean() < pixels.numpy().std(axis=(1, 2, 3)).mean()
+
+
+def test_camera_in_augment_batch_keeps_normalised_images_normalised():
+    x = tf.constant(((np.random.default_rng(3).uniform(0, 1, (32, 48, 48, 1)) - 0.5) / 0.3).astype(np.float32))
+    out = augment_batch(x, AugmentConfig(flip=False, rotation_deg=0, scale=0, shift_px=0, erase_prob=0,
+                                         camera_prob=1.0), (0.5, 0.3)).numpy()
+    assert out.min() >= (0 - 0.5) / 0.3 - 1e-4 and out.max() <= (1 - 0.5) / 0.3 + 1e-4
+    assert not np.allclose(out, x.numpy())
+
+
+def test_aspect_jitter_stretches_one_axis():
+    bar = np.zeros((8, 48, 48, 1), np.float32)
+    bar[:, 20:28, 20:28] = 1.0  # a square
+    cfg = AugmentConfig(flip=False, rotation_deg=0, scale=0, shift_px=0, erase_prob=0, aspect=0.3)
+    out = augment_batch(tf.constant(bar), cfg).numpy()[..., 0] > 0.5
+    widths, heights = out.any(axis=1).sum(axis=1), out.any(axis=2).sum(axis=1)
+    assert (heights == 8).all() and (widths != 8).any()
