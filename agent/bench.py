@@ -177,6 +177,41 @@ def bench_classifier(bundle: Path | None, iterations: int, qnn_iterations: int =
     return rows
 
 
+def compare_classifiers(bundle: Path | None, baseline: Path, iterations: int, rounds: int = 10) -> dict[str, Any]:
+    """ms per face of ``bundle`` against ``baseline``, int8 and float on one thread, measured back to back.
+
+    The two run in alternating blocks (``rounds`` of ``iterations / rounds`` calls each), so a machine that
+    slows down or speeds up mid-run (a throttled VM, a neighbour's job) moves both alike; the ratio of the
+    medians is the number a budget is checked against.
+    """
+    from agent.contracts.manifest import default_bundle_path, load_manifest
+    from agent.contracts.preprocess import Box, face_tensor
+    from agent.demo import grid_frame
+
+    ours, base = load_manifest(bundle or default_bundle_path()), load_manifest(baseline)
+    face = face_tensor(grid_frame(1), Box(260, 180, 120, 120), ours.input)[None]
+    out: dict[str, Any] = {"bundle": f"{ours.model_name} {ours.model_version}",
+                           "baseline": f"{base.model_name} {base.model_version}", "rounds": rounds}
+    block = max(1, iterations // rounds)
+    for model in ("int8", "float"):
+        clf = {"bundle": _tflite_classifier(ours, model), "baseline": _tflite_classifier(base, model)}
+        times: dict[str, list[float]] = {k: [] for k in clf}
+        for c in clf.values():
+            _time_faces(c, face, 1, 50)
+        for _ in range(rounds):
+            for k, c in clf.items():
+                for _ in range(block):
+                    t0 = time.perf_counter()
+                    c.infer(face)
+                    times[k].append((time.perf_counter() - t0) * 1000)
+        for c in clf.values():
+            c.close()
+        med = {k: float(np.median(v)) for k, v in times.items()}
+        out[model] = {"bundle_ms": round(med["bundle"], 4), "baseline_ms": round(med["baseline"], 4),
+                      "ratio": round(med["bundle"] / med["baseline"], 3), "iterations": block * rounds}
+    return out
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
@@ -216,6 +251,13 @@ def to_markdown(result: dict[str, Any]) -> str:
     ]
     for r in result["classifier"]:
         lines.append(f"| {r['model']} | {r['file']} | {r['mean_ms']:.3f} | {r['p50_ms']:.3f} | {r['p95_ms']:.3f} |")
+    cmp = result.get("baseline")
+    if cmp:
+        lines += ["", f"Back to back against {cmp['baseline']} (median ms/face over {cmp['rounds']} alternating "
+                      "blocks, one thread):", "", f"| model | {cmp['bundle']} | {cmp['baseline']} | ratio |",
+                  "|---|---:|---:|---:|"]
+        lines += [f"| {m} | {cmp[m]['bundle_ms']:.3f} | {cmp[m]['baseline_ms']:.3f} | {cmp[m]['ratio']:.3f} |"
+                  for m in ("int8", "float")]
     lines += ["", f"Command: `{result['command']}`", ""]
     return "\n".join(lines)
 
@@ -242,6 +284,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="blazeface: comma-separated detector.tiles values to compare (default 1,2; 2 is the config default)",
     )
     parser.add_argument("--faces", default="1,4", help="comma-separated face counts (default 1,4)")
+    parser.add_argument(
+        "--baseline",
+        metavar="BUNDLE",
+        help="also time the classifier against this bundle back to back (alternating blocks) and print the ratio; "
+        "--detectors '' skips the pipeline scenarios",
+    )
 
 
 def _label(r: dict[str, Any]) -> str:
@@ -301,6 +349,11 @@ def bench_command(args: argparse.Namespace) -> int:
     for r in result["classifier"]:
         name = "classifier " + r["model"]
         print(f"{name:>30}: {r['mean_ms']:.3f} ms/face (p95 {r['p95_ms']:.3f})", flush=True)
+    if args.baseline:
+        cmp = result["baseline"] = compare_classifiers(bundle, Path(args.baseline), args.iterations)
+        for m in ("int8", "float"):
+            print(f"{'classifier ' + m + ' vs baseline':>30}: {cmp[m]['bundle_ms']:.3f} against "
+                  f"{cmp[m]['baseline_ms']:.3f} ms/face ({cmp['baseline']}): ratio {cmp[m]['ratio']:.3f}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{RESULT_NAME}.json").write_text(json.dumps(result, indent=2) + "\n")
