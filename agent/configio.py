@@ -13,7 +13,9 @@ nested dataclass. Field metadata drives the rest:
 
 A section class may also offer ``config_sections()`` -> ``{name: (class, doc)}``
 for sub-sections that come from a registry (one per runtime); they are parsed,
-printed and redacted like ordinary fields and set as attributes.
+printed and redacted like ordinary fields and set as attributes. It may offer
+``renamed_keys()`` -> ``{old key: new dotted key inside the section}``: a file
+still using an old key loads, with one warning line naming both.
 
 Every error names the dotted key; the caller adds the file.
 """
@@ -21,6 +23,7 @@ Every error names the dotted key; the caller adds the file.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import types
 import typing
@@ -30,6 +33,8 @@ from typing import Any, Literal, Union
 import yaml
 
 from agent.contracts.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,7 @@ def build(cls: type, data: Any, prefix: str = "") -> Any:
     if not isinstance(data, dict):
         where = prefix or "top level"
         raise ConfigError(f"{where}: expected a mapping of keys, got {_fmt(data)}")
+    data = _renamed(cls, data, prefix)
     keys = {s.name: s for s in specs(cls)}
     for key in data:
         if key not in keys:
@@ -157,6 +163,30 @@ def build(cls: type, data: Any, prefix: str = "") -> Any:
         if not keys[name].init:
             setattr(obj, name, value)
     return obj
+
+
+def _renamed(cls: type, data: dict, prefix: str) -> dict:
+    """``data`` with a section's old keys moved to their new place (the new key wins when both are given)."""
+    renamed = getattr(cls, "renamed_keys", None)
+    old_keys = [k for k in (renamed() if renamed else {}) if k in data]
+    if not old_keys:
+        return data
+    data = dict(data)
+    for old in old_keys:
+        new = renamed()[old]
+        *parents, last = new.split(".")
+        place = data
+        for part in parents:
+            place[part] = dict(place.get(part) or {}) if isinstance(place.get(part) or {}, dict) else place[part]
+            place = place[part]
+            if not isinstance(place, dict):
+                break
+        else:
+            place.setdefault(last, data[old])
+        del data[old]
+        dotted = f"{prefix}." if prefix else ""
+        log.warning("%s%s is deprecated and goes in the next release: write %s%s", dotted, old, dotted, new)
+    return data
 
 
 def _qualify(msg: str, prefix: str, names: set[str]) -> str:

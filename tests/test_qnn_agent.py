@@ -16,9 +16,9 @@ from agent.config import parse_config
 from agent.contracts import qnn
 from agent.contracts.errors import FerError
 from agent.contracts.preprocess import Box, face_tensor
-from agent.demo import grid_frame
 from agent.runtimes import BackendConfig, InferenceError, create_runtime, select_runtime
 from agent.runtimes.qnn import QnnConfig, QnnRuntime
+from agent.synthetic import grid_frame
 
 try:  # TensorFlow before libQnnHtp.so: the HTP library exports RE2 symbols a later TensorFlow would bind to (crash)
     import tensorflow  # noqa: F401
@@ -101,7 +101,7 @@ def test_failures_switch_to_tflite_after_k_and_a_session_that_cannot_start_falls
     cfg = parse_config({"backend": {"type": "qnn", "qnn": {"soc": "qcs6490", "fallback_after": 2}}})
     switched = []
     clf = FaceClassifier(manifest, create_runtime(cfg.backend, FaceClassifier.model(manifest),
-                                                  on_switch=lambda name, why: switched.append((name, why))))
+                                                  on_switch=lambda name, why: switched.append((name, why))).runtime)
     assert clf.name == "qnn"
 
     def broken(*_a, **_k):
@@ -114,14 +114,15 @@ def test_failures_switch_to_tflite_after_k_and_a_session_that_cannot_start_falls
     assert switched[0][0] == "tflite" and "qnn failed 2 consecutive frames" in switched[0][1]
     # A session the HTP refuses at start: the fallback runs from the first frame, with the reason.
     monkeypatch.setattr(qnn, "qnn_session", lambda *a, **k: (_ for _ in ()).throw(qnn.QnnError("HTP refused it")))
-    runtime = create_runtime(cfg.backend, FaceClassifier.model(manifest))
-    assert runtime.name == "tflite" and "fallback: qnn could not start: HTP refused it" in runtime.selection_reason
+    started = create_runtime(cfg.backend, FaceClassifier.model(manifest))
+    assert started.runtime.name == "tflite" and started.start_failure == "qnn could not start: HTP refused it"
+    assert "fallback: qnn could not start: HTP refused it" in started.explanation
 
 
 @needs_qnn
 def test_wrong_output_shape_counts_as_a_failed_frame(manifest, faces, monkeypatch):
     cfg = parse_config({"backend": {"type": "qnn", "qnn": {"soc": "qcs6490", "fallback_after": 1}}})
-    clf = FaceClassifier(manifest, create_runtime(cfg.backend, FaceClassifier.model(manifest)))
+    clf = FaceClassifier(manifest, create_runtime(cfg.backend, FaceClassifier.model(manifest)).runtime)
     session = clf.runtime.primary.session
     monkeypatch.setattr(session, "run", lambda *a, **k: [np.zeros((1, 6), np.float32)])
     assert clf.infer(faces).shape == (2, 7) and clf.name == "tflite"
@@ -131,8 +132,8 @@ def test_wrong_output_shape_counts_as_a_failed_frame(manifest, faces, monkeypatc
 @needs_qnn
 def test_agent_end_to_end_on_qnn_to_mosquitto(tmp_path, mosquitto, mqtt_collector):
     from agent.config import apply_overrides
-    from agent.demo import write_clip
     from agent.runner import run_agent
+    from agent.synthetic import write_clip
 
     clip = write_clip(tmp_path / "clip.mp4", seconds=2.0)
     cfg = parse_config({"backend": {"qnn": {"soc": "qcs6490"}}, "mqtt": {"device_id": "npu"},
