@@ -43,12 +43,14 @@ def test_context_for_the_soc_and_qdq_compiled_at_start_agree_with_tflite(manifes
     assert ctx.runtime.source == "qnn_ctx_qcs6490" and "HTP simulator on x86_64 qcs6490 v68" in ctx.describe()
     np.testing.assert_allclose(ctx.infer(faces), want, atol=0.03)  # uint8 QDQ against int8 TFLite
     ctx.close()
+    cache = tmp_path / "state" / "qnn"
     with caplog.at_level(logging.INFO, logger="agent.runtimes.qnn"):
-        first = FaceClassifier.on(manifest, "qnn", QnnConfig(soc="sm8650", cache_dir=str(tmp_path)))
-        again = FaceClassifier.on(manifest, "qnn", QnnConfig(soc="sm8650", cache_dir=str(tmp_path)))
+        first = FaceClassifier.on(manifest, "qnn", QnnConfig(soc="sm8650", cache_dir=str(cache)))
+        # no cache_dir: the state directory the runner passes (service.state_dir resolved), under qnn/
+        again = FaceClassifier.on(manifest, "qnn", QnnConfig(soc="sm8650"), state_dir=tmp_path / "state")
     assert first.runtime.source == "onnx_qdq" and "compiled model_qdq.onnx for sm8650 (htp v75)" in caplog.text
     assert "cached context" in caplog.text and again.runtime.path == first.runtime.path
-    assert len(list(tmp_path.glob("classifier_sm8650_*_ctx_qnn.bin"))) == 1
+    assert len(list(cache.glob("classifier_sm8650_*_ctx_qnn.bin"))) == 1
     assert (again.infer(faces).argmax(1) == want.argmax(1)).all()
 
 

@@ -6,9 +6,11 @@ A new runtime is one file in this package that subclasses
 sub-section per runtime), the fallback choices, ``print-config`` and the CLI
 help all come from the registry.
 
-"backend" is the user's word for the runtime the classifier runs on (the
+"Backend" is the user's word for the runtime the classifier runs on (the
 ``backend:`` section, ``--backend``, the ``backend`` field of the payloads);
-in the code it is a :class:`Runtime`.
+in the code it is a :class:`Runtime`. Other things are not called runtime:
+SNPE's cpu/gpu/dsp choice is its *target* (``backend.snpe.target``) and
+LiteRT's Python package the *interpreter package*.
 """
 
 from __future__ import annotations

@@ -8,10 +8,9 @@ the bundle allow. A runtime module declares ``name``, ``config_class`` and
 the class; defining the subclass registers it (:data:`RUNTIMES`, see
 :class:`agent.registry.Plugin`).
 
-The words: "backend" is the user's word (``backend:`` in the config, the
-``--backend`` flag, the ``backend`` field of every payload) for the runtime
-the classifier runs on; the code calls that a runtime. SNPE's cpu/gpu/dsp
-choice is its *target* and LiteRT's Python package its *interpreter package*.
+"Backend" is the user's word for the runtime the classifier runs on (see
+:mod:`agent.runtimes`); SNPE's cpu/gpu/dsp choice is its *target* and
+LiteRT's Python package its *interpreter package*.
 """
 
 from __future__ import annotations
