@@ -167,25 +167,25 @@ def build(cls: type, data: Any, prefix: str = "") -> Any:
 
 def _renamed(cls: type, data: dict, prefix: str) -> dict:
     """``data`` with a section's old keys moved to their new place (the new key wins when both are given)."""
-    renamed = getattr(cls, "renamed_keys", None)
-    old_keys = [k for k in (renamed() if renamed else {}) if k in data]
+    renamed: dict[str, str] = cls.renamed_keys() if hasattr(cls, "renamed_keys") else {}
+    old_keys = [k for k in renamed if k in data]
     if not old_keys:
         return data
     data = dict(data)
+    dotted = f"{prefix}." if prefix else ""
     for old in old_keys:
-        new = renamed()[old]
-        *parents, last = new.split(".")
+        value = data.pop(old)
+        *parents, last = renamed[old].split(".")
         place = data
-        for part in parents:
-            place[part] = dict(place.get(part) or {}) if isinstance(place.get(part) or {}, dict) else place[part]
-            place = place[part]
+        for part in parents:  # copy the sub-mappings on the way: the caller's data stays as it was
             if not isinstance(place, dict):
                 break
-        else:
-            place.setdefault(last, data[old])
-        del data[old]
-        dotted = f"{prefix}." if prefix else ""
-        log.warning("%s%s is deprecated and goes in the next release: write %s%s", dotted, old, dotted, new)
+            inner = place.get(part)
+            place[part] = dict(inner) if isinstance(inner, dict) else {} if inner is None else inner
+            place = place[part]
+        if isinstance(place, dict):  # not a mapping: building the section names that key's error
+            place.setdefault(last, value)
+        log.warning("%s%s is deprecated and goes in the next release: write %s%s", dotted, old, dotted, renamed[old])
     return data
 
 

@@ -22,6 +22,11 @@ from agent.contracts.errors import FerError
 T = TypeVar("T")
 
 
+@dataclasses.dataclass
+class NoConfig:
+    """For a plugin without options of its own (it gets no config sub-section)."""
+
+
 class Plugin:
     """Base of a plugin family (runtimes, detectors): the family's base class sets :attr:`registry`, and every
     subclass that sets its own non-empty ``name`` is registered there when it is defined."""
@@ -29,7 +34,7 @@ class Plugin:
     registry: ClassVar[Registry[Any]]
     name: ClassVar[str] = ""
     #: The plugin's own config section (a dataclass); one without fields gets no section.
-    config_class: ClassVar[type]
+    config_class: ClassVar[type] = NoConfig
     #: One line for ``print-config`` and the CLI help.
     summary: ClassVar[str] = ""
 
@@ -73,15 +78,19 @@ class Registry(Generic[T]):
     def config_sections(self, parent: str) -> dict[str, tuple[type, str]]:
         """One config sub-section per plugin with options of its own: ``{name: (config class, doc)}``, for a
         section class's ``config_sections()`` (see :mod:`agent.configio`); ``parent`` is the key of the choice."""
-        return {name: (c.config_class, f"{parent}: {name} ({c.summary})" if c.summary else name)  # type: ignore
-                for name, c in self.all().items() if getattr(c, "config_class", None) is not None
-                and dataclasses.fields(c.config_class)}  # type: ignore[attr-defined]
+        out = {}
+        for name, plugin in self.all().items():
+            options: type = getattr(plugin, "config_class", NoConfig)
+            if dataclasses.fields(options):
+                summary = getattr(plugin, "summary", "")
+                out[name] = (options, f"{parent}: {name} ({summary})" if summary else name)
+        return out
 
     def fill_sections(self, section: Any) -> None:
         """Give ``section`` every plugin's sub-section that parsing did not set, with its defaults."""
-        for name, c in self.all().items():
+        for name, plugin in self.all().items():
             if name not in section.__dict__:
-                setattr(section, name, c.config_class())  # type: ignore[attr-defined]
+                setattr(section, name, getattr(plugin, "config_class", NoConfig)())
 
     def get(self, name: str) -> type[T]:
         classes = self.all()

@@ -137,15 +137,12 @@ def test_dropping_a_file_into_the_package_is_enough(tmp_path, monkeypatch):
     pkg = tmp_path / "fer_plugins"
     pkg.mkdir()
     (pkg / "__init__.py").write_text(textwrap.dedent('''
-        from agent.registry import Registry
+        from agent.registry import Plugin, Registry
         REG = Registry("fer_plugins", "plugin")
-        class Plugin:
-            name = ""
-            def __init_subclass__(cls, **kw):
-                if cls.__dict__.get("name"):
-                    REG.register(cls)
+        class Base(Plugin):
+            registry = REG
     '''))
-    (pkg / "alpha.py").write_text("from fer_plugins import Plugin\n\nclass Alpha(Plugin):\n    name = 'alpha'\n")
+    (pkg / "alpha.py").write_text("from fer_plugins import Base\n\nclass Alpha(Base):\n    name = 'alpha'\n")
     (pkg / "_private.py").write_text("raise RuntimeError('modules starting with _ are not plugins')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     from fer_plugins import REG  # type: ignore[import-not-found]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from agent.contracts.manifest import Manifest
 from agent.contracts.preprocess import Box
 from agent.registry import Plugin, Registry
 from agent.runtimes import BackendConfig, StartedRuntime, backend_choices
-from agent.runtimes.base import NoConfig, Runtime
+from agent.runtimes.base import Runtime
 
 DETECTORS: Registry[Detector] = Registry("agent.detectors", "detector")
 
@@ -108,9 +108,6 @@ class Detector(Plugin):
     """Finds faces; :meth:`_finish` applies the common filter (inside the frame, ``min_face``, ``max_faces``)."""
 
     registry = DETECTORS
-    name: ClassVar[str] = ""
-    summary: ClassVar[str] = ""
-    config_class: ClassVar[type] = NoConfig
     #: The runtime that runs the detector's model and why that one (logs, stats); None = OpenCV itself.
     started: StartedRuntime | None = None
 

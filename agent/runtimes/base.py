@@ -24,7 +24,7 @@ import numpy as np
 
 from agent.contracts.errors import InferenceError
 from agent.contracts.manifest import FileEntry, Manifest
-from agent.registry import Plugin, Registry
+from agent.registry import NoConfig, Plugin, Registry
 
 __all__ = ["RUNTIMES", "BundleModel", "InferenceError", "NoConfig", "Runtime"]
 
@@ -72,11 +72,6 @@ class BundleModel:
         return "classifier" if self.key == "classifier" else self.key
 
 
-@dataclass
-class NoConfig:
-    """For a runtime without options of its own."""
-
-
 class Runtime(Plugin, ABC):
     """What every runtime provides: the model it runs, its config section, the file, the shapes, a description.
 
@@ -84,10 +79,6 @@ class Runtime(Plugin, ABC):
     """
 
     registry = RUNTIMES
-    name: ClassVar[str] = ""
-    config_class: ClassVar[type] = NoConfig
-    #: One line for ``print-config`` and the CLI help.
-    summary: ClassVar[str] = ""
     #: ``backend.type: auto`` tries runtimes from the highest priority down; None = never chosen by auto.
     auto_priority: ClassVar[int | None] = None
 
