@@ -47,10 +47,17 @@ class EchoConfig:
     score: float = field(default=0.25, metadata={"doc": "the score every label gets", "min": 0.0})
 
 
+MADE = []
+
+
 class EchoRuntime(Runtime):
     name = "echo"
     config_class = EchoConfig
     summary = "a throwaway runtime for the architecture test"
+
+    def __init__(self, model, config=None, state_dir=None):
+        super().__init__(model, config, state_dir)
+        MADE.append(self)
 
     def run(self, batch):
         return [np.full((len(batch), 7), self.config.score, np.float32)]
@@ -104,6 +111,27 @@ def test_a_new_runtime_is_one_module(plugin_dir, forget, manifest):
     assert "auto, echo, qnn, snpe or tflite" in " ".join(run_help.split())
     clf = FaceClassifier(manifest, create_runtime(cfg.backend, FaceClassifier.model(manifest)).runtime)
     assert clf.name == "echo" and clf.infer(__import__("numpy").zeros((2, 48, 48, 1), "float32"))[1, 3] == 0.5
+
+
+def test_the_runner_hands_runtimes_the_state_directory(plugin_dir, forget, tmp_path):
+    """Runtimes get service.state_dir resolved (QNN keeps compiled contexts there); none reaches for it."""
+    import cv2
+    import numpy as np
+
+    from agent.config import AgentConfig
+    from agent.pipeline import NullPublisher
+    from agent.runner import run_agent
+
+    (plugin_dir / "fer_echo_runtime.py").write_text(textwrap.dedent(ECHO))
+    echo = __import__("fer_echo_runtime")
+    cv2.imwrite(str(tmp_path / "empty.png"), np.zeros((480, 640, 3), np.uint8))
+    cfg = AgentConfig()
+    cfg.source.uri = str(tmp_path / "empty.png")
+    cfg.backend.type, cfg.detector.type = "echo", "haar"
+    cfg.mqtt.host = "localhost"  # NullPublisher: nothing connects
+    cfg.service.state_dir, cfg.service.health_file = str(tmp_path / "state"), str(tmp_path / "health.json")
+    assert run_agent(cfg, publisher_factory=lambda cfg, ctx: NullPublisher()).frames == 1
+    assert [r.state_dir for r in echo.MADE] == [tmp_path / "state"]
 
 
 def test_a_new_detector_is_one_module(plugin_dir, forget, manifest):
