@@ -60,7 +60,7 @@ def machine_description() -> dict[str, Any]:
 
 
 def _write_bench_clip(path: Path, n_faces: int, frames: int) -> Path:
-    from agent.demo import FRAME_H, FRAME_W, astronaut_bgr, grid_frame
+    from agent.synthetic import FRAME_H, FRAME_W, astronaut_bgr, grid_frame
 
     photo = astronaut_bgr()
     base = grid_frame(n_faces, photo=photo)
@@ -96,9 +96,9 @@ def bench_pipeline(
     kind, _, variant = detector.partition("-")
     cfg.detector.type = kind  # type: ignore[assignment]
     if variant:
-        cfg.detector.blazeface_model = variant  # type: ignore[assignment]
-    cfg.detector.full_frame_every = full_frame_every
-    cfg.detector.tiles = tiles
+        cfg.detector.blazeface.model = variant
+    cfg.detector.haar.full_frame_every = full_frame_every
+    cfg.detector.blazeface.tiles = tiles
     cfg.publish = replace(cfg.publish, stats_interval_s=1e9)
     cfg.backend.type = "tflite"
     manifest = load_manifest(bundle or cfg.bundle_path())
@@ -112,7 +112,7 @@ def bench_pipeline(
     elapsed = time.perf_counter() - t0
     faces_seen = pipeline.times.summary()
     return {
-        "detector": f"blazeface-{cfg.detector.blazeface_model}" if kind == "blazeface" else kind,
+        "detector": f"blazeface-{cfg.detector.blazeface.model}" if kind == "blazeface" else kind,
         "faces": n_faces,
         "full_frame_every": full_frame_every,
         "tiles": tiles,
@@ -153,7 +153,7 @@ def bench_classifier(bundle: Path | None, iterations: int, qnn_iterations: int =
     from agent.contracts import qnn
     from agent.contracts.manifest import default_bundle_path, load_manifest
     from agent.contracts.preprocess import Box, face_tensor
-    from agent.demo import grid_frame
+    from agent.synthetic import grid_frame
 
     manifest = load_manifest(bundle or default_bundle_path())
     frame = grid_frame(1)
@@ -165,11 +165,12 @@ def bench_classifier(bundle: Path | None, iterations: int, qnn_iterations: int =
                      **_time_faces(backend, face, iterations, 50)})
     if qnn.qnn_available() and (manifest.has("onnx_qdq") or any(r.startswith("qnn_ctx_") for r in manifest.files)):
         from agent.runtimes.qnn import QnnConfig
+        from agent.service import resolve_state_dir
 
         soc = qnn.detect_soc()
         ctx = sorted(r for r in manifest.files if r.startswith("qnn_ctx_"))
         name = soc.name if soc else (ctx[0].removeprefix("qnn_ctx_") if ctx else None)
-        clf = FaceClassifier.on(manifest, "qnn", QnnConfig(soc=name))
+        clf = FaceClassifier.on(manifest, "qnn", QnnConfig(soc=name), state_dir=resolve_state_dir())
         where = "HTP simulator on x86_64 (not NPU time)" if qnn.htp_is_simulated() else "HTP (NPU)"
         rows.append({"model": f"qnn, {where}", "runtime": "qnn", "file": clf.runtime.path.name, "threads": 1,
                      "soc": name, **_time_faces(clf, face, qnn_iterations, 3)})
@@ -276,12 +277,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--full-frame-every",
         default="1,3",
-        help="haar: comma-separated detector.full_frame_every values to compare (default 1,3; 3 is the config default)",
+        help="comma-separated detector.haar.full_frame_every values to compare (default 1,3; 3 is the config default)",
     )
     parser.add_argument(
         "--tiles",
         default="1,2",
-        help="blazeface: comma-separated detector.tiles values to compare (default 1,2; 2 is the config default)",
+        help="comma-separated detector.blazeface.tiles values to compare (default 1,2; 2 is the config default)",
     )
     parser.add_argument("--faces", default="1,4", help="comma-separated face counts (default 1,4)")
     parser.add_argument(

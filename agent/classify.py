@@ -8,6 +8,7 @@ outputs them: probabilities or logits, per ``manifest.output.kind``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,26 +22,30 @@ class FaceClassifier:
         self.manifest = manifest
         self.runtime = runtime
         self.num_labels = len(manifest.labels)
-        runtime.expect_sizes = [self.num_labels]  # a runtime answering wrongly shaped scores fails the frame
+        if runtime.model.output_sizes != (self.num_labels,):
+            raise ValueError("build the classifier's runtime for FaceClassifier.model(manifest), which tells it "
+                             "the output size to check")
         spec = manifest.input
         self.face_shape = (spec.height, spec.width, spec.channels)
-        where = getattr(runtime, "path", None) or manifest.root
-        shape = getattr(runtime, "input_shape", None)
+        where = runtime.path or manifest.root
+        shape = runtime.input_shape
         if shape is not None and tuple(shape[1:]) != self.face_shape:
             raise InferenceError(f"{where}: input shape {list(shape)} does not match the manifest's {list(spec.shape)}")
-        outputs = getattr(runtime, "output_shapes", None)
+        outputs = runtime.output_shapes
         if outputs is not None and int(np.prod(outputs[0][1:])) != self.num_labels:
             raise InferenceError(f"{where}: output has {int(np.prod(outputs[0][1:]))} scores, "
                                  f"the manifest lists {self.num_labels} labels")
 
     @staticmethod
     def model(manifest: Manifest) -> BundleModel:
-        return BundleModel(manifest, "classifier")
+        """The classifier's model; a runtime answering other than one score per label fails the frame."""
+        return BundleModel(manifest, "classifier", output_sizes=(len(manifest.labels),))
 
     @classmethod
-    def on(cls, manifest: Manifest, runtime: str, config: Any = None) -> FaceClassifier:
+    def on(cls, manifest: Manifest, runtime: str, config: Any = None, state_dir: Path | None = None
+           ) -> FaceClassifier:
         """The classifier on the runtime named ``runtime`` (benchmarks, tests, host checks), no fallback."""
-        return cls(manifest, RUNTIMES.get(runtime)(cls.model(manifest), config))
+        return cls(manifest, RUNTIMES.get(runtime)(cls.model(manifest), config, state_dir=state_dir))
 
     @property
     def name(self) -> str:

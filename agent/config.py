@@ -6,7 +6,7 @@ Each stage and runtime defines its own section dataclass next to its code
 in track, ``MqttConfig``...); this module only composes them into
 :class:`AgentConfig` and reads, overrides and prints the file.
 :mod:`agent.configio` does the typed parsing, so every error names the file
-and the dotted key, e.g. ``agent.yaml: backend.type: 'foo' is not one of auto, tflite, snpe``.
+and the dotted key, e.g. ``agent.yaml: backend.type: 'foo' is not one of auto, qnn, snpe, tflite``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ nested dataclass. Field metadata drives the rest:
 
 A section class may also offer ``config_sections()`` -> ``{name: (class, doc)}``
 for sub-sections that come from a registry (one per runtime); they are parsed,
-printed and redacted like ordinary fields and set as attributes.
+printed and redacted like ordinary fields and set as attributes. It may offer
+``renamed_keys()`` -> ``{old key: new dotted key inside the section}``: a file
+still using an old key loads, with one warning line naming both.
 
 Every error names the dotted key; the caller adds the file.
 """
@@ -21,6 +23,7 @@ Every error names the dotted key; the caller adds the file.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import types
 import typing
@@ -30,6 +33,8 @@ from typing import Any, Literal, Union
 import yaml
 
 from agent.contracts.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,7 @@ def build(cls: type, data: Any, prefix: str = "") -> Any:
     if not isinstance(data, dict):
         where = prefix or "top level"
         raise ConfigError(f"{where}: expected a mapping of keys, got {_fmt(data)}")
+    data = _renamed(cls, data, prefix)
     keys = {s.name: s for s in specs(cls)}
     for key in data:
         if key not in keys:
@@ -157,6 +163,30 @@ def build(cls: type, data: Any, prefix: str = "") -> Any:
         if not keys[name].init:
             setattr(obj, name, value)
     return obj
+
+
+def _renamed(cls: type, data: dict, prefix: str) -> dict:
+    """``data`` with a section's old keys moved to their new place (the new key wins when both are given)."""
+    renamed: dict[str, str] = cls.renamed_keys() if hasattr(cls, "renamed_keys") else {}
+    old_keys = [k for k in renamed if k in data]
+    if not old_keys:
+        return data
+    data = dict(data)
+    dotted = f"{prefix}." if prefix else ""
+    for old in old_keys:
+        value = data.pop(old)
+        *parents, last = renamed[old].split(".")
+        place = data
+        for part in parents:  # copy the sub-mappings on the way: the caller's data stays as it was
+            if not isinstance(place, dict):
+                break
+            inner = place.get(part)
+            place[part] = dict(inner) if isinstance(inner, dict) else {} if inner is None else inner
+            place = place[part]
+        if isinstance(place, dict):  # not a mapping: building the section names that key's error
+            place.setdefault(last, value)
+        log.warning("%s%s is deprecated and goes in the next release: write %s%s", dotted, old, dotted, renamed[old])
+    return data
 
 
 def _qualify(msg: str, prefix: str, names: set[str]) -> str:

@@ -34,9 +34,9 @@ from agent.service import resolve_health_file, resolve_state_dir
 log = logging.getLogger(__name__)
 
 
-def publish_context(cfg: AgentConfig, manifest: Manifest, classifier: FaceClassifier) -> PublishContext:
+def publish_context(cfg: AgentConfig, manifest: Manifest, classifier: FaceClassifier, reason: str = ""
+                    ) -> PublishContext:
     extra = {"backend_detail": classifier.describe()}
-    reason = getattr(classifier.runtime, "selection_reason", None)
     if reason:
         extra["backend_reason"] = reason
     return PublishContext(
@@ -84,11 +84,12 @@ def run_agent(cfg: AgentConfig, publisher_factory=create_publisher) -> RunSummar
     switched: list[Pipeline] = []  # the pipeline, once built: a fallback tells it which runtime took over
     with contextlib.ExitStack() as stack:
         # Cheapest and most likely to be misconfigured first: the error comes before anything starts.
-        detector = create_detector(cfg.detector, manifest, cfg.backend)
+        state_dir = resolve_state_dir(cfg.service)
+        detector = create_detector(cfg.detector, manifest, cfg.backend, state_dir)
         stack.callback(detector.close)
-        runtime = create_runtime(cfg.backend, FaceClassifier.model(manifest),
+        started = create_runtime(cfg.backend, FaceClassifier.model(manifest), state_dir=state_dir,
                                  on_switch=lambda name, why: [p.runtime_switched(name, why) for p in switched])
-        classifier = FaceClassifier(manifest, runtime)
+        classifier = FaceClassifier(manifest, started.runtime)
         stack.callback(classifier.close)
         source = open_source(cfg.source)
         stack.callback(source.close)  # if a later stage fails to start; closing twice is harmless
@@ -98,7 +99,7 @@ def run_agent(cfg: AgentConfig, publisher_factory=create_publisher) -> RunSummar
             host, port = stack.enter_context(EmbeddedBroker())
             log.info("no mqtt.host configured: embedded broker on %s:%d (emulation)", host, port)
             cfg = replace(cfg, mqtt=replace(cfg.mqtt, host=host, port=port))
-        ctx = publish_context(cfg, manifest, classifier)
+        ctx = publish_context(cfg, manifest, classifier, started.explanation)
         publisher = publisher_factory(cfg, ctx)
         observers = [
             WatchdogObserver(Notifier(), cfg.publish.stats_interval_s),

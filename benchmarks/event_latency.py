@@ -33,7 +33,7 @@ import yaml
 from mqtt_publish import free_port, start_mosquitto  # same folder: one way to start a test broker
 
 from agent.contracts.sysinfo import machine_line
-from agent.demo import write_clip
+from agent.synthetic import write_clip
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -168,16 +168,16 @@ def main() -> int:
             tool = canned_tool(tmp, n, out_name, len(manifest.labels))
             canned = tmp / "canned"
             # Default work dir (tmpfs), as on the board.
-            io_only = FaceClassifier.on(manifest, "snpe", SnpeConfig(runtime="cpu", snpe_net_run=str(tool)))
+            io_only = FaceClassifier.on(manifest, "snpe", SnpeConfig(target="cpu", snpe_net_run=str(tool)))
             io_only.runtime.runner._call = lambda cmd, r=io_only.runtime.runner, c=canned: shutil.copytree(
                 c, r.output_dir
             )  # no process
             rows.append(("backend file work only", n, median_ms(lambda b=io_only, x=x: b.infer(x), args.repeat)))
             io_only.close()
-            shell = FaceClassifier.on(manifest, "snpe", SnpeConfig(runtime="cpu", snpe_net_run=str(tool)))
+            shell = FaceClassifier.on(manifest, "snpe", SnpeConfig(target="cpu", snpe_net_run=str(tool)))
             rows.append(("canned shell tool (sh + cp)", n, median_ms(lambda b=shell, x=x: b.infer(x), args.repeat)))
             shell.close()
-            real = FaceClassifier.on(manifest, "snpe", SnpeConfig(runtime=args.runtime, **run_cfg))
+            real = FaceClassifier.on(manifest, "snpe", SnpeConfig(target=args.runtime, **run_cfg))
             label = f"snpe-net-run call ({args.runtime})" if args.tool else "stand-in snpe-net-run call"
             rows.append((label, n, median_ms(lambda b=real, x=x: b.infer(x), args.repeat)))
             real.close()

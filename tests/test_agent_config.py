@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ mqtt: {host: broker.local, port: 8883}
     [
         ("backend: {type: foo}", "backend.type: 'foo' is not one of auto, qnn, snpe, tflite"),
         ("detector: {type: mtcnn}", "detector.type: 'mtcnn' is not one of blazeface, haar, yunet"),
-        ("detector: {bogus: 1}", "detector.bogus: unknown key (allowed: type, runtime, blazeface_model"),
+        ("detector: {bogus: 1}", "detector.bogus: unknown key (allowed: type, runtime, detect_width"),
         ("nonsense: 1", "nonsense: unknown key (allowed: source, detector"),
         ("backend: {tflite: {threads: two}}", "backend.tflite.threads: expected an integer, got 'two'"),
         ("backend: {tflite: {threads: 0}}", "backend.tflite.threads: 0 is below the minimum 1"),
@@ -98,7 +99,7 @@ def test_print_config_is_valid_commented_yaml_that_loads_back_to_defaults(tmp_pa
     assert "# auto = the first usable of qnn, then snpe, then tflite; qnn = QNN HTP" in text
     assert "[auto | qnn | snpe | tflite]\n  type: auto" in text
     assert yaml.safe_load(text)["detector"]["type"] == "blazeface"  # the product default: BlazeFace short-range
-    assert yaml.safe_load(text)["detector"]["blazeface_model"] == "short"
+    assert yaml.safe_load(text)["detector"]["blazeface"]["model"] == "short"
     assert load_config(write(tmp_path, text)) == AgentConfig()
 
 
@@ -205,3 +206,40 @@ def test_generic_parsing_of_any_section_by_type_hints():
         with pytest.raises(ConfigError) as exc:
             parse_section(Section, data, "sec")
         assert str(exc.value) == message
+
+
+OLD_DETECTOR_KEYS = """
+detector:
+  type: haar
+  haar_scale_factor: 1.2
+  haar_min_neighbors: 4
+  full_frame_every: 2
+  blazeface_model: full
+  tiles: 3
+  yunet_model: /models/yunet.onnx
+backend:
+  snpe: {runtime: gpu}
+"""
+
+
+def test_files_with_the_old_flat_keys_still_load_with_one_line_each(tmp_path, caplog):
+    """The keys before each detector had its own section, and backend.snpe.runtime (now target), load for one
+    more release; each says in one line what to write instead."""
+    with caplog.at_level(logging.WARNING, logger="agent.configio"):
+        cfg = load_config(write(tmp_path, OLD_DETECTOR_KEYS))
+    det = cfg.detector
+    assert (det.haar.scale_factor, det.haar.min_neighbors, det.haar.full_frame_every) == (1.2, 4, 2)
+    assert (det.blazeface.model, det.blazeface.tiles, det.yunet.model) == ("full", 3, "/models/yunet.onnx")
+    assert cfg.backend.snpe.target == "gpu"
+    notes = [r.getMessage() for r in caplog.records]
+    assert len(notes) == 7 and all("\n" not in n for n in notes)
+    assert "detector.haar_scale_factor is deprecated and goes in the next release: write detector.haar.scale_factor" \
+        in notes
+    assert "backend.snpe.runtime is deprecated and goes in the next release: write backend.snpe.target" in notes
+
+
+def test_old_keys_are_checked_like_the_new_and_the_new_key_wins(tmp_path):
+    message = error_of(tmp_path, "detector: {tiles: 9}")
+    assert "detector.blazeface.tiles: 9 is above the maximum 4" in message
+    cfg = load_config(write(tmp_path, "detector: {tiles: 3, blazeface: {tiles: 1, model: full}}"))
+    assert (cfg.detector.blazeface.tiles, cfg.detector.blazeface.model) == (1, "full")

@@ -8,13 +8,19 @@ import pytest
 
 from agent.boxes import iou as box_iou
 from agent.boxes import iou_matrix
+from agent.configio import build
 from agent.contracts.errors import FerError
-from agent.demo import astronaut_bgr, background, grid_faces, grid_frame
 from agent.detectors import DetectorConfig, create_detector
 from agent.detectors.blazeface import BLAZEFACE_OPTIONS, ssd_anchors, weighted_nms
 from agent.detectors.haar import HaarDetector
+from agent.synthetic import astronaut_bgr, background, grid_faces, grid_frame
 
 DETECTORS = [("haar", "short"), ("blazeface", "short"), ("blazeface", "full")]
+
+
+def section(**keys) -> DetectorConfig:
+    """The ``detector:`` section as a file would give it (a detector's own options as a dict)."""
+    return build(DetectorConfig, keys, "detector")
 
 
 def run(det, frame):
@@ -29,7 +35,7 @@ def matches(dets, truths):
 @pytest.mark.parametrize("kind, model", DETECTORS)
 @pytest.mark.parametrize("n_faces", [1, 4])
 def test_finds_the_real_faces(manifest, kind, model, n_faces):
-    det = create_detector(DetectorConfig(type=kind, blazeface_model=model), manifest)
+    det = create_detector(section(type=kind, blazeface={"model": model}), manifest)
     frame = grid_frame(n_faces)
     dets = run(det, frame)
     assert len(dets) == n_faces
@@ -39,7 +45,7 @@ def test_finds_the_real_faces(manifest, kind, model, n_faces):
 @pytest.mark.parametrize("kind, model", DETECTORS)
 def test_whole_astronaut_photo(manifest, kind, model):
     """The original photo (512x512, face upper middle) at full size: one face where the face is."""
-    det = create_detector(DetectorConfig(type=kind, blazeface_model=model, detect_width=0), manifest)
+    det = create_detector(section(type=kind, blazeface={"model": model}, detect_width=0), manifest)
     dets = run(det, astronaut_bgr())
     assert len(dets) == 1
     b = dets[0].box
@@ -58,7 +64,7 @@ def test_whole_astronaut_photo(manifest, kind, model):
     ids=["black", "gradient", "noise"],
 )
 def test_no_face_no_box(manifest, kind, model, frame):
-    det = create_detector(DetectorConfig(type=kind, blazeface_model=model), manifest)
+    det = create_detector(section(type=kind, blazeface={"model": model}), manifest)
     assert run(det, frame) == []
 
 
@@ -106,13 +112,13 @@ def test_blazeface_needs_its_model_in_the_bundle(manifest, tmp_path):
 
 
 def test_yunet_needs_a_model_path():
-    with pytest.raises(FerError, match="detector.yunet_model"):
+    with pytest.raises(FerError, match="detector.yunet.model"):
         create_detector(DetectorConfig(type="yunet"), None)
 
 
 def test_haar_finds_faces_down_to_min_face_despite_downscaling():
     """A ~40 px face: at detect_width 320 it would be 20 px, below Haar's 24 px window; min_face keeps it findable."""
-    from agent.demo import face_patch, paste
+    from agent.synthetic import face_patch, paste
 
     frame = background()
     paste(frame, face_patch(70), 300, 200)
@@ -122,9 +128,9 @@ def test_haar_finds_faces_down_to_min_face_despite_downscaling():
 
 
 def test_haar_window_search_follows_faces_and_finds_new_ones_at_the_next_full_search():
-    from agent.demo import face_patch, paste
+    from agent.synthetic import face_patch, paste
 
-    det = HaarDetector(DetectorConfig(full_frame_every=3))
+    det = HaarDetector(section(haar={"full_frame_every": 3}))
     full = []
     search_frame = det._search_frame
     det._search_frame = lambda grey: full.append(len(full)) or search_frame(grey)
@@ -150,7 +156,7 @@ def test_haar_window_search_follows_faces_and_finds_new_ones_at_the_next_full_se
 
 def test_tiles_find_a_face_too_small_for_the_whole_frame(manifest):
     """A 55 px face in 640x480 is ~11 px at BlazeFace's 128x128 input: missed whole, found in a 2x2 tile."""
-    from agent.demo import face_in_patch, face_patch, paste
+    from agent.synthetic import face_in_patch, face_patch, paste
 
     frame = background().copy()
     paste(frame, face_patch(100), 100, 300)
@@ -158,18 +164,19 @@ def test_tiles_find_a_face_too_small_for_the_whole_frame(manifest):
     truth = (100 + fx, 300 + fy, fw, fh)
     found = {}
     for tiles in (1, 2):
-        det = create_detector(DetectorConfig(type="blazeface", tiles=tiles), manifest)
+        det = create_detector(section(type="blazeface", blazeface={"tiles": tiles}), manifest)
         found[tiles] = det.detect(frame, cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
     assert found[1] == []
     (d,) = found[2]
     assert box_iou((d.box.x, d.box.y, d.box.w, d.box.h), truth) > 0.4
     # no face, no box: the tiles add no false positives on the background
     empty = background().copy()
-    assert create_detector(DetectorConfig(type="blazeface", tiles=2), manifest).detect(empty, empty[:, :, 0]) == []
+    tiled = create_detector(section(type="blazeface", blazeface={"tiles": 2}), manifest)
+    assert tiled.detect(empty, empty[:, :, 0]) == []
 
 
 def test_tile_layout_covers_the_frame_with_overlap(manifest):
-    det = create_detector(DetectorConfig(type="blazeface", tiles=2), manifest)
-    tiles = det._tiles(640, 480)
+    det = create_detector(section(type="blazeface", blazeface={"tiles": 2}), manifest)
+    tiles = det.tiling.tiles(640, 480)
     assert tiles == [(0, 0, 400), (240, 0, 400), (0, 80, 400), (240, 80, 400)]
-    assert create_detector(DetectorConfig(type="blazeface", tiles=1), manifest)._tiles(640, 480) == []
+    assert create_detector(section(type="blazeface", blazeface={"tiles": 1}), manifest).tiling.tiles(640, 480) == []

@@ -16,9 +16,9 @@ import jsonschema
 import pytest
 
 from agent.config import AgentConfig, apply_overrides
-from agent.demo import write_clip
 from agent.mqtt.payloads import load_schema
 from agent.runner import run_agent
+from agent.synthetic import write_clip
 
 DEVICE = "e2e-test"
 

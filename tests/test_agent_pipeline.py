@@ -9,11 +9,11 @@ import pytest
 
 from agent.capture import ArraySource, SourceConfig
 from agent.config import AgentConfig
-from agent.demo import grid_frame
 from agent.detectors.haar import HaarDetector
 from agent.observers import HealthObserver, PreviewObserver, StatsObserver, WatchdogObserver
 from agent.pipeline import NullPublisher, Pipeline
 from agent.runtimes import InferenceError
+from agent.synthetic import grid_frame
 from agent.timing import STAGES
 
 

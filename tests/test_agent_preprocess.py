@@ -12,9 +12,9 @@ from agent.capture import ArraySource, SourceConfig
 from agent.config import AgentConfig
 from agent.contracts.preprocess import image_tensor, square_crop
 from agent.contracts.rawtensor import read_raw, write_raw
-from agent.demo import grid_frame
 from agent.detectors.haar import HaarDetector
 from agent.pipeline import NullPublisher, Pipeline
+from agent.synthetic import grid_frame
 
 
 class RecordingBackend:

@@ -10,9 +10,9 @@ import pytest
 
 from agent.classify import FaceClassifier
 from agent.contracts.preprocess import image_tensor
-from agent.demo import astronaut_bgr, face_patch
 from agent.runtimes import BackendConfig, InferenceError, create_runtime
 from agent.runtimes.tflite import TFLiteConfig
+from agent.synthetic import astronaut_bgr, face_patch
 
 
 def TFLiteBackend(manifest, cfg):  # noqa: N802 - reads like the class it stands for
@@ -85,8 +85,8 @@ def test_auto_picks_tflite_without_the_snpe_sdk_and_says_why(manifest, monkeypat
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     with caplog.at_level(logging.INFO, logger="agent.runtimes"):
-        runtime = create_runtime(BackendConfig(type="auto"), FaceClassifier.model(manifest))
-    assert runtime.name == "tflite"
-    assert runtime.selection_reason.startswith("auto: tflite is the first usable runtime")
-    assert "snpe not usable: snpe-net-run not found" in runtime.selection_reason
+        started = create_runtime(BackendConfig(type="auto"), FaceClassifier.model(manifest))
+    assert started.runtime.name == "tflite" and started.start_failure is None
+    assert started.reason.startswith("auto: tflite is the first usable runtime")
+    assert "snpe not usable: snpe-net-run not found" in started.explanation
     assert "classifier runtime: tflite (" in caplog.text and "snpe not usable" in caplog.text

@@ -47,27 +47,43 @@ class EchoConfig:
     score: float = field(default=0.25, metadata={"doc": "the score every label gets", "min": 0.0})
 
 
+MADE = []
+
+
 class EchoRuntime(Runtime):
     name = "echo"
     config_class = EchoConfig
     summary = "a throwaway runtime for the architecture test"
+
+    def __init__(self, model, config=None, state_dir=None):
+        super().__init__(model, config, state_dir)
+        MADE.append(self)
 
     def run(self, batch):
         return [np.full((len(batch), 7), self.config.score, np.float32)]
 '''
 
 CENTRE = '''
+from dataclasses import dataclass, field
+
 from agent.contracts.preprocess import Box
 from agent.detectors import Detection, Detector
+
+
+@dataclass
+class CentreConfig:
+    side: float = field(default=0.5, metadata={"doc": "the face's share of the frame", "min": 0.1, "max": 1.0})
 
 
 class CentreDetector(Detector):
     name = "centre"
     summary = "one face in the middle of every frame"
+    config_class = CentreConfig
 
     def detect(self, frame, grey):
         h, w = frame.shape[:2]
-        return self._finish([Detection(Box(w // 4, h // 4, w // 2, h // 2), 1.0)], w, h)
+        fw, fh = int(w * self.options.side), int(h * self.options.side)
+        return self._finish([Detection(Box((w - fw) // 2, (h - fh) // 2, fw, fh), 1.0)], w, h)
 '''
 
 
@@ -93,8 +109,29 @@ def test_a_new_runtime_is_one_module(plugin_dir, forget, manifest):
     assert "echo = a throwaway runtime for the architecture test" in text
     run_help = build_parser()._subparsers._group_actions[0].choices["run"].format_help()
     assert "auto, echo, qnn, snpe or tflite" in " ".join(run_help.split())
-    clf = FaceClassifier(manifest, create_runtime(cfg.backend, FaceClassifier.model(manifest)))
+    clf = FaceClassifier(manifest, create_runtime(cfg.backend, FaceClassifier.model(manifest)).runtime)
     assert clf.name == "echo" and clf.infer(__import__("numpy").zeros((2, 48, 48, 1), "float32"))[1, 3] == 0.5
+
+
+def test_the_runner_hands_runtimes_the_state_directory(plugin_dir, forget, tmp_path):
+    """Runtimes get service.state_dir resolved (QNN keeps compiled contexts there); none reaches for it."""
+    import cv2
+    import numpy as np
+
+    from agent.config import AgentConfig
+    from agent.pipeline import NullPublisher
+    from agent.runner import run_agent
+
+    (plugin_dir / "fer_echo_runtime.py").write_text(textwrap.dedent(ECHO))
+    echo = __import__("fer_echo_runtime")
+    cv2.imwrite(str(tmp_path / "empty.png"), np.zeros((480, 640, 3), np.uint8))
+    cfg = AgentConfig()
+    cfg.source.uri = str(tmp_path / "empty.png")
+    cfg.backend.type, cfg.detector.type = "echo", "haar"
+    cfg.mqtt.host = "localhost"  # NullPublisher: nothing connects
+    cfg.service.state_dir, cfg.service.health_file = str(tmp_path / "state"), str(tmp_path / "health.json")
+    assert run_agent(cfg, publisher_factory=lambda cfg, ctx: NullPublisher()).frames == 1
+    assert [r.state_dir for r in echo.MADE] == [tmp_path / "state"]
 
 
 def test_a_new_detector_is_one_module(plugin_dir, forget, manifest):
@@ -102,12 +139,20 @@ def test_a_new_detector_is_one_module(plugin_dir, forget, manifest):
 
     from agent.cli import build_parser
     from agent.config import parse_config, render_config
+    from agent.contracts.errors import ConfigError
     from agent.detectors import create_detector
 
     (plugin_dir / "fer_centre_detector.py").write_text(textwrap.dedent(CENTRE))
-    __import__("fer_centre_detector")
-    cfg = parse_config({"detector": {"type": "centre"}})
-    assert "centre = one face in the middle of every frame" in render_config(cfg)
+    __import__("fer_centre_detector")  # the whole change: a module with its options section and its class
+    cfg = parse_config({"detector": {"type": "centre", "centre": {"side": 0.5}}})
+    with pytest.raises(ConfigError, match=r"detector.centre.side: 2.0 is above the maximum 1.0"):
+        parse_config({"detector": {"centre": {"side": 2.0}}})
+    with pytest.raises(ConfigError, match=r"detector.type: 'nope' is not one of blazeface, centre, haar, yunet"):
+        parse_config({"detector": {"type": "nope"}})
+    text = render_config(cfg)
+    assert "centre = one face in the middle of every frame" in text
+    assert "  # detector.type: centre (one face in the middle of every frame)\n  centre:\n" \
+           "    # the face's share of the frame\n    side: 0.5" in text
     run_help = build_parser()._subparsers._group_actions[0].choices["run"].format_help()
     assert "blazeface, centre, haar or yunet" in " ".join(run_help.split())
     frame = np.zeros((480, 640, 3), np.uint8)
@@ -120,15 +165,12 @@ def test_dropping_a_file_into_the_package_is_enough(tmp_path, monkeypatch):
     pkg = tmp_path / "fer_plugins"
     pkg.mkdir()
     (pkg / "__init__.py").write_text(textwrap.dedent('''
-        from agent.registry import Registry
+        from agent.registry import Plugin, Registry
         REG = Registry("fer_plugins", "plugin")
-        class Plugin:
-            name = ""
-            def __init_subclass__(cls, **kw):
-                if cls.__dict__.get("name"):
-                    REG.register(cls)
+        class Base(Plugin):
+            registry = REG
     '''))
-    (pkg / "alpha.py").write_text("from fer_plugins import Plugin\n\nclass Alpha(Plugin):\n    name = 'alpha'\n")
+    (pkg / "alpha.py").write_text("from fer_plugins import Base\n\nclass Alpha(Base):\n    name = 'alpha'\n")
     (pkg / "_private.py").write_text("raise RuntimeError('modules starting with _ are not plugins')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     from fer_plugins import REG  # type: ignore[import-not-found]
@@ -162,7 +204,7 @@ def test_host_tools_import_only_the_contracts():
 def test_a_pipeline_run_loads_neither_tensorflow_nor_host_tools(tmp_path):
     import cv2
 
-    from agent.demo import grid_frame
+    from agent.synthetic import grid_frame
 
     cv2.imwrite(str(tmp_path / "face.png"), grid_frame(1))
     out = _run(f'''

@@ -17,7 +17,7 @@ import yaml
 from agent.mqtt.payloads import load_schema
 
 pytest.importorskip("ai_edge_litert")
-demo = pytest.importorskip("agent.demo")
+synthetic = pytest.importorskip("agent.synthetic")
 pytest.importorskip("skimage")
 
 
@@ -30,7 +30,7 @@ def _validator(name: str):
 def _agent(tmp_path: Path, broker, device_id: str, *, loop: bool, update_s: float = 10.0) -> subprocess.Popen:
     clip = tmp_path / "clip.mp4"
     if not clip.exists():
-        demo.write_clip(clip, seconds=4.0)
+        synthetic.write_clip(clip, seconds=4.0)
     cfg = {
         "source": {"uri": str(clip), "realtime": True, "loop": loop},
         "backend": {"type": "tflite"},

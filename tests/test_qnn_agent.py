@@ -16,9 +16,9 @@ from agent.config import parse_config
 from agent.contracts import qnn
 from agent.contracts.errors import FerError
 from agent.contracts.preprocess import Box, face_tensor
-from agent.demo import grid_frame
 from agent.runtimes import BackendConfig, InferenceError, create_runtime, select_runtime
 from agent.runtimes.qnn import QnnConfig, QnnRuntime
+from agent.synthetic import grid_frame
 
 try:  # TensorFlow before libQnnHtp.so: the HTP library exports RE2 symbols a later TensorFlow would bind to (crash)
     import tensorflow  # noqa: F401
@@ -43,12 +43,14 @@ def test_context_for_the_soc_and_qdq_compiled_at_start_agree_with_tflite(manifes
     assert ctx.runtime.source == "qnn_ctx_qcs6490" and "HTP simulator on x86_64 qcs6490 v68" in ctx.describe()
     np.testing.assert_allclose(ctx.infer(faces), want, atol=0.03)  # uint8 QDQ against int8 TFLite
     ctx.close()
+    cache = tmp_path / "state" / "qnn"
     with caplog.at_level(logging.INFO, logger="agent.runtimes.qnn"):
-        first = FaceClassifier.on(manifest, "qnn", QnnConfig(soc="sm8650", cache_dir=str(tmp_path)))
-        again = FaceClassifier.on(manifest, "qnn", QnnConfig(soc="sm8650", cache_dir=str(tmp_path)))
+        first = FaceClassifier.on(manifest, "qnn", QnnConfig(soc="sm8650", cache_dir=str(cache)))
+        # no cache_dir: the state directory the runner passes (service.state_dir resolved), under qnn/
+        again = FaceClassifier.on(manifest, "qnn", QnnConfig(soc="sm8650"), state_dir=tmp_path / "state")
     assert first.runtime.source == "onnx_qdq" and "compiled model_qdq.onnx for sm8650 (htp v75)" in caplog.text
     assert "cached context" in caplog.text and again.runtime.path == first.runtime.path
-    assert len(list(tmp_path.glob("classifier_sm8650_*_ctx_qnn.bin"))) == 1
+    assert len(list(cache.glob("classifier_sm8650_*_ctx_qnn.bin"))) == 1
     assert (again.infer(faces).argmax(1) == want.argmax(1)).all()
 
 
@@ -101,7 +103,7 @@ def test_failures_switch_to_tflite_after_k_and_a_session_that_cannot_start_falls
     cfg = parse_config({"backend": {"type": "qnn", "qnn": {"soc": "qcs6490", "fallback_after": 2}}})
     switched = []
     clf = FaceClassifier(manifest, create_runtime(cfg.backend, FaceClassifier.model(manifest),
-                                                  on_switch=lambda name, why: switched.append((name, why))))
+                                                  on_switch=lambda name, why: switched.append((name, why))).runtime)
     assert clf.name == "qnn"
 
     def broken(*_a, **_k):
@@ -114,14 +116,15 @@ def test_failures_switch_to_tflite_after_k_and_a_session_that_cannot_start_falls
     assert switched[0][0] == "tflite" and "qnn failed 2 consecutive frames" in switched[0][1]
     # A session the HTP refuses at start: the fallback runs from the first frame, with the reason.
     monkeypatch.setattr(qnn, "qnn_session", lambda *a, **k: (_ for _ in ()).throw(qnn.QnnError("HTP refused it")))
-    runtime = create_runtime(cfg.backend, FaceClassifier.model(manifest))
-    assert runtime.name == "tflite" and "fallback: qnn could not start: HTP refused it" in runtime.selection_reason
+    started = create_runtime(cfg.backend, FaceClassifier.model(manifest))
+    assert started.runtime.name == "tflite" and started.start_failure == "qnn could not start: HTP refused it"
+    assert "fallback: qnn could not start: HTP refused it" in started.explanation
 
 
 @needs_qnn
 def test_wrong_output_shape_counts_as_a_failed_frame(manifest, faces, monkeypatch):
     cfg = parse_config({"backend": {"type": "qnn", "qnn": {"soc": "qcs6490", "fallback_after": 1}}})
-    clf = FaceClassifier(manifest, create_runtime(cfg.backend, FaceClassifier.model(manifest)))
+    clf = FaceClassifier(manifest, create_runtime(cfg.backend, FaceClassifier.model(manifest)).runtime)
     session = clf.runtime.primary.session
     monkeypatch.setattr(session, "run", lambda *a, **k: [np.zeros((1, 6), np.float32)])
     assert clf.infer(faces).shape == (2, 7) and clf.name == "tflite"
@@ -131,8 +134,8 @@ def test_wrong_output_shape_counts_as_a_failed_frame(manifest, faces, monkeypatc
 @needs_qnn
 def test_agent_end_to_end_on_qnn_to_mosquitto(tmp_path, mosquitto, mqtt_collector):
     from agent.config import apply_overrides
-    from agent.demo import write_clip
     from agent.runner import run_agent
+    from agent.synthetic import write_clip
 
     clip = write_clip(tmp_path / "clip.mp4", seconds=2.0)
     cfg = parse_config({"backend": {"qnn": {"soc": "qcs6490"}}, "mqtt": {"device_id": "npu"},

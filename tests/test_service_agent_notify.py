@@ -22,7 +22,7 @@ import pytest
 
 @pytest.fixture
 def clip(tmp_path: Path) -> Path:
-    from agent.demo import write_clip
+    from agent.synthetic import write_clip
 
     return write_clip(tmp_path / "clip.mp4", seconds=3.0)
 

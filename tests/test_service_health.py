@@ -261,10 +261,14 @@ def test_resolve_health_file_order(tmp_path: Path) -> None:
 
 
 def test_service_config_validation() -> None:
-    with pytest.raises(ValueError, match="health_max_age_s"):
-        ServiceConfig(health_max_age_s=0)
-    with pytest.raises(ValueError, match="broker_grace_s"):
-        ServiceConfig(broker_grace_s="soon")  # type: ignore[arg-type]
+    """The ranges live in the fields' metadata: a bad value in the file is one error naming the key."""
+    from agent.config import parse_config
+    from agent.contracts.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"service.health_max_age_s: 0.0 is below the minimum 0.1"):
+        parse_config({"service": {"health_max_age_s": 0}})
+    with pytest.raises(ConfigError, match=r"service.broker_grace_s: expected a number, got 'soon'"):
+        parse_config({"service": {"broker_grace_s": "soon"}})
 
 
 def _args(**kw) -> argparse.Namespace:

@@ -80,15 +80,15 @@ def cfg(tmp_path: Path, **kw) -> SnpeConfig:
 
 
 @pytest.mark.parametrize(
-    "runtime,flags", [("cpu", []), ("gpu", ["--use_gpu"]), ("dsp", ["--use_dsp"]), ("aip", ["--use_aip"])]
+    "target,flags", [("cpu", []), ("gpu", ["--use_gpu"]), ("dsp", ["--use_dsp"]), ("aip", ["--use_aip"])]
 )
-def test_runtime_maps_to_snpe_net_run_flag(env, bundle, tmp_path, runtime, flags):
+def test_target_maps_to_snpe_net_run_flag(env, bundle, tmp_path, target, flags):
     b = SnpeBackend(
-        load_manifest(bundle), cfg(tmp_path, runtime=runtime, perf_profile="high_performance", userbuffer="float")
+        load_manifest(bundle), cfg(tmp_path, target=target, perf_profile="high_performance", userbuffer="float")
     )
     try:
         r = b.runner
-        dlc = {"cpu": "model.dlc", "gpu": "model.dlc", "dsp": "model_htp.dlc", "aip": "model_quantized.dlc"}[runtime]
+        dlc = {"cpu": "model.dlc", "gpu": "model.dlc", "dsp": "model_htp.dlc", "aip": "model_quantized.dlc"}[target]
         assert r.command() == [
             str(r.tool),
             "--container",
@@ -108,7 +108,7 @@ def test_runtime_maps_to_snpe_net_run_flag(env, bundle, tmp_path, runtime, flags
 
 
 def test_describe_names_runtime_dlc_and_sdk_version(env, bundle, tmp_path):
-    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="dsp", perf_profile="burst"))
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, target="dsp", perf_profile="burst"))
     try:
         assert b.describe().startswith("snpe (dsp, perf burst, model_htp.dlc, SDK 2.26.0.240828, ")
     finally:
@@ -117,7 +117,7 @@ def test_describe_names_runtime_dlc_and_sdk_version(env, bundle, tmp_path):
 
 def test_empty_perf_profile_and_extra_args(env, bundle, tmp_path):
     b = SnpeBackend(
-        load_manifest(bundle), cfg(tmp_path, runtime="cpu", perf_profile="", extra_args=["--enable_cpu_fallback"])
+        load_manifest(bundle), cfg(tmp_path, target="cpu", perf_profile="", extra_args=["--enable_cpu_fallback"])
     )
     try:
         cmd = b.runner.command()
@@ -129,7 +129,7 @@ def test_empty_perf_profile_and_extra_args(env, bundle, tmp_path):
 
 def test_dsp_uses_quantized_dlc_without_htp(env, tmp_path, sdk):
     b2 = add_dlcs(copy_bundle(tmp_path / "b2"), sdk, htp=False)
-    b = SnpeBackend(load_manifest(b2), cfg(tmp_path, runtime="dsp"))
+    b = SnpeBackend(load_manifest(b2), cfg(tmp_path, target="dsp"))
     try:
         assert b.role == "dlc_quantized" and b.runner.dlc.name == "model_quantized.dlc"
     finally:
@@ -141,7 +141,7 @@ def test_dsp_uses_quantized_dlc_without_htp(env, tmp_path, sdk):
 
 def test_several_faces_one_call_matches_litert(env, bundle, tmp_path):
     x = faces(3)
-    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu", keep_files=True))
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, target="cpu", keep_files=True))
     try:
         y = b.infer(x)
         listing = b.runner.input_list.read_text().splitlines()
@@ -158,7 +158,7 @@ def test_several_faces_one_call_matches_litert(env, bundle, tmp_path):
 @pytest.mark.parametrize("header,mark", [("layer", "#"), ("tensor", "%")])
 def test_output_header_forms(env, bundle, tmp_path, header, mark):
     x = faces(2, seed=1)
-    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu", output_header=header, keep_files=True))
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, target="cpu", output_header=header, keep_files=True))
     try:
         y = b.infer(x)
         assert b.runner.input_list.read_text().splitlines()[0] == f"{mark}probabilities"
@@ -169,7 +169,7 @@ def test_output_header_forms(env, bundle, tmp_path, header, mark):
 
 def test_quantized_dlc_on_dsp_computes_with_int8_model(env, bundle, tmp_path):
     x = faces(2, seed=3)
-    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="dsp"))
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, target="dsp"))
     try:
         y = b.infer(x)
     finally:
@@ -178,7 +178,7 @@ def test_quantized_dlc_on_dsp_computes_with_int8_model(env, bundle, tmp_path):
 
 
 def test_zero_faces_makes_no_call(env, bundle, tmp_path):
-    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu"))
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, target="cpu"))
     try:
         assert b.infer(np.zeros((0, 48, 48, 1), np.float32)).shape == (0, 7)
     finally:
@@ -187,7 +187,7 @@ def test_zero_faces_makes_no_call(env, bundle, tmp_path):
 
 
 def test_wrong_face_shape_is_rejected(env, bundle, tmp_path):
-    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu"))
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, target="cpu"))
     try:
         with pytest.raises(InferenceError, match=r"\[N,48,48,1\]"):
             b.infer(np.zeros((1, 32, 32, 1), np.float32))
@@ -200,7 +200,7 @@ def test_wrong_face_shape_is_rejected(env, bundle, tmp_path):
 
 def test_missing_output_names_file(env, bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("SNPE_STAND_IN_SKIP", "1")
-    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu"))
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, target="cpu"))
     try:
         with pytest.raises(InferenceError, match=r"Result_1/probabilities\.raw"):
             b.infer(faces(2))
@@ -210,7 +210,7 @@ def test_missing_output_names_file(env, bundle, tmp_path, monkeypatch):
 
 def test_short_output_names_sizes(env, bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("SNPE_STAND_IN_SHORT", "0")
-    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu"))
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, target="cpu"))
     try:
         with pytest.raises(InferenceError, match=r"holds 12 bytes, expected 28"):
             b.infer(faces(1))
@@ -220,7 +220,7 @@ def test_short_output_names_sizes(env, bundle, tmp_path, monkeypatch):
 
 def test_nonzero_exit_shows_command_code_and_stderr(env, bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("SNPE_STAND_IN_EXIT", "3")
-    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="dsp"))
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, target="dsp"))
     try:
         with pytest.raises(InferenceError) as err:
             b.infer(faces(1))
@@ -233,7 +233,7 @@ def test_nonzero_exit_shows_command_code_and_stderr(env, bundle, tmp_path, monke
 
 def test_timeout_kills_the_call(env, bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("SNPE_STAND_IN_SLEEP", "20")
-    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu", timeout_s=1.0))
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, target="cpu", timeout_s=1.0))
     t0 = time.monotonic()
     try:
         with pytest.raises(InferenceError, match=r"timed out after 1 s"):
@@ -244,7 +244,7 @@ def test_timeout_kills_the_call(env, bundle, tmp_path, monkeypatch):
 
 
 def test_stale_results_are_never_reused(env, bundle, tmp_path, monkeypatch):
-    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu"))
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, target="cpu"))
     try:
         b.infer(faces(2))
         monkeypatch.setenv("SNPE_STAND_IN_SKIP", "0")
@@ -256,7 +256,7 @@ def test_stale_results_are_never_reused(env, bundle, tmp_path, monkeypatch):
 
 
 def test_files_cleaned_up(env, bundle, tmp_path):
-    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu"))
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, target="cpu"))
     work = b.runner.work
     b.infer(faces(2))
     assert not list(work.rglob("*.raw"))
@@ -271,7 +271,7 @@ def test_library_paths_reach_the_tool(env, bundle, tmp_path, sdk, monkeypatch):
     monkeypatch.setenv("LD_LIBRARY_PATH", "/existing")
     c = cfg(
         tmp_path,
-        runtime="dsp",
+        target="dsp",
         ld_library_path=["/opt/vendor/lib"],
         adsp_library_path=["/opt/qairt/lib/hexagon-v73/unsigned", "/usr/lib/rfsa/adsp"],
         env={"EXTRA_VAR": "1"},
@@ -314,26 +314,26 @@ def test_is_available_reasons(monkeypatch, bundle, tmp_path, sdk):
     ok, why = is_available(m, SnpeConfig())
     assert not ok and "snpe-net-run not found" in why
     monkeypatch.setenv("SNPE_ROOT", str(sdk))
-    ok, why = is_available(m, SnpeConfig(runtime="dsp"))
-    assert ok and dlc_kind_for(FaceClassifier.model(m), SnpeConfig(runtime="dsp")) == "dlc_htp"
-    ok, why = is_available(load_manifest(copy_bundle(tmp_path / "plain")), SnpeConfig(runtime="cpu"))
+    ok, why = is_available(m, SnpeConfig(target="dsp"))
+    assert ok and dlc_kind_for(FaceClassifier.model(m), SnpeConfig(target="dsp")) == "dlc_htp"
+    ok, why = is_available(load_manifest(copy_bundle(tmp_path / "plain")), SnpeConfig(target="cpu"))
     assert not ok and "no 'dlc' file" in why and "fer-host convert" in why
     bad = SnpeConfig()
-    bad.runtime = "npu"
+    bad.target = "npu"
     ok, why = is_available(m, bad)
-    assert not ok and "snpe.runtime" in why
+    assert not ok and "backend.snpe.target: 'npu' is not one of cpu, gpu, dsp, aip" in why
 
 
 def test_missing_tool_is_a_clear_error(monkeypatch, bundle, tmp_path):
     monkeypatch.delenv("SNPE_NET_RUN", raising=False)
     with pytest.raises(InferenceError, match=r"snpe-net-run not found \(searched override"):
-        SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu", snpe_net_run=str(tmp_path / "missing")))
+        SnpeBackend(load_manifest(bundle), cfg(tmp_path, target="cpu", snpe_net_run=str(tmp_path / "missing")))
 
 
 @pytest.mark.parametrize(
     "field,value",
     [
-        ("runtime", "npu"),
+        ("target", "npu"),
         ("perf_profile", "turbo"),
         ("userbuffer", "tf16x"),
         ("timeout_s", 0),
@@ -343,25 +343,29 @@ def test_missing_tool_is_a_clear_error(monkeypatch, bundle, tmp_path):
     ],
 )
 def test_config_errors_name_the_key(field, value):
-    with pytest.raises(ValueError, match=f"^{field}: "):
-        SnpeConfig(**{field: value})
+    """Set in code or read from a file, a bad value is one error naming the full dotted key."""
     c = SnpeConfig()
     setattr(c, field, value)
-    with pytest.raises(ConfigError, match=f"^snpe.{field}: "):
+    with pytest.raises(ConfigError, match=f"^backend.snpe.{field}: "):
         c.validate()
+    config = pytest.importorskip("agent.config")
+    with pytest.raises(ConfigError, match=f": backend.snpe.{field}: "):
+        config.parse_config({"backend": {"snpe": {field: value}}})
 
 
 def test_config_loads_through_the_agent_yaml_parser():
     config = pytest.importorskip("agent.config")
     cfg = config.parse_config(
-        {"backend": {"type": "snpe", "snpe": {"runtime": "gpu", "env": {"A": "1"}, "fallback_after": 2}}}
+        {"backend": {"type": "snpe", "snpe": {"target": "gpu", "env": {"A": "1"}, "fallback_after": 2}}}
     )
     assert (
-        cfg.backend.snpe.runtime == "gpu"
+        cfg.backend.snpe.target == "gpu"
         and cfg.backend.snpe.env == {"A": "1"}
         and cfg.backend.snpe.fallback_after == 2
     )
-    with pytest.raises(ConfigError, match="backend.snpe.runtime"):
+    with pytest.raises(ConfigError, match="backend.snpe.target"):
+        config.parse_config({"backend": {"snpe": {"target": "npu"}}})
+    with pytest.raises(ConfigError, match="backend.snpe.target"):  # the old key, read for one more release
         config.parse_config({"backend": {"snpe": {"runtime": "npu"}}})
 
 
@@ -374,12 +378,12 @@ def test_every_config_field_is_documented():
 
 def test_tf8_userbuffer_needs_quantized_dlc(env, bundle, tmp_path):
     with pytest.raises(ConfigError, match="tf8 needs a quantized DLC"):
-        SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu", userbuffer="tf8"))
+        SnpeBackend(load_manifest(bundle), cfg(tmp_path, target="cpu", userbuffer="tf8"))
 
 
 def test_runner_multi_input_uses_named_form(env, bundle, tmp_path):
     """The detector or multi-input models: ``name:=path`` lines; the stand-in rejects unknown names."""
-    r = SnpeNetRun(bundle / "model.dlc", ["input", "aux"], ["probabilities"], cfg(tmp_path, runtime="cpu"))
+    r = SnpeNetRun(bundle / "model.dlc", ["input", "aux"], ["probabilities"], cfg(tmp_path, target="cpu"))
     try:
         with pytest.raises(InferenceError, match="'aux' is not an input of the network"):
             r.run([{"input": faces(1)[0], "aux": np.zeros(3, np.float32)}])
@@ -398,7 +402,7 @@ def test_registry_has_snpe():
 def test_unwritable_work_dir_is_a_backend_error(env, bundle, tmp_path):
     import shutil
 
-    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, runtime="cpu"))
+    b = SnpeBackend(load_manifest(bundle), cfg(tmp_path, target="cpu"))
     try:
         shutil.rmtree(b.runner.work)
         b.runner.work.write_text("not a directory")  # the work dir path is now a file

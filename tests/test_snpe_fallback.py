@@ -79,7 +79,7 @@ def test_switches_after_k_consecutive_failures_and_says_so(caplog):
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == [f"switching the classifier from the snpe runtime to tflite: {fb.switch_reason}"]
     assert "[fallback: snpe failed 3 consecutive frames" in fb.describe()
-    assert fb.status()["switched"] is True and fb.status()["failures"] == 3
+    assert fb.total_failures == 3
 
 
 def test_a_success_resets_the_count():
@@ -125,7 +125,7 @@ def test_snpe_to_real_tflite_backend(tmp_path, monkeypatch):
     tflite_mod = pytest.importorskip("agent.runtimes.tflite")
     bundle, fail_file = stand_in_bundle(tmp_path, monkeypatch)
     manifest = load_manifest(bundle)
-    cfg = SnpeConfig(runtime="cpu", fallback_after=2, work_dir=str(tmp_path / "w"))
+    cfg = SnpeConfig(target="cpu", fallback_after=2, work_dir=str(tmp_path / "w"))
     model = FaceClassifier.model(manifest)
     fb = FaceClassifier(
         manifest,
@@ -153,18 +153,18 @@ def test_create_backend_wraps_snpe_from_config(tmp_path, monkeypatch):
     bundle = add_dlcs(copy_bundle(tmp_path / "bundle"), sdk)
     use_fake_sdk(monkeypatch, sdk)
     cfg = config.parse_config(
-        {"backend": {"type": "snpe", "snpe": {"runtime": "cpu", "fallback_after": 2, "work_dir": str(tmp_path / "w")}}}
+        {"backend": {"type": "snpe", "snpe": {"target": "cpu", "fallback_after": 2, "work_dir": str(tmp_path / "w")}}}
     )
-    b = create_runtime(cfg.backend, FaceClassifier.model(load_manifest(bundle)))
+    b = create_runtime(cfg.backend, FaceClassifier.model(load_manifest(bundle))).runtime
     try:
         assert isinstance(b, FallbackRuntime) and b.after == 2 and b.name == "snpe"
         assert "falls back to tflite after 2" in b.describe()
     finally:
         b.close()
     cfg = config.parse_config(
-        {"backend": {"type": "snpe", "snpe": {"runtime": "cpu", "fallback": "none", "work_dir": str(tmp_path / "w")}}}
+        {"backend": {"type": "snpe", "snpe": {"target": "cpu", "fallback": "none", "work_dir": str(tmp_path / "w")}}}
     )
-    b = create_runtime(cfg.backend, FaceClassifier.model(load_manifest(bundle)))
+    b = create_runtime(cfg.backend, FaceClassifier.model(load_manifest(bundle))).runtime
     assert isinstance(b, SnpeRuntime)
     b.close()
 
@@ -173,8 +173,8 @@ def test_after_a_fallback_every_payload_names_the_runtime_in_use(tmp_path, monke
     """End to end: the snpe-net-run stand-in fails every call, the agent falls back to LiteRT, and events,
     stats and the Home Assistant device block say tflite (they used to keep saying snpe)."""
     from agent.config import apply_overrides, parse_config
-    from agent.demo import write_clip
     from agent.runner import run_agent
+    from agent.synthetic import write_clip
 
     bundle, fail_file = stand_in_bundle(tmp_path, monkeypatch)
     fail_file.touch()  # the DSP is broken from the first frame
@@ -183,7 +183,7 @@ def test_after_a_fallback_every_payload_names_the_runtime_in_use(tmp_path, monke
         {
             "backend": {
                 "type": "snpe",
-                "snpe": {"runtime": "cpu", "fallback_after": 2, "work_dir": str(tmp_path / "w")},
+                "snpe": {"target": "cpu", "fallback_after": 2, "work_dir": str(tmp_path / "w")},
             },
             "model": {"bundle": str(bundle)},
             "detector": {"type": "haar"},  # the tiny test bundle carries no BlazeFace model

@@ -492,7 +492,7 @@ def test_detector_dlc_runs_through_snpe_net_run(env, bundle, sdk, tmp_path):
         m.path_of("blazeface_short_dlc"),
         ["input"],
         ["regressors", "classificators"],
-        SnpeConfig(runtime="gpu", work_dir=str(tmp_path / "w")),
+        SnpeConfig(target="gpu", work_dir=str(tmp_path / "w")),
         output_shapes={"regressors": (896, 16), "classificators": (896, 1)},
     )
     img = np.random.default_rng(0).uniform(-1, 1, (2, 1, 128, 128, 3)).astype(np.float32)
@@ -514,8 +514,8 @@ def test_detector_dlc_runs_through_snpe_net_run(env, bundle, sdk, tmp_path):
     # The detector follows the backend: with backend.type snpe (gpu, float DLC) BlazeFace runs on snpe-net-run
     # and finds the same face as on LiteRT.
     from agent.config import parse_config
-    from agent.demo import grid_frame
     from agent.detectors import create_detector
+    from agent.synthetic import grid_frame
 
     frame = grid_frame(1)
     grey = frame[:, :, 1].copy()
@@ -524,7 +524,7 @@ def test_detector_dlc_runs_through_snpe_net_run(env, bundle, sdk, tmp_path):
         cfg = parse_config(
             {
                 "detector": {"type": "blazeface"},
-                "backend": {"type": backend, "snpe": {"runtime": "gpu", "work_dir": str(tmp_path / "w")}},
+                "backend": {"type": backend, "snpe": {"target": "gpu", "work_dir": str(tmp_path / "w")}},
             }
         )
         det = create_detector(cfg.detector, load_manifest(bundle), cfg.backend)
@@ -535,9 +535,9 @@ def test_detector_dlc_runs_through_snpe_net_run(env, bundle, sdk, tmp_path):
             det.close()
     assert len(found["snpe"]) == 1 and found["snpe"][0].box == found["tflite"][0].box
     # On the DSP the float DLC cannot run: the detector stays on LiteRT and says why.
-    cfg = parse_config({"detector": {"type": "blazeface"}, "backend": {"type": "snpe", "snpe": {"runtime": "dsp"}}})
+    cfg = parse_config({"detector": {"type": "blazeface"}, "backend": {"type": "snpe", "snpe": {"target": "dsp"}}})
     det = create_detector(cfg.detector, load_manifest(bundle), cfg.backend)
-    assert det.runtime.name == "tflite" and "no 'blazeface_short_dlc_quantized' file" in det.runtime.selection_reason
+    assert det.runtime.name == "tflite" and "no 'blazeface_short_dlc_quantized' file" in det.started.explanation
     det.close()
 
 

@@ -45,7 +45,7 @@ def test_real_bundle_convert_calibrate_and_run(tmp_path, monkeypatch):
 
     test = fer_data.load(SHARED_CSV).split("PublicTest")
     faces = np.stack([image_tensor(test.x[i], m.input) for i in range(6)])
-    b = FaceClassifier.on(m, "snpe", SnpeConfig(runtime="dsp", work_dir=str(tmp_path / "w")))
+    b = FaceClassifier.on(m, "snpe", SnpeConfig(target="dsp", work_dir=str(tmp_path / "w")))
     try:
         assert b.runtime.role == "dlc_htp"
         y = b.infer(faces)

@@ -1,18 +1,23 @@
 """BlazeFace detector: MediaPipe's short- or full-range face model, on the configured runtime.
 
 The models come from the bundle (roles ``blazeface_short``/``blazeface_full``,
-plus converted files such as ``blazeface_short_dlc`` or the QNN ones) and run
+``detector.blazeface.model``, plus converted files such as
+``blazeface_short_dlc`` or the QNN ones) and run
 on whichever runtime ``detector.runtime`` (by default: the backend's, when the
 bundle has the detector's file for it, else tflite) allows. The SSD anchors,
 box decoding and weighted NMS follow MediaPipe's
 ``face_detection_short_range.pbtxt`` / ``face_detection_full_range.pbtxt``
 (SsdAnchorsCalculator, TensorsToDetectionsCalculator, NonMaxSuppression with
-``WEIGHTED`` blending), reimplemented in numpy so no MediaPipe is needed.
+``WEIGHTED`` blending), reimplemented in numpy so no MediaPipe is needed. ``detector.blazeface.tiles``
+also searches overlapping tiles (:mod:`agent.detectors.tiling`).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -22,6 +27,7 @@ from agent.contracts.errors import FerError
 from agent.contracts.manifest import Manifest
 from agent.contracts.preprocess import Box
 from agent.detectors import Detection, Detector, DetectorConfig
+from agent.detectors.tiling import Tiling
 from agent.runtimes import BackendConfig, BundleModel, create_runtime, runtime_for
 
 log = logging.getLogger(__name__)
@@ -78,23 +84,41 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> lis
     return out
 
 
+@dataclass
+class BlazeFaceConfig:
+    model: Literal["short", "full"] = field(
+        default="short",
+        metadata={"doc": "BlazeFace variant: short (faces within ~2 m, 128x128) or full (up to ~5 m, 192x192)"},
+    )
+    tiles: int = field(
+        default=2,
+        metadata={"doc": "also search an n x n grid of overlapping tiles (n*n more model runs), so faces a fifth of "
+                         "the frame or smaller reach the model at n times the scale; 1 = the whole frame only",
+                  "min": 1, "max": 4},
+    )
+
+
 class BlazeFaceDetector(Detector):
     name = "blazeface"
     summary = "MediaPipe BlazeFace from the bundle, on the backend's runtime when it can"
+    config_class = BlazeFaceConfig
 
-    def __init__(self, cfg: DetectorConfig, manifest: Manifest, backend: BackendConfig | None = None) -> None:
-        super().__init__(cfg, manifest, backend)
-        model = BundleModel(manifest, f"blazeface_{cfg.blazeface_model}")
+    def __init__(self, cfg: DetectorConfig, manifest: Manifest, backend: BackendConfig | None = None,
+                 state_dir: Path | None = None) -> None:
+        super().__init__(cfg, manifest, backend, state_dir)
+        options: BlazeFaceConfig = self.options
+        model = BundleModel(manifest, f"blazeface_{options.model}")
         if model.key not in manifest.files:
             raise FerError(
-                f"detector.blazeface_model: the bundle {manifest.root} has no {model.key!r} file; "
+                f"detector.blazeface.model: the bundle {manifest.root} has no {model.key!r} file; "
                 "export the bundle with the host tools or use detector.type: haar"
             )
-        opts = BLAZEFACE_OPTIONS[cfg.blazeface_model]
+        opts = BLAZEFACE_OPTIONS[options.model]
         backend = backend if backend is not None else BackendConfig()
         name, why = runtime_for(backend, model, cfg.runtime)
-        self.runtime = create_runtime(backend, model, name, why)
-        shape = getattr(self.runtime, "input_shape", None)
+        self.started = create_runtime(backend, model, name, why, state_dir=state_dir)
+        runtime = self._runtime = self.started.runtime
+        shape = runtime.input_shape
         self.size = (
             int(shape[1]) if shape else int(manifest.files[model.key].extra.get("input_size", opts["input_size"]))
         )
@@ -104,12 +128,11 @@ class BlazeFaceDetector(Detector):
                 f"expected {opts['input_size']} for {model.key}"
             )
         self.anchors = ssd_anchors(self.size, opts["strides"], opts["interpolated_scale_aspect_ratio"])
-        outputs = getattr(self.runtime, "output_shapes", None)
+        outputs = runtime.output_shapes
         self._indices = self._output_indices([int(np.prod(s[1:])) for s in outputs]) if outputs else None
         self._canvas = np.zeros((self.size, self.size, 3), dtype=np.uint8)
         self._layout: tuple[int, int, int, int] | None = None
-        self._tile_layout: tuple[tuple[int, int], list[tuple[int, int, int]]] | None = None
-        self._half: np.ndarray | None = None
+        self.tiling = Tiling(options.tiles, self.size)
         self._input = np.zeros((1, self.size, self.size, 3), dtype=np.float32)
         # logit threshold: sigmoid(x) > t  <=>  x > log(t / (1 - t))
         t_ = min(max(cfg.score_threshold, 1e-6), 1 - 1e-6)
@@ -122,60 +145,18 @@ class BlazeFaceDetector(Detector):
             return sizes.index(16 * n), sizes.index(n)
         except ValueError:
             raise FerError(
-                f"{self.runtime.describe()}: outputs of {sizes} values do not fit {n} anchors "
+                f"{self._runtime.describe()}: outputs of {sizes} values do not fit {n} anchors "
                 "(16 box values and 1 score each); not a MediaPipe BlazeFace model?"
             ) from None
 
     def detect(self, frame: np.ndarray, grey: np.ndarray) -> list[Detection]:
         h, w = frame.shape[:2]
-        tiles = self._tiles(w, h)
-        # With tiles, every pass shrinks by 2x or more: halve the frame once (a fast exact 2x2 box filter) and cut
-        # the passes from that, which halves the resizing (measured 2.65 -> 1.3 ms at 640x480, 2x2 tiles).
-        k = 2 if tiles and min(side for _, _, side in tiles) >= 2 * self.size else 1
-        image = frame
-        if k == 2:
-            if self._half is None or self._half.shape[:2] != (h // 2, w // 2):
-                self._half = np.empty((h // 2, w // 2, 3), np.uint8)
-            image = cv2.resize(frame[: h // 2 * 2, : w // 2 * 2], (w // 2, h // 2), dst=self._half,
-                               interpolation=cv2.INTER_AREA)
-        found = [self._run(image, 0, 0, k)]
-        for x0, y0, side in tiles:
-            t = side // k
-            boxes, scores = self._run(image[y0 // k : y0 // k + t, x0 // k : x0 // k + t], x0, y0, k)
-            found.append(self._small_and_whole(boxes, scores, x0, y0, side, w, h))
-        boxes = np.concatenate([b for b, _ in found])
+        boxes, scores = self.tiling.search(frame, self._run)
         if boxes.size == 0:
             return []
-        scores = np.concatenate([sc for _, sc in found])
         dets = [Detection(Box(int(round(b[0])), int(round(b[1])), int(round(b[2] - b[0])), int(round(b[3] - b[1]))), sc)
                 for b, sc in weighted_nms(boxes, scores, self.cfg.nms_threshold)]
         return self._finish(dets, w, h)
-
-    @staticmethod
-    def _small_and_whole(boxes: np.ndarray, scores: np.ndarray, x0: int, y0: int, side: int, w: int, h: int
-                         ) -> tuple[np.ndarray, np.ndarray]:
-        """What a tile adds: faces under half its side (bigger ones the whole frame sees well, and a tile's
-        magnified clutter is where false faces come from), not cut by one of its inner edges (half a face)."""
-        m = 0.02 * side
-        keep = ((boxes[:, 2] - boxes[:, 0]) < side / 2) & ((boxes[:, 3] - boxes[:, 1]) < side / 2)
-        keep &= (boxes[:, 0] > x0 + m) | (x0 == 0)
-        keep &= (boxes[:, 1] > y0 + m) | (y0 == 0)
-        keep &= (boxes[:, 2] < x0 + side - m) | (x0 + side >= w)
-        keep &= (boxes[:, 3] < y0 + side - m) | (y0 + side >= h)
-        return boxes[keep], scores[keep]
-
-    def _tiles(self, w: int, h: int) -> list[tuple[int, int, int]]:
-        """``detector.tiles`` n > 1: an n x n grid of overlapping squares (x0, y0, side), each about 1.25/n of the
-        frame's long side, so a face of a fifth of the frame reaches the model at n times the whole frame's scale."""
-        n = self.cfg.tiles
-        if n <= 1:
-            return []
-        if self._tile_layout is None or self._tile_layout[0] != (w, h):
-            side = min(w, h, int(round(max(w, h) / n * 1.25)))
-            xs = np.linspace(0, w - side, n).round().astype(int)
-            ys = np.linspace(0, h - side, n).round().astype(int)
-            self._tile_layout = ((w, h), [(int(x), int(y), side) for y in dict.fromkeys(ys) for x in dict.fromkeys(xs)])
-        return self._tile_layout[1]
 
     def _run(self, image: np.ndarray, ox: int, oy: int, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """The model on ``image`` letterboxed (MediaPipe FIT): boxes ``[K, 4]`` (x0, y0, x1, y1) in frame pixels
@@ -195,7 +176,7 @@ class BlazeFaceDetector(Detector):
         cv2.cvtColor(self._canvas, cv2.COLOR_BGR2RGB, dst=self._canvas)  # padding stays 0
         np.multiply(self._canvas, np.float32(1 / 127.5), out=self._input[0], dtype=np.float32)
         np.subtract(self._input, np.float32(1.0), out=self._input)
-        outputs = self.runtime.run(self._input)
+        outputs = self._runtime.run(self._input)
         if self._indices is None:  # a runtime that knows output shapes only after a run (snpe-net-run)
             self._indices = self._output_indices([o[0].size for o in outputs])
         boxes_i, scores_i = self._indices

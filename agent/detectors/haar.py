@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -13,6 +13,7 @@ from agent.contracts.errors import FerError
 from agent.contracts.manifest import Manifest
 from agent.contracts.preprocess import Box
 from agent.detectors import Detection, Detector, DetectorConfig
+from agent.runtimes import BackendConfig
 
 HAAR_WINDOW = 24  # haarcascade_frontalface_default.xml's detection window
 
@@ -21,10 +22,24 @@ def haar_cascade_path() -> Path:
     return Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
 
 
+@dataclass
+class HaarConfig:
+    scale_factor: float = field(default=1.15, metadata={"doc": "image pyramid step", "min": 1.01})
+    min_neighbors: int = field(default=5, metadata={"doc": "detections needed to keep a box", "min": 0})
+    full_frame_every: int = field(
+        default=3,
+        metadata={
+            "doc": "search the whole frame every n-th frame and in between only around the faces found "
+            "last (1 = whole frame every time; more is cheaper, and a new face is found up to n-1 frames later)",
+            "min": 1,
+        },
+    )
+
+
 class HaarDetector(Detector):
     """OpenCV's frontal-face cascade.
 
-    With ``full_frame_every: n > 1`` the whole frame is searched every n-th
+    With ``detector.haar.full_frame_every: n > 1`` the whole frame is searched every n-th
     frame only; in between the cascade runs in a window around each face
     found last (grown by a third of its side), scaled so that face is ~48 px,
     for sizes 0.75-1.33x of it. Faces move little between frames, so that finds them again for a
@@ -34,9 +49,12 @@ class HaarDetector(Detector):
 
     name = "haar"
     summary = "OpenCV's frontal-face cascade"
+    config_class = HaarConfig
 
-    def __init__(self, cfg: DetectorConfig, manifest: Manifest | None = None, backend: Any = None) -> None:
-        super().__init__(cfg, manifest, backend)
+    def __init__(self, cfg: DetectorConfig, manifest: Manifest | None = None, backend: BackendConfig | None = None,
+                 state_dir: Path | None = None) -> None:
+        super().__init__(cfg, manifest, backend, state_dir)
+        self.options: HaarConfig
         if not hasattr(cv2, "CascadeClassifier"):
             raise FerError(
                 "detector.type: haar needs cv2.CascadeClassifier, which OpenCV 5 removed; "
@@ -48,11 +66,11 @@ class HaarDetector(Detector):
             raise FerError(f"{path}: cannot load the Haar cascade")
         self._small: np.ndarray | None = None
         self._last: list[Detection] = []
-        self._since_full = cfg.full_frame_every  # the first frame is searched whole
+        self._since_full = self.options.full_frame_every  # the first frame is searched whole
 
     def detect(self, frame: np.ndarray, grey: np.ndarray) -> list[Detection]:
         h, w = grey.shape[:2]
-        if self._since_full + 1 >= self.cfg.full_frame_every or not self._last:
+        if self._since_full + 1 >= self.options.full_frame_every or not self._last:
             self._since_full = 0
             self._last = self._finish(self._search_frame(grey), w, h)
         else:
@@ -96,8 +114,8 @@ class HaarDetector(Detector):
         """Run the cascade on ``img`` (the frame or a window, scaled by ``s``, at offset ox, oy in the frame)."""
         rects = self.cascade.detectMultiScale(
             img,
-            scaleFactor=self.cfg.haar_scale_factor,
-            minNeighbors=self.cfg.haar_min_neighbors,
+            scaleFactor=self.options.scale_factor,
+            minNeighbors=self.options.min_neighbors,
             minSize=(min_side, min_side),
             maxSize=(max_side, max_side),
         )

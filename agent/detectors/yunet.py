@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -12,26 +13,35 @@ from agent.contracts.errors import FerError
 from agent.contracts.manifest import Manifest
 from agent.contracts.preprocess import Box
 from agent.detectors import Detection, Detector, DetectorConfig
+from agent.runtimes import BackendConfig
+
+
+@dataclass
+class YuNetConfig:
+    model: Optional[str] = field(default=None, metadata={"doc": "path to a YuNet .onnx model"})
 
 
 class YuNetDetector(Detector):
     name = "yunet"
-    summary = "cv2.FaceDetectorYN, needs yunet_model"
+    summary = "cv2.FaceDetectorYN, needs detector.yunet.model"
+    config_class = YuNetConfig
 
-    def __init__(self, cfg: DetectorConfig, manifest: Manifest | None = None, backend: Any = None) -> None:
-        super().__init__(cfg, manifest, backend)
-        if not cfg.yunet_model:
-            raise FerError("detector.yunet_model: set the path of a YuNet .onnx model for detector.type: yunet")
-        if not Path(cfg.yunet_model).is_file():
-            raise FerError(f"detector.yunet_model: {cfg.yunet_model}: no such file")
+    def __init__(self, cfg: DetectorConfig, manifest: Manifest | None = None, backend: BackendConfig | None = None,
+                 state_dir: Path | None = None) -> None:
+        super().__init__(cfg, manifest, backend, state_dir)
+        model = self.options.model
+        if not model:
+            raise FerError("detector.yunet.model: set the path of a YuNet .onnx model for detector.type: yunet")
+        if not Path(model).is_file():
+            raise FerError(f"detector.yunet.model: {model}: no such file")
         if not hasattr(cv2, "FaceDetectorYN"):
             raise FerError("detector.type: yunet needs cv2.FaceDetectorYN (OpenCV >= 4.5.4)")
         try:
             self.net = cv2.FaceDetectorYN.create(
-                cfg.yunet_model, "", (320, 240), cfg.score_threshold, cfg.nms_threshold, 5000
+                model, "", (320, 240), cfg.score_threshold, cfg.nms_threshold, 5000
             )
         except cv2.error as exc:
-            raise FerError(f"detector.yunet_model: {cfg.yunet_model}: OpenCV cannot load it: {exc}") from None
+            raise FerError(f"detector.yunet.model: {model}: OpenCV cannot load it: {exc}") from None
         self._size: tuple[int, int] | None = None
 
     def detect(self, frame: np.ndarray, grey: np.ndarray) -> list[Detection]:

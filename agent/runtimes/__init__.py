@@ -5,6 +5,12 @@ A new runtime is one file in this package that subclasses
 ``auto_priority``; the ``backend:`` config section (its ``type`` choices and a
 sub-section per runtime), the fallback choices, ``print-config`` and the CLI
 help all come from the registry.
+
+"Backend" is the user's word for the runtime the classifier runs on (the
+``backend:`` section, ``--backend``, the ``backend`` field of the payloads);
+in the code it is a :class:`Runtime`. Other things are not called runtime:
+SNPE's cpu/gpu/dsp choice is its *target* (``backend.snpe.target``) and
+LiteRT's Python package the *interpreter package*.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agent.runtimes.base import RUNTIMES, BundleModel, InferenceError, Runtime
@@ -39,14 +46,11 @@ class BackendConfig:
     type: str = field(default="auto", metadata={"doc": backend_help, "choices": backend_choices})
 
     def __post_init__(self) -> None:
-        for name, cls in RUNTIMES.all().items():
-            if name not in self.__dict__:
-                setattr(self, name, cls.config_class())
+        RUNTIMES.fill_sections(self)
 
     @classmethod
     def config_sections(cls) -> dict[str, tuple[type, str]]:
-        return {name: (c.config_class, f"backend.type: {name} ({c.summary})" if c.summary else name)
-                for name, c in RUNTIMES.all().items() if c.config_class.__dataclass_fields__}
+        return RUNTIMES.config_sections("backend.type")
 
     def section(self, name: str) -> Any:
         return getattr(self, name)
@@ -84,22 +88,39 @@ def runtime_for(backend: BackendConfig, model: BundleModel, preferred: str = "au
     return "tflite", f"backend.type {backend.type} cannot run it: {why_not}"
 
 
+@dataclass(frozen=True)
+class StartedRuntime:
+    """What :func:`create_runtime` started, and why that one (for logs and the status payload)."""
+
+    runtime: Runtime
+    #: Why this runtime: the config, or ``auto``'s choice and what it skipped.
+    reason: str
+    #: Set when the chosen runtime could not start and its fallback runs instead: what went wrong.
+    start_failure: str | None = None
+
+    @property
+    def explanation(self) -> str:
+        return f"{self.reason}; fallback: {self.start_failure}" if self.start_failure else self.reason
+
+
 def create_runtime(backend: BackendConfig, model: BundleModel, name: str | None = None, reason: str = "",
-                   on_switch: Callable[[str, str], None] | None = None) -> Runtime:
-    """The runtime for ``model`` (``name``, else per ``backend.type``), wrapped in its fallback if configured."""
+                   on_switch: Callable[[str, str], None] | None = None,
+                   state_dir: Path | None = None) -> StartedRuntime:
+    """The runtime for ``model`` (``name``, else per ``backend.type``), wrapped in its fallback if configured.
+
+    ``state_dir``: the resolved ``service.state_dir``, where a runtime may cache files (QNN contexts).
+    """
     if name is None:
         name, reason = select_runtime(backend, model)
 
     def make(runtime_name: str) -> Runtime:
-        return RUNTIMES.get(runtime_name)(model, backend.section(runtime_name))
+        return RUNTIMES.get(runtime_name)(model, backend.section(runtime_name), state_dir=state_dir)
 
-    first = start_with_fallback(name, backend.section(name), make, model.title)
+    first, failure = start_with_fallback(name, backend.section(name), make, model.title)
     runtime = maybe_wrap(first, make, on_switch)
-    failure = getattr(first, "start_failure", None)
-    runtime.selection_reason = f"{reason}; fallback: {failure}" if failure else reason  # type: ignore[attr-defined]
     log.info("%s runtime: %s (%s)", model.title, runtime.describe(), reason or "configured")
-    return runtime
+    return StartedRuntime(runtime, reason, failure)
 
 
-__all__ = ["RUNTIMES", "BackendConfig", "BundleModel", "InferenceError", "Runtime", "backend_choices",
+__all__ = ["RUNTIMES", "BackendConfig", "BundleModel", "InferenceError", "Runtime", "StartedRuntime", "backend_choices",
            "create_runtime", "runtime_for", "select_runtime"]

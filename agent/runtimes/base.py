@@ -5,7 +5,12 @@ Runtime with QNN), nothing about faces: the model adapters
 (:class:`agent.classify.FaceClassifier`, the BlazeFace detector) own their
 pre/post-processing and checks and run on whichever runtime the config and
 the bundle allow. A runtime module declares ``name``, ``config_class`` and
-the class; defining the subclass registers it (:data:`RUNTIMES`).
+the class; defining the subclass registers it (:data:`RUNTIMES`, see
+:class:`agent.registry.Plugin`).
+
+"Backend" is the user's word for the runtime the classifier runs on (see
+:mod:`agent.runtimes`); SNPE's cpu/gpu/dsp choice is its *target* and
+LiteRT's Python package its *interpreter package*.
 """
 
 from __future__ import annotations
@@ -13,13 +18,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 
 from agent.contracts.errors import InferenceError
 from agent.contracts.manifest import FileEntry, Manifest
-from agent.registry import Registry
+from agent.registry import NoConfig, Plugin, Registry
 
 __all__ = ["RUNTIMES", "BundleModel", "InferenceError", "NoConfig", "Runtime"]
 
@@ -35,10 +40,17 @@ class BundleModel:
     ``dlc_htp``, ``onnx_qdq``...); every other model prefixes them with its key
     (``blazeface_short_dlc``), except its TFLite file, which is the key itself
     (``blazeface_short``): the names the bundle has always used.
+
+    ``output_sizes`` is what the model adapter expects of the outputs: values
+    per item of each (None = unchecked). Every runtime built for this model,
+    the fallback included, checks its answers against it
+    (:meth:`Runtime.check`), so a wrongly shaped answer fails the frame like
+    any other inference error and a fallback counts it.
     """
 
     manifest: Manifest
     key: str = "classifier"
+    output_sizes: Optional[tuple[int, ...]] = None
 
     def role(self, kind: str) -> str:
         if self.key == "classifier":
@@ -60,35 +72,33 @@ class BundleModel:
         return "classifier" if self.key == "classifier" else self.key
 
 
-@dataclass
-class NoConfig:
-    """For a runtime without options of its own."""
+class Runtime(Plugin, ABC):
+    """What every runtime provides: the model it runs, its config section, the file, the shapes, a description.
 
+    A subclass sets :attr:`path` (and the shapes where its file declares them) in ``__init__``.
+    """
 
-class Runtime(ABC):
-    name: ClassVar[str] = ""
-    config_class: ClassVar[type] = NoConfig
-    #: One line for ``print-config`` and the CLI help.
-    summary: ClassVar[str] = ""
+    registry = RUNTIMES
     #: ``backend.type: auto`` tries runtimes from the highest priority down; None = never chosen by auto.
     auto_priority: ClassVar[int | None] = None
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if isinstance(cls.__dict__.get("name"), str) and cls.__dict__["name"]:
-            RUNTIMES.register(cls)
+    #: The model file this runtime runs (errors and logs name it); None = no file (a test stand-in).
+    path: Path | None = None
+    #: Input shape ``[1, H, W, C]`` as the file declares it; None = unknown before a run (snpe-net-run).
+    input_shape: tuple[int, ...] | None = None
+    #: Shape of each output ``[1, ...]``, in the model's order; None = unknown before a run.
+    output_shapes: list[tuple[int, ...]] | None = None
 
-    #: Values per item of each output, as the model adapter expects them (None = unchecked); a runtime whose
-    #: outputs do not match fails the frame like any other inference error, so a fallback counts it.
-    expect_sizes: list[int] | None = None
-
-    def __init__(self, model: BundleModel, config: Any = None) -> None:
+    def __init__(self, model: BundleModel, config: Any = None, state_dir: Path | None = None) -> None:
+        """``state_dir``: where a runtime may keep files across restarts (``service.state_dir`` resolved);
+        None = keep nothing there."""
         self.model = model
         self.config = config if config is not None else self.config_class()
+        self.state_dir = state_dir
 
     def check(self, outputs: list[np.ndarray], n: int) -> list[np.ndarray]:
-        """``outputs`` unchanged when they match :attr:`expect_sizes` for ``n`` items, else InferenceError."""
-        want = self.expect_sizes
+        """``outputs`` unchanged when they match the model's ``output_sizes`` for ``n`` items, else InferenceError."""
+        want = list(self.model.output_sizes) if self.model.output_sizes is not None else None
         if want is not None:
             got = [int(o.size) // max(n, 1) for o in outputs]
             if got[: len(want)] != want or any(o.size % max(n, 1) for o in outputs):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,13 +43,17 @@ def fallback_after_field() -> Any:
 
 
 class FallbackRuntime(Runtime):
-    """Wraps ``primary``; builds the fallback lazily with ``make_fallback`` when it is needed."""
+    """Wraps ``primary``; builds the fallback lazily with ``make_fallback`` when it is needed.
+
+    What :class:`Runtime` declares (name, file, shapes) comes from the runtime in use; anything else of the
+    wrapped runtimes is reached through :attr:`primary`, :attr:`fallback` or :attr:`active`.
+    """
 
     def __init__(self, primary: Runtime, make_fallback: Callable[[], Runtime], after: int,
                  fallback_name: str = "tflite", on_switch: Callable[[str, str], None] | None = None) -> None:
         if after < 1:
             raise ValueError(f"fallback_after must be >= 1, got {after}")
-        super().__init__(primary.model, primary.config)
+        super().__init__(primary.model, primary.config, primary.state_dir)
         self.primary = primary
         self.make_fallback = make_fallback
         self.after = after
@@ -61,15 +66,21 @@ class FallbackRuntime(Runtime):
         self.switch_reason: str | None = None
         self._fallback_broken: str | None = None
 
-    def __getattr__(self, item: str) -> Any:
-        # What adapters read off a runtime (path, input_shape, output_shapes) comes from the one in use.
-        if item in ("primary", "fallback", "__setstate__"):
-            raise AttributeError(item)
-        return getattr(self.active, item)
-
     @property
     def name(self) -> str:  # type: ignore[override]
         return self.active.name
+
+    @property
+    def path(self) -> Path | None:  # type: ignore[override]
+        return self.active.path
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:  # type: ignore[override]
+        return self.active.input_shape
+
+    @property
+    def output_shapes(self) -> list[tuple[int, ...]] | None:  # type: ignore[override]
+        return self.active.output_shapes
 
     @property
     def active(self) -> Runtime:
@@ -124,29 +135,23 @@ class FallbackRuntime(Runtime):
             return f"{self.fallback.describe()} [fallback: {self.switch_reason}]"
         return f"{self.primary.describe()} (falls back to {self.fallback_name} after {self.after} consecutive failures)"
 
-    def status(self) -> dict[str, Any]:
-        """Fields for the stats message."""
-        return {"backend": self.active.name, "primary": self.primary.name, "switched": self.switched,
-                "switch_reason": self.switch_reason, "consecutive_failures": self.consecutive_failures,
-                "failures": self.total_failures, "last_error": self.last_error}
-
     def close(self) -> None:
         self.active.close()
 
 
-def start_with_fallback(name: str, config: Any, make_runtime: Callable[[str], Runtime], what: str) -> Runtime:
-    """``make_runtime(name)``; when that fails at start (a session the NPU refuses, a missing SDK library) and the
-    runtime's config names a fallback, the fallback instead, with the reason logged. No fallback: the error stands."""
+def start_with_fallback(name: str, config: Any, make_runtime: Callable[[str], Runtime], what: str
+                        ) -> tuple[Runtime, str | None]:
+    """``(make_runtime(name), None)``; when that fails at start (a session the NPU refuses, a missing SDK library)
+    and the runtime's config names a fallback, ``(the fallback, why)`` instead, with the reason logged. No fallback:
+    the error stands."""
     try:
-        return make_runtime(name)
+        return make_runtime(name), None
     except FerError as exc:
         other = getattr(config, "fallback", None)
         if not other or other in ("none", name):
             raise
         log.error("the %s runtime cannot start for the %s: %s; using %s instead", name, what, exc, other)
-        runtime = make_runtime(other)
-        runtime.start_failure = f"{name} could not start: {str(exc).splitlines()[0]}"  # type: ignore[attr-defined]
-        return runtime
+        return make_runtime(other), f"{name} could not start: {str(exc).splitlines()[0]}"
 
 
 def maybe_wrap(primary: Runtime, make_runtime: Callable[[str], Runtime],

@@ -67,7 +67,7 @@ class QnnConfig:
         default=None,
         metadata={
             "doc": "where contexts compiled at start are kept; "
-            "empty = $STATE_DIRECTORY or ~/.local/state/fer-agent, /qnn"
+            "empty = <service.state_dir>/qnn"
         },
     )
     fallback: str = fallback_field()
@@ -102,8 +102,8 @@ class QnnRuntime(Runtime):
             return str(exc)
         return None
 
-    def __init__(self, model: BundleModel, config: QnnConfig | None = None) -> None:
-        super().__init__(model, config)
+    def __init__(self, model: BundleModel, config: QnnConfig | None = None, state_dir: Path | None = None) -> None:
+        super().__init__(model, config, state_dir)
         cfg: QnnConfig = self.config
         target = _target(cfg)
         options = {"htp_performance_mode": cfg.htp_performance_mode}
@@ -147,8 +147,15 @@ class QnnRuntime(Runtime):
                 qdq.name,
             )
             return qdq
+        if cfg.cache_dir:
+            cache = Path(cfg.cache_dir).expanduser()
+        elif self.state_dir is not None:
+            cache = self.state_dir / "qnn"
+        else:
+            log.info("qnn: no backend.qnn.cache_dir and no state directory: the %s is compiled at every start",
+                     model.title)
+            return qdq
         key = hashlib.sha256(f"{sha256_of(qdq)} {target.name} {qnn.qnn_version()}".encode()).hexdigest()[:16]
-        cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else _state_dir() / "qnn"
         name = f"{model.key}_{target.name}_{key}"
         ctx = cache / f"{name}_ctx.onnx"
         if ctx.is_file() and any(cache.glob(f"{name}_ctx*.bin")):
@@ -183,9 +190,3 @@ class QnnRuntime(Runtime):
         where = "HTP simulator on x86_64" if qnn.htp_is_simulated() else "HTP"
         soc = f" {self.target.name} v{self.target.htp_arch}" if self.target else ""
         return f"qnn ({where}{soc}, {self.path.name}, {cfg.htp_performance_mode}, QNN {qnn.qnn_version()})"
-
-
-def _state_dir() -> Path:
-    from agent.service import resolve_state_dir
-
-    return resolve_state_dir()

@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import time
-import typing
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +26,12 @@ from typing import Literal
 
 import numpy as np
 
+from agent.configio import check
 from agent.contracts.errors import ConfigError, FerError
 from agent.contracts.rawtensor import default_work_dir, format_input_list, read_result, write_raw
 from agent.contracts.snpe_sdk import find_tool, sdk_root_of, sdk_version_in
 from agent.runtimes.base import BundleModel, InferenceError, Runtime
-from agent.runtimes.fallback import fallback_after_field, fallback_choices, fallback_field
+from agent.runtimes.fallback import fallback_after_field, fallback_field
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,8 @@ DlcRole = Literal["auto", "dlc", "dlc_quantized", "dlc_htp"]
 OutputHeader = Literal["none", "layer", "tensor"]
 # snpe-net-run reads an optional first input-list line: '#' + layer names or '%' + output tensor names.
 HEADER_MARKS = {"none": "", "layer": "#", "tensor": "%"}
-TARGETS: tuple[str, ...] = typing.get_args(Target)
-PERF_PROFILES: tuple[str, ...] = typing.get_args(PerfProfile)
-USERBUFFER_MODES: tuple[str, ...] = typing.get_args(UserBuffer)
-DLC_ROLES: tuple[str, ...] = typing.get_args(DlcRole)
-# snpe-net-run selects the runtime with one flag; CPU is its default and has no flag.
-RUNTIME_FLAGS: dict[str, tuple[str, ...]] = {
+# snpe-net-run selects the target with one flag; CPU is its default and has no flag.
+TARGET_FLAGS: dict[str, tuple[str, ...]] = {
     "cpu": (),
     "gpu": ("--use_gpu",),
     "dsp": ("--use_dsp",),
@@ -70,7 +66,7 @@ RUNTIME_FLAGS: dict[str, tuple[str, ...]] = {
 
 @dataclass
 class SnpeConfig:
-    runtime: Target = field(
+    target: Target = field(
         default="dsp",
         metadata={
             "doc": "where snpe-net-run runs the model: cpu (no flag), gpu (--use_gpu), dsp (--use_dsp, HTP/Hexagon), "
@@ -142,38 +138,15 @@ class SnpeConfig:
     fallback: str = fallback_field()
     fallback_after: int = fallback_after_field()
 
-    def __post_init__(self) -> None:
-        problem = self.problem()
-        if problem:
-            raise ValueError(problem)  # the config loader prefixes the section's dotted key
-
-    def problem(self) -> str | None:
-        """First invalid field as ``'<key>: <why>'`` (key relative to this section), or None."""
-        choices = {
-            "runtime": TARGETS,
-            "perf_profile": PERF_PROFILES,
-            "userbuffer": USERBUFFER_MODES,
-            "dlc_role": DLC_ROLES,
-            "output_header": tuple(HEADER_MARKS),
-            "fallback": fallback_choices(),
-        }
-        for key, allowed in choices.items():
-            value = getattr(self, key)
-            if value not in allowed:
-                return f"{key}: {value!r} is not one of {', '.join(a for a in allowed if a)}" + (
-                    " (or empty)" if "" in allowed else ""
-                )
-        if not self.timeout_s > 0:
-            return f"timeout_s: must be > 0, got {self.timeout_s}"
-        if self.fallback_after < 1:
-            return f"fallback_after: must be >= 1, got {self.fallback_after}"
-        return None
+    @staticmethod
+    def renamed_keys() -> dict[str, str]:
+        """Keys of earlier releases, still read for one more (see :mod:`agent.configio`)."""
+        return {"runtime": "target"}
 
     def validate(self) -> None:
-        """Re-check after fields were changed in place; ConfigError names ``snpe.<key>``."""
-        problem = self.problem()
-        if problem:
-            raise ConfigError(f"snpe.{problem}")
+        """Check fields set in code (benchmarks, tests) against their metadata, as loading a file does;
+        ConfigError names ``backend.snpe.<key>``."""
+        check(self, "backend.snpe")
 
 
 # --------------------------------------------------------------------------- bundle helpers
@@ -183,9 +156,9 @@ def dlc_kind_for(model: BundleModel, cfg: SnpeConfig) -> str:
     """Which DLC a target should run: quantized for the DSP/AIP, float for CPU/GPU."""
     if cfg.dlc_role != "auto":
         return cfg.dlc_role
-    if cfg.runtime == "dsp":
+    if cfg.target == "dsp":
         return "dlc_htp" if model.has("dlc_htp") else "dlc_quantized"
-    if cfg.runtime == "aip":
+    if cfg.target == "aip":
         return "dlc_quantized"
     return "dlc"
 
@@ -225,7 +198,7 @@ class SnpeNetRun:
         tool, searched = find_tool("snpe-net-run", cfg.sdk_root, cfg.snpe_net_run)
         if tool is None:
             raise InferenceError(
-                f"snpe-net-run not found (searched {'; '.join(searched)}); set snpe.snpe_net_run or $SNPE_ROOT"
+                f"snpe-net-run not found (searched {'; '.join(searched)}); set backend.snpe.snpe_net_run or $SNPE_ROOT"
             )
         self.tool = tool
         self.env = self._environment()
@@ -249,7 +222,7 @@ class SnpeNetRun:
             str(self.input_list),
             "--output_dir",
             str(self.output_dir),
-            *RUNTIME_FLAGS[self.cfg.runtime],
+            *TARGET_FLAGS[self.cfg.target],
         ]
         if self.cfg.perf_profile:
             cmd += ["--perf_profile", self.cfg.perf_profile]
@@ -393,31 +366,31 @@ class SnpeRuntime(Runtime):
         if tool is None:
             return (
                 f"snpe-net-run not found (searched {'; '.join(searched)}); "
-                "install the SNPE/QAIRT SDK or set snpe.snpe_net_run"
+                "install the SNPE/QAIRT SDK or set backend.snpe.snpe_net_run"
             )
         role = model.role(dlc_kind_for(model, config))
         if role not in model.manifest.files:
-            return f"bundle has no {role!r} file for runtime {config.runtime} (run `fer-host convert` on the host)"
+            return f"bundle has no {role!r} file for target {config.target} (run `fer-host convert` on the host)"
         if not model.manifest.path_of(role).exists():
             return f"{model.manifest.path_of(role)}: {role} file listed in the manifest does not exist"
         return None
 
-    def __init__(self, model: BundleModel, config: SnpeConfig | None = None) -> None:
-        super().__init__(model, config)
+    def __init__(self, model: BundleModel, config: SnpeConfig | None = None, state_dir: Path | None = None) -> None:
+        super().__init__(model, config, state_dir)
         cfg: SnpeConfig = self.config
         cfg.validate()
         manifest = model.manifest
         self.role = model.role(dlc_kind_for(model, cfg))
         if self.role not in manifest.files:
             raise InferenceError(
-                f"bundle {manifest.root} has no {self.role!r} file for runtime {cfg.runtime}; "
+                f"bundle {manifest.root} has no {self.role!r} file for target {cfg.target}; "
                 "run `fer-host convert` on the host (see docs/snpe.md)"
             )
-        dlc = manifest.path_of(self.role)
+        dlc = self.path = manifest.path_of(self.role)
         if not dlc.exists():
             raise InferenceError(f"{dlc}: {self.role} file listed in the manifest does not exist")
         if cfg.userbuffer == "tf8" and self.role == model.role("dlc"):
-            raise ConfigError("snpe.userbuffer: tf8 needs a quantized DLC (dlc_role dlc_quantized or dlc_htp)")
+            raise ConfigError("backend.snpe.userbuffer: tf8 needs a quantized DLC (dlc_role dlc_quantized or dlc_htp)")
         extra = manifest.files[self.role].extra
         self.input_name, output_name = manifest.tensor_names(self.role)
         self.output_names = [str(n) for n in extra.get("output_names") or [output_name]]
@@ -439,7 +412,7 @@ class SnpeRuntime(Runtime):
         extra += f", userbuffer {c.userbuffer}" if c.userbuffer else ""
         version = sdk_version_in(Path(c.sdk_root) if c.sdk_root else sdk_root_of(self.runner.tool))
         sdk = f", SDK {version}" if version else ""
-        return f"snpe ({c.runtime}{extra}, {self.model.manifest.files[self.role].path}{sdk}, {self.runner.tool})"
+        return f"snpe ({c.target}{extra}, {self.model.manifest.files[self.role].path}{sdk}, {self.runner.tool})"
 
     def close(self) -> None:
         self.runner.close()

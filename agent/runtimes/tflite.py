@@ -54,8 +54,8 @@ class TFLiteRuntime(Runtime):
             return str(exc)
         return None
 
-    def __init__(self, model: BundleModel, config: TFLiteConfig | None = None) -> None:
-        super().__init__(model, config)
+    def __init__(self, model: BundleModel, config: TFLiteConfig | None = None, state_dir: Path | None = None) -> None:
+        super().__init__(model, config, state_dir)
         cfg: TFLiteConfig = self.config
         kinds = ["tflite_int8", "tflite"] if cfg.model == "int8" else ["tflite", "tflite_int8"]
         present = [k for k in kinds if model.has(k)]
@@ -66,7 +66,7 @@ class TFLiteRuntime(Runtime):
             log.warning("bundle has no %s file; using %s instead", kinds[0], present[0])
         self.role = model.role(present[0])
         self.path = model.manifest.path_of(self.role)
-        self.runtime = runtime_name()
+        self.interpreter_package = runtime_name()  # which package provides the interpreter (ai-edge-litert...)
         self.interpreter = load_interpreter(self.path, cfg.threads, cfg.delegate, cfg.delegate_options)
         inp = self.interpreter.get_input_details()[0]
         self.input_shape = tuple(int(d) for d in inp["shape"])
@@ -103,4 +103,4 @@ class TFLiteRuntime(Runtime):
         cfg: TFLiteConfig = self.config
         where = f"delegate {Path(cfg.delegate).name} {cfg.delegate_options or ''}".strip() if cfg.delegate else "CPU"
         threads = f"{cfg.threads} thread{'s' if cfg.threads != 1 else ''}"
-        return f"tflite ({self.runtime}, {self.path.name}, {threads}, {where})"
+        return f"tflite ({self.interpreter_package}, {self.path.name}, {threads}, {where})"
