@@ -187,7 +187,7 @@ def compare_classifiers(bundle: Path | None, baseline: Path, iterations: int, ro
     """
     from agent.contracts.manifest import default_bundle_path, load_manifest
     from agent.contracts.preprocess import Box, face_tensor
-    from agent.demo import grid_frame
+    from agent.synthetic import grid_frame
 
     ours, base = load_manifest(bundle or default_bundle_path()), load_manifest(baseline)
     face = face_tensor(grid_frame(1), Box(260, 180, 120, 120), ours.input)[None]
