@@ -122,8 +122,8 @@ class Ours:
         detector_bundle = load_manifest(default_bundle_path())
         self.manifest = load_manifest(bundle or default_bundle_path())
         self.detector = create_detector(self.cfg.detector, detector_bundle, self.cfg.backend)
-        self.classifier = FaceClassifier(self.manifest, create_runtime(self.cfg.backend,
-                                                                       FaceClassifier.model(self.manifest)))
+        started = create_runtime(self.cfg.backend, FaceClassifier.model(self.manifest))
+        self.classifier = FaceClassifier(self.manifest, started.runtime)
         self.name = f"{self.manifest.model_name} {self.manifest.model_version}"
 
     def describe(self) -> str:
