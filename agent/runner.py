@@ -30,6 +30,7 @@ from agent.pipeline import Pipeline, Publisher, RunSummary
 from agent.preview import PreviewWriter
 from agent.runtimes import create_runtime
 from agent.service import resolve_health_file, resolve_state_dir
+from agent.summary import SummaryObserver
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ def run_agent(cfg: AgentConfig, publisher_factory=create_publisher) -> RunSummar
             HealthObserver(HealthReporter(resolve_health_file(cfg.service), interval_s=cfg.service.health_interval_s,
                                           broker_grace_s=cfg.service.broker_grace_s)),
             StatsObserver(cfg.publish.stats_interval_s),
+            SummaryObserver(manifest.labels, cfg.publish.summary_window_s, cfg.publish.summary_interval_s),
         ]
         if cfg.preview.path:
             fps = cfg.source.fps_cap or source.nominal_fps or 15.0
