@@ -122,8 +122,8 @@ def test_home_assistant_discovery_configs() -> None:
     t = Topics("fer", "RB5.01", "ha")
     configs = discovery_configs(t, CTX)
     assert set(configs) == {"ha/sensor/fer_RB5_01/dominant_emotion/config", "ha/sensor/fer_RB5_01/face_count/config",
-                            "ha/sensor/fer_RB5_01/summary_faces_mean/config",
-                            *(f"ha/sensor/fer_RB5_01/summary_{label}_share/config" for label in LABELS)}
+                            "ha/sensor/fer_RB5_01/audience_faces_mean/config",
+                            *(f"ha/sensor/fer_RB5_01/audience_{label}_share/config" for label in LABELS)}
     v = validator("ha_sensor")
     ids = set()
     for cfg in configs.values():

@@ -178,10 +178,10 @@ def test_home_assistant_summary_sensors_render_on_a_summary_payload() -> None:
         assert cfg["availability_topic"] == t.status
     rendered = {topic: jinja2.Environment().from_string(configs[topic]["value_template"]).render(value_json=payload)
                 for topic in t.discovery_summary}
-    assert rendered[t.discovery("sensor", "summary_happy_share")] == "100.0"
-    assert rendered[t.discovery("sensor", "summary_sad_share")] == "0.0"
-    assert rendered[t.discovery("sensor", "summary_faces_mean")] == "1.0"
-    assert configs[t.discovery("sensor", "summary_happy_share")]["unit_of_measurement"] == "%"
+    assert rendered[t.discovery("sensor", "audience_happy_share")] == "100.0"
+    assert rendered[t.discovery("sensor", "audience_sad_share")] == "0.0"
+    assert rendered[t.discovery("sensor", "audience_faces_mean")] == "1.0"
+    assert configs[t.discovery("sensor", "audience_happy_share")]["unit_of_measurement"] == "%"
 
 
 def test_summary_is_retained_and_valid_on_a_real_broker(mosquitto, mqtt_collector, tmp_path: Path) -> None:

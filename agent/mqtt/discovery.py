@@ -58,7 +58,7 @@ def discovery_configs(topics: Topics, ctx: PublishContext, device_name: str | No
         "json_attributes_template": "{{ {'faces': value_json.faces, 'time': value_json.time} | tojson }}",
         "icon": "mdi:emoticon-outline",
     })
-    count = _common(topics, ctx, device_name, "face_count", "Faces")
+    count = _common(topics, ctx, device_name, "face_count", "Face count")
     count.update({
         "value_template": "{{ value_json.face_count }}",
         "state_class": "measurement",
@@ -73,12 +73,12 @@ def summary_discovery_configs(topics: Topics, ctx: PublishContext,
                               device_name: str | None = None) -> dict[str, dict[str, Any]]:
     """Sensors on the retained ``summary`` topic: mean faces and each label's share of face-time (%)."""
     mean_topic, *share_topics = topics.discovery_summary
-    mean = _common(topics, ctx, device_name, "summary_faces_mean", "Audience faces (mean)", topics.summary)
+    mean = _common(topics, ctx, device_name, "audience_faces_mean", "Audience faces mean", topics.summary)
     mean.update({"value_template": "{{ value_json.faces.mean }}", "state_class": "measurement",
                  "suggested_display_precision": 1, "icon": "mdi:account-group"})
     configs = {mean_topic: mean}
     for label, topic in zip(LABELS, share_topics, strict=True):
-        share = _common(topics, ctx, device_name, f"summary_{label}_share", f"Audience {label} share", topics.summary)
+        share = _common(topics, ctx, device_name, f"audience_{label}_share", f"Audience {label} share", topics.summary)
         share.update({"value_template": "{{ (value_json.shares['" + label + "'] * 100) | round(1) }}",
                       "unit_of_measurement": "%", "state_class": "measurement",
                       "suggested_display_precision": 1, "icon": "mdi:chart-donut"})

@@ -60,9 +60,9 @@ class Topics:
 
     @property
     def discovery_summary(self) -> tuple[str, ...]:
-        """The audience-summary sensors: mean faces, then one share per label (``summary_<label>_share``)."""
-        return (self.discovery("sensor", "summary_faces_mean"),
-                *(self.discovery("sensor", f"summary_{label}_share") for label in LABELS))
+        """The audience-summary sensors: mean faces, then one share per label (``audience_<label>_share``)."""
+        return (self.discovery("sensor", "audience_faces_mean"),
+                *(self.discovery("sensor", f"audience_{label}_share") for label in LABELS))
 
     @property
     def discovery_all(self) -> tuple[str, ...]:
