@@ -106,8 +106,20 @@ def cmd_health(args: argparse.Namespace) -> int:
     return health_command(args)
 
 
+def cmd_record(args: argparse.Namespace) -> int:
+    from agent.record import record_command
+
+    return record_command(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from agent.report import report_command
+
+    return report_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from agent import bench, demo, health
+    from agent import bench, demo, health, record, report
 
     parser = argparse.ArgumentParser(
         prog="fer-agent", description="Facial-expression recognition agent: camera -> faces -> emotions -> MQTT."
@@ -138,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(p)
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("record", help="subscribe to a device's topics and write every message as JSON Lines")
+    record.add_arguments(p)
+    p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("report", help="draw a recording (fer-agent record) as a PNG: faces, label shares, face count")
+    report.add_arguments(p)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("health", help="is the running agent healthy? (exit 0 yes, 1 no)")
     health.add_health_arguments(p)

@@ -22,6 +22,7 @@ from agent.configio import build, convert, redacted, render, specs
 from agent.contracts.errors import ConfigError
 from agent.contracts.manifest import default_bundle_path
 from agent.detectors import DetectorConfig
+from agent.metrics import MetricsConfig
 from agent.mqtt.config import MqttConfig
 from agent.pipeline import PublishConfig
 from agent.preview import PreviewConfig
@@ -57,6 +58,7 @@ class AgentConfig:
     mqtt: MqttConfig = _section(MqttConfig, "MQTT broker, topics and reliability (docs/mqtt.md)")
     service: ServiceConfig = _section(ServiceConfig, "Running as a systemd service: state and health files")
     preview: PreviewConfig = _section(PreviewConfig, "Annotated frames for a person to look at (emulation)")
+    metrics: MetricsConfig = _section(MetricsConfig, "Prometheus metrics through node_exporter's textfile collector")
     log_level: Literal["debug", "info", "warning", "error"] = field(default="info", metadata={"doc": "log verbosity"})
     max_frames: int = field(
         default=0, metadata={"doc": "stop after this many frames (0 = run until stopped or the file ends)", "min": 0}

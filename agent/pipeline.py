@@ -47,6 +47,13 @@ class PublishConfig:
     stats_interval_s: float = field(
         default=30.0, metadata={"doc": "publish and log stage timings this often", "min": 1.0}
     )
+    summary_interval_s: float = field(
+        default=10.0, metadata={"doc": "publish the audience summary (retained) this often", "min": 1.0}
+    )
+    summary_window_s: float = field(
+        default=60.0, metadata={"doc": "... over the last this many seconds (a sliding window)", "min": 1.0,
+                                "max": 86400.0}
+    )
 
 
 class Classifier(Protocol):
@@ -69,6 +76,7 @@ class Publisher(Protocol):
     def publish_event(self, event: Event) -> None: ...
     def publish_state(self, snapshot: StateSnapshot) -> None: ...
     def publish_stats(self, stats: dict[str, Any]) -> None: ...
+    def publish_summary(self, summary: dict[str, Any]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -82,6 +90,7 @@ class NullPublisher:
         self.events: list[Event] = []
         self.states = 0
         self.stats: list[dict[str, Any]] = []
+        self.summaries: list[dict[str, Any]] = []
 
     def start(self) -> None:
         pass
@@ -94,6 +103,9 @@ class NullPublisher:
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
         self.stats.append(stats)
+
+    def publish_summary(self, summary: dict[str, Any]) -> None:
+        self.summaries.append(summary)
 
     def close(self) -> None:
         pass
@@ -172,6 +184,7 @@ class Pipeline:
         self.frames = 0
         self.failed_inferences = 0
         self.events_published = 0
+        self.frame_events: list[Event] = []  # the events of the latest frame (or of the shutdown), for observers
         self.faces_now = 0
         self.faces_total = 0  # detections over all frames (benchmarks report faces per frame)
         self.status = "starting"
@@ -280,6 +293,7 @@ class Pipeline:
         for event in events:
             self.publisher.publish_event(event)
         self.events_published += len(events)
+        self.frame_events = events
         now = time.monotonic()
         if events or now - self._last_state >= self.cfg.publish.state_interval_s:
             self.publisher.publish_state(self.tracker.snapshot(n_frame, capture_time))
@@ -306,7 +320,8 @@ class Pipeline:
     def _shutdown(self) -> None:
         with _log_errors("final events"):
             now = self.last_frame_time or time.time()  # media time for files, like the events before
-            for event in self.tracker.clear(self.frames, now):
+            self.frame_events = self.tracker.clear(self.frames, now)
+            for event in self.frame_events:
                 self.publisher.publish_event(event)
                 self.events_published += 1
             self.publisher.publish_state(self.tracker.snapshot(self.frames, now))

@@ -24,12 +24,14 @@ from agent.contracts.events import PublishContext
 from agent.contracts.manifest import Manifest, load_manifest
 from agent.detectors import create_detector
 from agent.health import HealthReporter
+from agent.metrics import MetricsObserver
 from agent.notify import Notifier
 from agent.observers import HealthObserver, PreviewObserver, StatsObserver, WatchdogObserver
 from agent.pipeline import Pipeline, Publisher, RunSummary
 from agent.preview import PreviewWriter
 from agent.runtimes import create_runtime
 from agent.service import resolve_health_file, resolve_state_dir
+from agent.summary import SummaryObserver
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,7 @@ def _signals_stop(pipeline: Pipeline):
 def run_agent(cfg: AgentConfig, publisher_factory=create_publisher) -> RunSummary:
     """Build every stage from ``cfg`` and run until the source ends, max_frames, or a signal."""
     cv2.setNumThreads(1)  # one core per frame; threads only add contention at this size
+    metrics = MetricsObserver(cfg.metrics.textfile, cfg.publish.stats_interval_s) if cfg.metrics.textfile else None
     manifest = load_manifest(cfg.bundle_path(), verify=cfg.model.verify)
     log.info("model bundle: %s %s (%s)", manifest.model_name, manifest.model_version, manifest.root)
     switched: list[Pipeline] = []  # the pipeline, once built: a fallback tells it which runtime took over
@@ -106,7 +109,10 @@ def run_agent(cfg: AgentConfig, publisher_factory=create_publisher) -> RunSummar
             HealthObserver(HealthReporter(resolve_health_file(cfg.service), interval_s=cfg.service.health_interval_s,
                                           broker_grace_s=cfg.service.broker_grace_s)),
             StatsObserver(cfg.publish.stats_interval_s),
+            SummaryObserver(manifest.labels, cfg.publish.summary_window_s, cfg.publish.summary_interval_s),
         ]
+        if metrics is not None:
+            observers.append(metrics)
         if cfg.preview.path:
             fps = cfg.source.fps_cap or source.nominal_fps or 15.0
             writer = PreviewWriter(cfg.preview.path, manifest.labels, fps=fps, every_n=cfg.preview.every_n)

@@ -102,11 +102,11 @@ def test_makefile_and_ci_use_the_script_and_print_durations(tmp_path: Path) -> N
     env["PATH"] = f"{tmp_path}:{env['PATH']}"
     ci = subprocess.run([str(REPO / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=30)
     assert ci.returncode == 0, ci.stderr
-    assert ci.stdout.splitlines() == ["test", "PYTEST_ARGS=--durations=15"]
+    assert ci.stdout.splitlines() == ["test", "PYTEST_ARGS=--durations=15", "ha-test"]
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (apt install shellcheck)")
 def test_ci_scripts_are_shellcheck_clean() -> None:
-    r = subprocess.run(["shellcheck", "-x", "--severity=style", "system-deps.sh", "run"], cwd=SCRIPT.parent,
-                       capture_output=True, text=True)
+    r = subprocess.run(["shellcheck", "-x", "--severity=style", "system-deps.sh", "run", "ha-install.sh"],
+                       cwd=SCRIPT.parent, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

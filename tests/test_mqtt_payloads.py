@@ -121,17 +121,19 @@ def test_topics_layout() -> None:
 def test_home_assistant_discovery_configs() -> None:
     t = Topics("fer", "RB5.01", "ha")
     configs = discovery_configs(t, CTX)
-    assert set(configs) == {"ha/sensor/fer_RB5_01/dominant_emotion/config", "ha/sensor/fer_RB5_01/face_count/config"}
+    assert set(configs) == {"ha/sensor/fer_RB5_01/dominant_emotion/config", "ha/sensor/fer_RB5_01/face_count/config",
+                            "ha/sensor/fer_RB5_01/audience_faces_mean/config",
+                            *(f"ha/sensor/fer_RB5_01/audience_{label}_share/config" for label in LABELS)}
     v = validator("ha_sensor")
     ids = set()
     for cfg in configs.values():
         v.validate(cfg)
-        assert cfg["availability_topic"] == t.status and cfg["state_topic"] == t.state
+        assert cfg["availability_topic"] == t.status and cfg["state_topic"] in (t.state, t.summary)
         assert re.fullmatch(r"sensor\.[a-z0-9_]+", cfg["default_entity_id"])
         assert "object_id" not in cfg  # deprecated by HA 2025.10, removed in 2026.4
         ids.add(cfg["unique_id"])
         assert cfg["device"]["identifiers"] == ["fer_RB5_01"]
-    assert len(ids) == 2
+    assert len(ids) == len(configs)
     dominant = configs[t.discovery_dominant]
     assert dominant["options"] == [*LABELS, "none"] and dominant["device_class"] == "enum"
 

@@ -31,13 +31,14 @@ def _device(topics: Topics, ctx: PublishContext, device_name: str | None) -> dic
     }
 
 
-def _common(topics: Topics, ctx: PublishContext, device_name: str | None, object_id: str, name: str) -> dict[str, Any]:
+def _common(topics: Topics, ctx: PublishContext, device_name: str | None, object_id: str, name: str,
+            state_topic: str | None = None) -> dict[str, Any]:
     unique_id = f"{topics.node_id}_{object_id}"
     return {
         "name": name,
         "unique_id": unique_id,
         "default_entity_id": "sensor." + re.sub(r"[^a-z0-9_]", "_", unique_id.lower()),  # HA entity ids are lower-case
-        "state_topic": topics.state,
+        "state_topic": state_topic or topics.state,
         "availability_topic": topics.status,
         "payload_available": STATUS_ONLINE,
         "payload_not_available": STATUS_OFFLINE,
@@ -57,13 +58,32 @@ def discovery_configs(topics: Topics, ctx: PublishContext, device_name: str | No
         "json_attributes_template": "{{ {'faces': value_json.faces, 'time': value_json.time} | tojson }}",
         "icon": "mdi:emoticon-outline",
     })
-    count = _common(topics, ctx, device_name, "face_count", "Faces")
+    count = _common(topics, ctx, device_name, "face_count", "Face count")
     count.update({
         "value_template": "{{ value_json.face_count }}",
         "state_class": "measurement",
         "icon": "mdi:account-multiple",
     })
-    return {topics.discovery_dominant: dominant, topics.discovery_face_count: count}
+    configs = {topics.discovery_dominant: dominant, topics.discovery_face_count: count}
+    configs.update(summary_discovery_configs(topics, ctx, device_name))
+    return configs
+
+
+def summary_discovery_configs(topics: Topics, ctx: PublishContext,
+                              device_name: str | None = None) -> dict[str, dict[str, Any]]:
+    """Sensors on the retained ``summary`` topic: mean faces and each label's share of face-time (%)."""
+    mean_topic, *share_topics = topics.discovery_summary
+    mean = _common(topics, ctx, device_name, "audience_faces_mean", "Audience faces mean", topics.summary)
+    mean.update({"value_template": "{{ value_json.faces.mean }}", "state_class": "measurement",
+                 "suggested_display_precision": 1, "icon": "mdi:account-group"})
+    configs = {mean_topic: mean}
+    for label, topic in zip(LABELS, share_topics, strict=True):
+        share = _common(topics, ctx, device_name, f"audience_{label}_share", f"Audience {label} share", topics.summary)
+        share.update({"value_template": "{{ (value_json.shares['" + label + "'] * 100) | round(1) }}",
+                      "unit_of_measurement": "%", "state_class": "measurement",
+                      "suggested_display_precision": 1, "icon": "mdi:chart-donut"})
+        configs[topic] = share
+    return configs
 
 
 def discovery_messages(topics: Topics, ctx: PublishContext, device_name: str | None = None) -> list[tuple[str, bytes]]:

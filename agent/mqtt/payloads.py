@@ -26,6 +26,7 @@ SCHEMA_FILES = {
     "event": "event.schema.json",
     "state": "state.schema.json",
     "stats": "stats.schema.json",
+    "summary": "summary.schema.json",
     "ha_sensor": "ha_sensor_discovery.schema.json",
 }
 

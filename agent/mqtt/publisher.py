@@ -97,6 +97,7 @@ class MqttPublisher:
         self._idle = False  # set by the outbox thread when it may poll less often
         self._window = cfg.outbox.inflight  # QoS 1/2 outbox messages handed to paho and not yet acknowledged
         self._pending_stats: Mapping[str, Any] | None = None
+        self._pending_summary: Mapping[str, Any] | None = None
         self._started = time.monotonic()
         self._broker = f"{cfg.host}:{cfg.port}"
         try:
@@ -145,6 +146,10 @@ class MqttPublisher:
     def publish_stats(self, stats: Mapping[str, Any]) -> None:
         """Latest stats win; sent only while connected (they are periodic, QoS 0 by default)."""
         self._pending_stats = dict(stats)
+
+    def publish_summary(self, summary: Mapping[str, Any]) -> None:
+        """The audience summary (retained, ``agent.summary``): like stats, the newest waits for a connection."""
+        self._pending_summary = summary
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -320,6 +325,7 @@ class MqttPublisher:
                 if self._connected:
                     self._send()
                     self._send_stats()
+                    self._send_summary()
                 if now - last_expire > 1.0:
                     last_expire = now
                     self._outbox.expire()
@@ -329,7 +335,8 @@ class MqttPublisher:
                     self._wake.wait(0.5)
             # Idle = nothing in flight or waiting: poll less often.
             self._idle = not (self._queue or self._acks or self._mid_rows
-                              or (self._connected and (self._outbox.depth or self._pending_stats is not None)))
+                              or (self._connected and (self._outbox.depth or self._pending_stats is not None
+                                                      or self._pending_summary is not None)))
             if self._closing:
                 done = self._outbox.depth == 0 and not self._queue
                 if done or not self._connected or time.monotonic() >= self._close_deadline:
@@ -409,3 +416,9 @@ class MqttPublisher:
         payload = stats_payload(stats, self.ctx, uptime_s=time.monotonic() - self._started,
                                 outbox_depth=self.outbox_depth, outbox_dropped=self.dropped)
         self._client.publish(self.topics.stats, encode(payload), qos=self.cfg.qos_stats, retain=False)
+
+    def _send_summary(self) -> None:
+        summary, self._pending_summary = self._pending_summary, None
+        if summary is None or self._client is None:
+            return
+        self._client.publish(self.topics.summary, encode(summary), qos=self.cfg.qos_state, retain=True)

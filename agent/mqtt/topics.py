@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent.contracts.labels import LABELS
+
 # Home Assistant announces itself here ("online") after it starts; we answer
 # by publishing discovery again so a restarted HA finds the board at once.
 HA_BIRTH_SUFFIX = "status"
@@ -36,6 +38,10 @@ class Topics:
         return f"{self.base}/stats"
 
     @property
+    def summary(self) -> str:
+        return f"{self.base}/summary"
+
+    @property
     def node_id(self) -> str:
         """Home Assistant node id: one per board, unique on the broker."""
         return f"fer_{self.device_id}".replace(".", "_")
@@ -53,8 +59,14 @@ class Topics:
         return self.discovery("sensor", "face_count")
 
     @property
+    def discovery_summary(self) -> tuple[str, ...]:
+        """The audience-summary sensors: mean faces, then one share per label (``audience_<label>_share``)."""
+        return (self.discovery("sensor", "audience_faces_mean"),
+                *(self.discovery("sensor", f"audience_{label}_share") for label in LABELS))
+
+    @property
     def discovery_all(self) -> tuple[str, ...]:
-        return (self.discovery_dominant, self.discovery_face_count)
+        return (self.discovery_dominant, self.discovery_face_count, *self.discovery_summary)
 
     @property
     def ha_birth(self) -> str:
