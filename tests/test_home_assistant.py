@@ -234,7 +234,7 @@ def wait_until(what: str, timeout: float, probe) -> float:
 
 
 def _agent(tmp_path: Path, broker, device_id: str) -> subprocess.Popen:
-    from agent.demo import write_clip
+    from agent.synthetic import write_clip
 
     clip = write_clip(tmp_path / "clip.mp4", seconds=4.0)
     cfg = {"source": {"uri": str(clip), "realtime": True, "loop": True}, "backend": {"type": "tflite"},

@@ -17,10 +17,10 @@ from agent.capture import ArraySource, SourceConfig
 from agent.config import AgentConfig, parse_config
 from agent.contracts.errors import ConfigError
 from agent.contracts.events import PublishContext
-from agent.demo import grid_frame
 from agent.detectors.haar import HaarDetector
 from agent.metrics import MetricsObserver
 from agent.pipeline import NullPublisher, Pipeline
+from agent.synthetic import grid_frame
 
 parser = pytest.importorskip("prometheus_client.parser")
 
