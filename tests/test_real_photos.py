@@ -195,3 +195,79 @@ def test_a_few_photos_of_the_real_dev_set(tmp_path):
     g = next(iter(report["results"].values()))["groups"]
     assert g["jaffe"]["n"] == 5 and g["lfw_students"]["n"] == 5
     assert g["jaffe"]["found"] >= 0.8  # frontal studio portraits
+
+
+# --------------------------------------------------------------------------- the one-seat form through fer-agent run
+
+
+def _e2e():
+    return _load("real_photos_e2e")
+
+
+def test_sample_takes_n_per_source_with_a_fixed_seed_and_changes_label_at_every_hold():
+    labels = np.random.default_rng(3).integers(0, 7, 60)
+    photos = _photos(labels, ["jaffe"] * 20 + ["lfw_students"] * 40, ["jaffe"] * 20 + ["lfw"] * 40)
+    e2e = _e2e()
+    idx = e2e.sample(photos, 15)
+    assert len(idx) == 30 and len(set(idx.tolist())) == 30
+    assert (photos.source[idx] == "jaffe").sum() == 15 and (photos.source[idx] == "lfw_students").sum() == 15
+    assert all(a != b for a, b in zip(photos.label[idx], photos.label[idx][1:], strict=False))
+    assert (e2e.sample(photos, 15) == idx).all() and not (e2e.sample(photos, 15, seed=1) == idx).all()
+    assert len(e2e.sample(photos, 1000)) == 60  # a source with fewer photos gives all of them
+    same = _photos([HAPPY] * 3, ["jaffe"] * 3, ["jaffe"] * 3)
+    assert sorted(e2e.sample(same, 5).tolist()) == [0, 1, 2]  # one label only: the order cannot change it
+
+
+def test_agent_predictions_need_the_photos_face_seen_during_its_hold():
+    e2e = _e2e()
+    Hold, Ev = e2e.Hold, e2e.Ev
+    rect = (145, 65, 350, 350)
+    holds = [Hold("seat", i, lab, 15 + 15 * i, 15, rect) for i, lab in enumerate([HAPPY, SAD, ANGRY, NEUTRAL])]
+    face, elsewhere = (250, 150, 140, 160), (0, 0, 100, 100)
+    tracks = {
+        1: [Ev(17, "appeared", "happy", face), Ev(18, "update", "happy", face), Ev(29, "update", "happy", face),
+            # hold 1 (30..44): not seen again, so the dashboard still shows 'happy' from the photo before
+            Ev(45, "left", "happy", face)],
+        2: [Ev(47, "appeared", "sad", face), Ev(50, "changed", "angry", face), Ev(59, "update", "angry", face),
+            Ev(75, "left", "angry", face)],  # hold 2 (45..59): seen, 'angry' at the end
+        3: [Ev(62, "appeared", "neutral", elsewhere)],  # hold 3: a face outside the photo finds nothing ...
+    }  # ... while track 2 has not left yet: the dashboard shows hold 2's 'angry' at the end of hold 3
+    pred, stale = e2e.agent_predictions(holds, tracks)
+    assert pred.tolist() == [HAPPY, -1, ANGRY, -1]
+    assert stale == 2  # holds 1 and 3 showed an earlier photo's label
+
+
+def test_peer_predictions_take_the_last_frame_that_found_a_face_inside_the_photo():
+    e2e = _e2e()
+    rect = (100, 100, 200, 200)
+    holds = [e2e.Hold("seat", i, HAPPY, 3 * i, 3, rect) for i in range(3)]
+    small, big, outside = (150, 150, 40, 40), (120, 120, 150, 150), (400, 300, 100, 100)
+    frames = [
+        [(big, "sad")], [(big, "happy"), (small, "fear")], [],  # last frame with a face: 1, largest: happy
+        [(big, "sad")], [(outside, "angry")], [(small, "fear")],  # last frame: 5, fear
+        [(outside, "angry")], [], [],  # only outside the photo: not found
+    ]
+    assert e2e.peer_predictions(holds, frames).tolist() == [HAPPY, FEAR, -1]
+
+
+@pytest.mark.slow
+def test_one_seat_run_of_the_astronaut_through_fer_agent_run(tmp_path):
+    from conftest import MOSQUITTO
+
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto binary not found (Debian package mosquitto)")
+    data = astronaut_npz(tmp_path / "astronaut.npz")
+    out = tmp_path / "out"
+    assert rp.main(["--data", str(data), "--no-peer", "--e2e", "3", "--out", str(out)]) == 0
+    report = json.loads(next(out.glob("*.json")).read_text())
+    e2e = report["e2e"]
+    assert e2e["per_source"] == 3 and e2e["photos"] == 4 and e2e["seconds"] == pytest.approx(5.5)
+    (name, ours), = e2e["results"].items()
+    assert name.startswith("fer-agent run: ") and ours["events"] > 0
+    assert ours["frames"] + ours["dropped_frames"] == 83  # 1 s lead + 4 holds of 15 frames + 0.5 s tail
+    g = ours["groups"]
+    assert g["jaffe"]["found"] == 1.0 and g["lfw_students/imfdb"]["found"] == 1.0
+    assert g["lfw_students/lfw"]["found"] == 0.5  # the astronaut, not the grey card
+    assert np.array(g["lfw_students"]["confusion"])[NEUTRAL, 7] == 1
+    md = next(out.glob("*.md")).read_text()
+    assert "## One seat through `fer-agent run` (3 photos per source, seed 0)" in md
