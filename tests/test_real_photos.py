@@ -143,7 +143,7 @@ def _encode(image: np.ndarray, ext: str) -> bytes:
 def astronaut_npz(path: Path) -> Path:
     """A tiny dev set in the real one's layout: the astronaut as a JAFFE-like grey PNG, an LFW-like grey JPEG,
     an IMFDB-like small colour JPEG, and a photo with no face (flat grey)."""
-    from agent.demo import astronaut_bgr, face_patch
+    from agent.synthetic import astronaut_bgr, face_patch
 
     photo = astronaut_bgr()
     grey = cv2.cvtColor(cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
