@@ -244,6 +244,9 @@ def test_stage_only_builds_the_real_wheel_in_isolation_offline_and_quietly(tmp_p
     assert "agent/service.py" in names
     assert any(n.endswith("entry_points.txt") for n in names)
     assert "License-Expression: Apache-2.0" in metadata
+    # the TFLite runtime comes with the agent itself (no extra), so pip download for the board fetches it
+    assert any(line.startswith("Requires-Dist: ai-edge-litert") and "extra ==" not in line
+               for line in metadata.splitlines()), metadata
 
 
 def test_usage_errors(tmp_path: Path) -> None:
@@ -519,3 +522,27 @@ def test_the_fake_wheels_declare_what_pyproject_declares() -> None:
     extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["qnn"]
     assert [r.split(";")[0].strip() for r in extra] == list(QNN_EXTRA)
     assert all("python_version >= '3.11'" in r for r in extra)
+
+
+# --------------------------------------------------------------------------- a TFLite runtime on every board
+
+BOARDS = [(machine, f"3.{minor}") for machine in ("aarch64", "x86_64") for minor in (10, 11, 12, 13)]
+
+
+@pytest.mark.parametrize(("machine", "python"), BOARDS)
+def test_every_board_install_brings_the_tflite_runtime_the_agent_loads_first(machine: str, python: str) -> None:
+    """BlazeFace (without its NPU file) and the CPU fallback run on LiteRT: the agent's own requirements, with no
+    extra, must bring it on every board platform, or push.sh / install.sh / Ansible ship a board that cannot run."""
+    import inspect
+
+    import tomllib
+    from packaging.requirements import Requirement
+
+    from agent.contracts import litert
+
+    env = {"python_version": python, "platform_machine": machine, "sys_platform": "linux", "extra": ""}
+    base = [Requirement(r) for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]]
+    wanted = {r.name for r in base if r.marker is None or r.marker.evaluate(env)}
+    loader = inspect.getsource(litert._interpreter_module)
+    assert loader.index('"ai_edge_litert.interpreter"') < loader.index('"tflite_runtime.interpreter"')
+    assert "ai-edge-litert" in wanted, f"no TFLite runtime among the board's requirements: {sorted(wanted)}"
