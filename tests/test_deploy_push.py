@@ -90,6 +90,36 @@ def test_push_over_adb_reports_unhealthy_first_install(tmp_path: Path) -> None:
     assert any(c.startswith("adb SER123 push ") for c in sb.calls())
 
 
+@pytest.mark.slow
+def test_push_of_a_release_that_cannot_start_shows_the_boards_journal(tmp_path: Path) -> None:
+    """A first push whose service fails to start: the installer reads why in push.sh's own output (the
+    board's journal), without logging in; an upgrade that cannot start is rolled back by install.sh."""
+    sb = make_sandbox(tmp_path)
+    wheel = build_fake_wheel(tmp_path / "w", "0.5", healthy=True, starts=False)
+    r = sb.run(PUSH, "--ssh", "installer@board1", *_push_args(tmp_path, sb, wheel), check=False,
+               SSH=str(sb.bin / "ssh"), PYTHON=sys.executable)
+    assert r.returncode == 4, r.stderr
+    err = r.stderr.splitlines()
+    at = err.index("push: last lines of journalctl -u fer-agent on installer@board1:")
+    assert "    fake 0.5: error: backend.type auto: no TFLite runtime installed" in err[at + 1 :]
+    assert err[-1].startswith("push: error: release 0.5-")
+    assert "is installed on installer@board1 but not healthy" in err[-1]
+    assert any(c.startswith("ssh installer@board1 ") and "journalctl --unit fer-agent --lines 30" in c
+               for c in sb.calls())
+
+    # fixed release, then an upgrade that cannot start: rolled back, exit 3, its journal in the output
+    good = build_fake_wheel(tmp_path / "good", "1.0", healthy=True)
+    sb.run(PUSH, "--ssh", "installer@board1", *_push_args(tmp_path, sb, good), SSH=str(sb.bin / "ssh"),
+           PYTHON=sys.executable)
+    broken = build_fake_wheel(tmp_path / "broken", "2.0", healthy=True, starts=False)
+    r = sb.run(PUSH, "--ssh", "installer@board1", *_push_args(tmp_path, sb, broken), check=False,
+               SSH=str(sb.bin / "ssh"), PYTHON=sys.executable)
+    assert r.returncode == 3, r.stderr
+    assert "fake 2.0: error: backend.type auto: no TFLite runtime installed" in r.stderr
+    assert "was not healthy on installer@board1 and was rolled back" in r.stderr
+    assert os.readlink(sb.path("/opt/fer-agent/current")).split("/")[-1].startswith("1.0-")
+
+
 def test_stage_only_with_given_wheel(tmp_path: Path) -> None:
     sb = make_sandbox(tmp_path)
     wheel = build_fake_wheel(tmp_path / "w", "1.2", healthy=True)
