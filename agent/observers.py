@@ -72,17 +72,24 @@ class WatchdogObserver(Observer):
 
 
 class HealthObserver(Observer):
-    """Keeps the health file ``fer-agent health`` reads; removed at a clean stop."""
+    """Keeps the health file ``fer-agent health`` reads; removed at a clean stop.
+
+    The file's last frame time is when the frame was processed, by the wall clock, not the frame's
+    capture time: a file played faster or slower than its own rate (``realtime: false``) stamps its
+    frames on the clip's timeline, which may run far behind the clock while frames are processed.
+    """
 
     def __init__(self, reporter: HealthReporter) -> None:
         self.reporter = reporter
+        self._last_processed = 0.0
 
     def _update(self, pipeline: Pipeline, status: str) -> None:
         pub = pipeline.publisher
-        self.reporter.update(pipeline.last_frame_time, pipeline.frames, pub.connected, pub.outbox_depth,
+        self.reporter.update(self._last_processed, pipeline.frames, pub.connected, pub.outbox_depth,
                              pipeline.classifier.name, status)
 
     def on_frame(self, pipeline: Pipeline, image: np.ndarray, capture_time: float) -> None:
+        self._last_processed = time.time()
         self._update(pipeline, pipeline.status)
 
     def on_idle(self, pipeline: Pipeline) -> None:

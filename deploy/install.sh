@@ -23,8 +23,9 @@
 #   /opt/fer-agent/releases/<id>/{venv,bundle,deploy}; /etc/fer-agent/* with
 #   edited files kept; the unit; /opt/fer-agent/current -> releases/<id> switched
 #   in one rename, the old one kept as /opt/fer-agent/previous; enable + restart;
-#   then waits for `fer-agent health`. An upgrade that is not healthy within
-#   --health-timeout seconds is rolled back to the previous release.
+#   then waits for `fer-agent health`. An upgrade that does not start (systemctl
+#   fails) or is not healthy within --health-timeout seconds is rolled back to the
+#   previous release; the unit's journal lines since the start are printed first.
 #
 # Exit: 0 ok; 1 error; 2 usage; 3 unhealthy, rolled back; 4 unhealthy, nothing to roll back to.
 set -euo pipefail
@@ -147,9 +148,15 @@ else
     mkdir -p "$REL"
     # A venv is not relocatable, so it is built in place; .complete is written last.
     "$PYTHON" -m venv "$REL/venv"
+    # --no-compile, then compileall on every core and without the dependencies' own test suites: pip
+    # byte-compiles one file at a time, most of an install on a slow board. The .pyc files are still
+    # wanted: the unit sets PYTHONDONTWRITEBYTECODE and the release is read-only to the agent, so
+    # without them every start would compile numpy, OpenCV and LiteRT's Python again.
     "$REL/venv/bin/python" -m pip install --quiet --no-index --no-cache-dir --disable-pip-version-check \
-        --find-links "$PAYLOAD/wheels" "$AGENT_REQ" ||
+        --no-compile --find-links "$PAYLOAD/wheels" "$AGENT_REQ" ||
         die "pip could not install ${agent_wheels[0]##*/} from $PAYLOAD/wheels (are wheels for this board's Python/arch there? push.sh collects them)"
+    "$REL/venv/bin/python" -m compileall -q -j 0 -x '/tests?/' "$REL/venv/lib" >/dev/null ||
+        log "note: some files of release $RELEASE did not byte-compile (they compile at import instead)"
     cp -R "$PAYLOAD/bundle" "$REL/bundle"
     mkdir -p "$REL/deploy"
     cp "$HERE/install.sh" "$HERE/rollback.sh" "$HERE/uninstall.sh" "$HERE/lib.sh" "$REL/deploy/"
@@ -260,30 +267,45 @@ if ! "$SYSTEMCTL" is-enabled --quiet "$UNIT"; then
 fi
 
 STARTED=0
+START_OK=1
+START_SINCE=$(date +%s)
 if ((START)); then
     if ((SWITCHED || UNIT_CHANGED)) || [[ "$CHANGED" == 1 && -n "$OLD" ]]; then
-        "$SYSTEMCTL" restart "$UNIT"
-        STARTED=1
-        changed "restarted $UNIT"
+        STARTED=1 verb=restart
     elif ! unit_active; then
-        "$SYSTEMCTL" start "$UNIT"
-        STARTED=1
-        changed "started $UNIT"
+        STARTED=1 verb=start
+    fi
+    if ((STARTED)); then
+        if start_unit "$verb"; then changed "${verb}ed $UNIT"; else START_OK=0 CHANGED=1; fi
     fi
 fi
 
 # ---------------------------------------------------------------- health, rollback
-if ((STARTED)) && ((HEALTH_TIMEOUT > 0)); then
-    log "waiting up to ${HEALTH_TIMEOUT} s for fer-agent health ..."
-    if wait_healthy "$HEALTH_TIMEOUT"; then
-        log "healthy: ${LAST_HEALTH#healthy: }"
+# A release that does not start (systemctl fails: with Type=notify that is an ExecStart that exits, a
+# missing READY=1 or a sandbox refusal) is judged like one that starts but never becomes healthy.
+if ((STARTED)) && ((START_OK == 0 || HEALTH_TIMEOUT > 0)); then
+    healthy=0
+    if ((START_OK)); then
+        log "waiting up to ${HEALTH_TIMEOUT} s for fer-agent health ..."
+        if wait_healthy "$HEALTH_TIMEOUT"; then
+            healthy=1
+            log "healthy: ${LAST_HEALTH#healthy: }"
+        else
+            show_journal "$START_SINCE"
+        fi
+    fi
+    if ((healthy)); then
+        :
     elif ((SWITCHED)) && [[ -n "$OLD" && -f "$P/releases/$OLD/.complete" ]]; then
         log "release $RELEASE is unhealthy: $LAST_HEALTH"
         log "rolling back to $OLD"
         switch_link "releases/$OLD" "$P/current"
         switch_link "releases/$RELEASE" "$P/previous"
-        "$SYSTEMCTL" restart "$UNIT"
-        if wait_healthy "$HEALTH_TIMEOUT"; then
+        if ! restart_after_rollback; then
+            log "rolled back to $OLD, but it does not start either: $LAST_HEALTH"
+        elif ((HEALTH_TIMEOUT == 0)); then
+            log "rolled back to $OLD, which started (--health-timeout 0: health not checked)"
+        elif wait_healthy "$HEALTH_TIMEOUT"; then
             log "rolled back to $OLD, which is healthy; $RELEASE stays installed for inspection"
         else
             log "rolled back to $OLD, but it is not healthy either: $LAST_HEALTH"

@@ -21,6 +21,7 @@
 # (video), DRM render nodes (render), FastRPC nodes on some Qualcomm images.
 : "${EXTRA_GROUPS:=video render fastrpc}"
 : "${SYSTEMCTL:=systemctl}"
+: "${JOURNALCTL:=journalctl}"
 : "${USERADD:=useradd}"
 : "${GROUPADD:=groupadd}"
 : "${USERMOD:=usermod}"
@@ -104,6 +105,40 @@ qnn_fits() {
 }
 
 unit_active() { "$SYSTEMCTL" is-active --quiet "$UNIT"; }
+
+# show_journal SINCE_EPOCH: the unit's journal lines since then (the last 30), indented, on stderr, so
+# whoever ran the script (push.sh over ssh, Ansible, a person) sees why a start failed without logging in.
+JOURNAL_LINES=30
+show_journal() {
+    local lines
+    lines=$("$JOURNALCTL" --unit "$UNIT" --since "@$1" --lines "$JOURNAL_LINES" --no-pager --no-hostname 2>&1) ||
+        lines="(journalctl failed: $lines)"
+    log "last lines of journalctl -u ${UNIT%.service}:"
+    printf '%s\n' "${lines:-(no journal lines)}" | sed 's/^/    /' >&2
+}
+
+# start_unit VERB: systemctl VERB (start or restart) the unit; 0 when it started. With Type=notify a
+# start that fails (ExecStart exits, READY=1 never comes, a sandbox setting refuses) makes systemctl
+# exit non-zero: the caller decides what follows (roll back), so this never trips `set -e`. On failure
+# LAST_HEALTH says so and the journal since the attempt is shown.
+start_unit() {
+    local verb=$1 since out
+    since=$(date +%s)
+    if out=$("$SYSTEMCTL" "$verb" "$UNIT" 2>&1); then
+        return 0
+    fi
+    LAST_HEALTH="systemctl $verb $UNIT failed: $(head -n 1 <<<"$out")"
+    log "$LAST_HEALTH"
+    show_journal "$since"
+    return 1
+}
+
+# restart_after_rollback: the releases were switched back; a crash loop of the bad release may have
+# used up StartLimitBurst=, which would refuse this start too, so the counter is reset first.
+restart_after_rollback() {
+    "$SYSTEMCTL" reset-failed "$UNIT" >/dev/null 2>&1 || true
+    start_unit restart
+}
 
 # The CLI of the release "current" points at.
 current_cli() { printf '%s' "$(root "$PREFIX")/current/venv/bin/fer-agent"; }

@@ -12,7 +12,8 @@
 # when the board can load them: aarch64, Python >= 3.11, glibc >= 2.34;
 # copy the model bundle (with its DLC); stage the unit, default config and the
 # board scripts; copy it all over; run install.sh there (which restarts the
-# service and rolls back by itself if the new release is not healthy); then
+# service and rolls back by itself if the new release does not start or is not
+# healthy, printing the unit's journal lines); then
 # wait until `fer-agent health` is healthy with the broker connected and, with
 # --broker, until the agent's retained MQTT status is "online".
 #
@@ -37,6 +38,7 @@
 #   --keep-payload        leave the payload on the board
 # Environment: PYTHON (host Python with pip; default .venv/bin/python), SSH, ADB.
 # Exit: 0 healthy and online; 1 error; 2 usage; 3 upgrade rolled back; 4 not healthy; 6 not online.
+# On 1 (after copying), 4 and 6 it prints the last lines of the board's `journalctl -u fer-agent`.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -117,6 +119,13 @@ remote() {
             return "${rc:-1}"
             ;;
     esac
+}
+
+# The service's last journal lines on the board: why it failed, without logging in to read them.
+board_journal() {
+    log "last lines of journalctl -u fer-agent on $(where):"
+    { remote "$SUDO journalctl --unit fer-agent --lines 30 --no-pager --no-hostname 2>&1" || true; } |
+        sed 's/^/    /' >&2
 }
 
 where() {
@@ -308,9 +317,9 @@ set -e
 ((KEEP_PAYLOAD)) || remote "$SUDO rm -rf '$REMOTE_DIR'" >/dev/null || true
 case $rc in
     0) ;;
-    3) die "release $RELEASE was not healthy on $(where) and was rolled back (reason above)" 3 ;;
-    4) die "release $RELEASE is installed on $(where) but not healthy (reason above)" 4 ;;
-    *) die "install.sh failed on $(where) (exit $rc)" ;;
+    3) die "release $RELEASE was not healthy on $(where) and was rolled back (reason and its journal above)" 3 ;;
+    4) board_journal; die "release $RELEASE is installed on $(where) but not healthy (reason above)" 4 ;;
+    *) board_journal; die "install.sh failed on $(where) (exit $rc)" ;;
 esac
 
 # ---------------------------------------------------------------- healthy and online
@@ -332,6 +341,7 @@ if not h.get("broker_connected"):
 print(d.get("message", "healthy"))
 ' <<<"$answer") && break
     if ((SECONDS >= deadline)); then
+        board_journal
         die "$(where) not healthy and online after ${ONLINE_TIMEOUT} s: $verdict" 6
     fi
     sleep 3
@@ -364,6 +374,6 @@ ok = got.wait(float(os.environ["TIMEOUT"]))
 c.loop_stop()
 print("status online" if ok else f"status is {seen[-1]!r}" if seen else "no status message")
 sys.exit(0 if ok else 1)
-' >&2 || die "no status=online from $DEVICE_ID on $BROKER within ${ONLINE_TIMEOUT} s" 6
+' >&2 || { board_journal; die "no status=online from $DEVICE_ID on $BROKER within ${ONLINE_TIMEOUT} s" 6; }
 fi
 log "done: $(where) runs release $RELEASE"

@@ -5,7 +5,7 @@
 #   sudo /opt/fer-agent/current/deploy/rollback.sh [--to ID] [--health-timeout S] [--list]
 #
 # current and previous swap places, so running it twice returns to where you
-# started. Exit: 0 healthy; 1 error; 2 usage; 5 switched but not healthy.
+# started. Exit: 0 healthy; 1 error; 2 usage; 5 switched but not started or not healthy.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -53,7 +53,10 @@ TARGET=${TO:-$PREV}
 switch_link "releases/$TARGET" "$P/current"
 switch_link "releases/$CUR" "$P/previous"
 log "current release: $TARGET (previous: $CUR)"
-"$SYSTEMCTL" restart "$UNIT"
+if ! restart_after_rollback; then
+    log "release $TARGET does not start: $LAST_HEALTH"
+    exit 5
+fi
 if ((HEALTH_TIMEOUT == 0)); then
     exit 0
 fi

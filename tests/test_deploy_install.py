@@ -64,6 +64,10 @@ def test_install_twice_changes_nothing_the_second_time(tmp_path: Path) -> None:
     assert _mode(sb.path("/etc/systemd/system/fer-agent.service")) == 0o644
     assert sb.path("/etc/systemd/system/fer-agent.service").read_text() == (payload / "fer-agent.service").read_text()
     assert _mode(opt / "releases/1.0/venv/bin/python") & 0o022 == 0  # code is not writable by the agent
+    # byte-compiled at install (the agent may not write .pyc), except the dependencies' test suites
+    site = _site_packages(sb, "1.0")
+    assert list((site / "__pycache__").glob("fer_agent_fake.*.pyc"))
+    assert not list((site / "fer_agent_fake_suite").rglob("*.pyc"))
 
     before = snapshot(sb.root)
     sb.clear_calls()
@@ -112,6 +116,7 @@ def test_upgrade_rollback_and_uninstall(tmp_path: Path) -> None:
     assert bad.returncode == 3, bad.stderr
     assert "release 2.0 is unhealthy" in bad.stderr and "fake 2.0 no frames for 45 s" in bad.stderr
     assert "rolling back to 1.1" in bad.stderr and "rolled back to 1.1, which is healthy" in bad.stderr
+    assert "fer-agent: last lines of journalctl -u fer-agent:" in bad.stderr  # before the rollback restarts
     assert os.readlink(opt / "current") == "releases/1.1"
     assert os.readlink(opt / "previous") == "releases/2.0"
     assert sb.calls().count("systemctl restart fer-agent.service") == 2
@@ -146,6 +151,47 @@ def test_upgrade_rollback_and_uninstall(tmp_path: Path) -> None:
     assert not etc.exists() and not state.exists()
     assert "userdel fer-agent" in sb.calls()
     assert "nothing to remove" in sb.run(tmp_path / "uninstall.sh").stderr
+
+
+@pytest.mark.slow
+def test_upgrade_that_fails_to_start_is_rolled_back_with_its_journal(tmp_path: Path) -> None:
+    """systemctl restart fails (Type=notify: ExecStart exited before READY=1): under `set -e` that used to end
+    install.sh with exit 1 and `current` on the broken release; now it rolls back like an unhealthy one."""
+    sb = make_sandbox(tmp_path)
+    sb.run(make_payload(tmp_path, "1.0") / "install.sh", "--health-timeout", "5")
+    opt = sb.path("/opt/fer-agent")
+    sb.clear_calls()
+    bad = sb.run(make_payload(tmp_path, "2.0", starts=False) / "install.sh", "--health-timeout", "5", check=False)
+    assert bad.returncode == 3, bad.stderr
+    err = bad.stderr.splitlines()
+    assert "fer-agent: systemctl restart fer-agent.service failed: Job for fer-agent.service failed because the " \
+        "control process exited with error code." in err
+    journal = err.index("fer-agent: last lines of journalctl -u fer-agent:")
+    assert "    fake 2.0: error: backend.type auto: no TFLite runtime installed" in err[journal + 1 :]
+    assert "fer-agent: rolling back to 1.0" in err and "rolled back to 1.0, which is healthy" in bad.stderr
+    assert os.readlink(opt / "current") == "releases/1.0" and os.readlink(opt / "previous") == "releases/2.0"
+    calls = [c for c in sb.calls() if c.startswith(("systemctl", "journalctl"))]
+    restarts = [i for i, c in enumerate(calls) if c == "systemctl restart fer-agent.service"]
+    assert len(restarts) == 2 and calls[restarts[1] - 1] == "systemctl reset-failed fer-agent.service"
+    assert any(c.startswith("journalctl --unit fer-agent.service --since @") for c in calls)
+    assert (sb.db / "active.fer-agent.service").exists()  # the old release runs again
+
+    # rolling forward by hand onto the release that cannot start: switched, said, exit 5
+    rb = sb.run(opt / "current/deploy/rollback.sh", "--health-timeout", "5", check=False)
+    assert rb.returncode == 5, rb.stderr
+    assert "release 2.0 does not start: systemctl restart fer-agent.service failed" in rb.stderr
+    assert "no TFLite runtime installed" in rb.stderr
+
+
+@pytest.mark.slow
+def test_first_install_that_fails_to_start_says_so_with_its_journal(tmp_path: Path) -> None:
+    sb = make_sandbox(tmp_path)
+    r = sb.run(make_payload(tmp_path, "0.9", starts=False) / "install.sh", "--health-timeout", "5", check=False)
+    assert r.returncode == 4, r.stderr
+    assert "release 0.9 is unhealthy and there is no previous release to roll back to: systemctl restart " \
+        "fer-agent.service failed" in r.stderr
+    assert "no TFLite runtime installed" in r.stderr
+    assert os.readlink(sb.path("/opt/fer-agent/current")) == "releases/0.9"
 
 
 @pytest.mark.slow

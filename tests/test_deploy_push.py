@@ -90,6 +90,36 @@ def test_push_over_adb_reports_unhealthy_first_install(tmp_path: Path) -> None:
     assert any(c.startswith("adb SER123 push ") for c in sb.calls())
 
 
+@pytest.mark.slow
+def test_push_of_a_release_that_cannot_start_shows_the_boards_journal(tmp_path: Path) -> None:
+    """A first push whose service fails to start: the installer reads why in push.sh's own output (the
+    board's journal), without logging in; an upgrade that cannot start is rolled back by install.sh."""
+    sb = make_sandbox(tmp_path)
+    wheel = build_fake_wheel(tmp_path / "w", "0.5", healthy=True, starts=False)
+    r = sb.run(PUSH, "--ssh", "installer@board1", *_push_args(tmp_path, sb, wheel), check=False,
+               SSH=str(sb.bin / "ssh"), PYTHON=sys.executable)
+    assert r.returncode == 4, r.stderr
+    err = r.stderr.splitlines()
+    at = err.index("push: last lines of journalctl -u fer-agent on installer@board1:")
+    assert "    fake 0.5: error: backend.type auto: no TFLite runtime installed" in err[at + 1 :]
+    assert err[-1].startswith("push: error: release 0.5-")
+    assert "is installed on installer@board1 but not healthy" in err[-1]
+    assert any(c.startswith("ssh installer@board1 ") and "journalctl --unit fer-agent --lines 30" in c
+               for c in sb.calls())
+
+    # fixed release, then an upgrade that cannot start: rolled back, exit 3, its journal in the output
+    good = build_fake_wheel(tmp_path / "good", "1.0", healthy=True)
+    sb.run(PUSH, "--ssh", "installer@board1", *_push_args(tmp_path, sb, good), SSH=str(sb.bin / "ssh"),
+           PYTHON=sys.executable)
+    broken = build_fake_wheel(tmp_path / "broken", "2.0", healthy=True, starts=False)
+    r = sb.run(PUSH, "--ssh", "installer@board1", *_push_args(tmp_path, sb, broken), check=False,
+               SSH=str(sb.bin / "ssh"), PYTHON=sys.executable)
+    assert r.returncode == 3, r.stderr
+    assert "fake 2.0: error: backend.type auto: no TFLite runtime installed" in r.stderr
+    assert "was not healthy on installer@board1 and was rolled back" in r.stderr
+    assert os.readlink(sb.path("/opt/fer-agent/current")).split("/")[-1].startswith("1.0-")
+
+
 def test_stage_only_with_given_wheel(tmp_path: Path) -> None:
     sb = make_sandbox(tmp_path)
     wheel = build_fake_wheel(tmp_path / "w", "1.2", healthy=True)
@@ -244,6 +274,9 @@ def test_stage_only_builds_the_real_wheel_in_isolation_offline_and_quietly(tmp_p
     assert "agent/service.py" in names
     assert any(n.endswith("entry_points.txt") for n in names)
     assert "License-Expression: Apache-2.0" in metadata
+    # the TFLite runtime comes with the agent itself (no extra), so pip download for the board fetches it
+    assert any(line.startswith("Requires-Dist: ai-edge-litert") and "extra ==" not in line
+               for line in metadata.splitlines()), metadata
 
 
 def test_usage_errors(tmp_path: Path) -> None:
@@ -519,3 +552,27 @@ def test_the_fake_wheels_declare_what_pyproject_declares() -> None:
     extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["qnn"]
     assert [r.split(";")[0].strip() for r in extra] == list(QNN_EXTRA)
     assert all("python_version >= '3.11'" in r for r in extra)
+
+
+# --------------------------------------------------------------------------- a TFLite runtime on every board
+
+BOARDS = [(machine, f"3.{minor}") for machine in ("aarch64", "x86_64") for minor in (10, 11, 12, 13)]
+
+
+@pytest.mark.parametrize(("machine", "python"), BOARDS)
+def test_every_board_install_brings_the_tflite_runtime_the_agent_loads_first(machine: str, python: str) -> None:
+    """BlazeFace (without its NPU file) and the CPU fallback run on LiteRT: the agent's own requirements, with no
+    extra, must bring it on every board platform, or push.sh / install.sh / Ansible ship a board that cannot run."""
+    import inspect
+
+    import tomllib
+    from packaging.requirements import Requirement
+
+    from agent.contracts import litert
+
+    env = {"python_version": python, "platform_machine": machine, "sys_platform": "linux", "extra": ""}
+    base = [Requirement(r) for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]]
+    wanted = {r.name for r in base if r.marker is None or r.marker.evaluate(env)}
+    loader = inspect.getsource(litert._interpreter_module)
+    assert loader.index('"ai_edge_litert.interpreter"') < loader.index('"tflite_runtime.interpreter"')
+    assert "ai-edge-litert" in wanted, f"no TFLite runtime among the board's requirements: {sorted(wanted)}"

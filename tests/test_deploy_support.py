@@ -35,18 +35,23 @@ def _record_line(path: str, data: bytes) -> str:
 QNN_EXTRA = ("onnxruntime>=1.24.2", "onnxruntime-qnn>=2.7")
 
 
-def build_fake_wheel(out_dir: Path, version: str, healthy: bool, qnn_extra: bool = False) -> Path:
+def build_fake_wheel(
+    out_dir: Path, version: str, healthy: bool, qnn_extra: bool = False, starts: bool = True
+) -> Path:
     """A pure-Python wheel named fer-agent whose `fer-agent health` is healthy or not.
 
     Lets the tests install real venvs offline (pip --no-index) in seconds and
     decide per release whether the upgrade passes its health check. With
     ``qnn_extra`` its metadata declares the ``qnn`` extra as pyproject.toml does.
+    ``starts=False``: its `fer-agent run` (what the fake systemctl starts) exits 1 at once, as a release
+    whose Type=notify start fails.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     module = textwrap.dedent(f"""\
         import os, sys
         VERSION = {version!r}
         HEALTHY = {healthy!r}
+        STARTS = {starts!r}
 
         def main():
             args = sys.argv[1:]
@@ -64,6 +69,12 @@ def build_fake_wheel(out_dir: Path, version: str, healthy: bool, qnn_extra: bool
                     print("healthy: fake " + VERSION + " 100 frames, broker connected")
                     return 0
                 print("unhealthy: fake " + VERSION + " no frames for 45 s")
+                return 1
+            if args[:1] == ["run"]:
+                if STARTS:
+                    print("fake " + VERSION + " running")
+                    return 0
+                print("fake " + VERSION + ": error: backend.type auto: no TFLite runtime installed", file=sys.stderr)
                 return 1
             if args[:1] == ["check-config"]:
                 if "bogus_key" in open(args[1]).read():
@@ -85,7 +96,7 @@ def build_fake_wheel(out_dir: Path, version: str, healthy: bool, qnn_extra: bool
         out_dir,
         "fer_agent",
         version,
-        {"fer_agent_fake.py": module},
+        {"fer_agent_fake.py": module, "fer_agent_fake_suite/tests/test_it.py": b"def test_it():\n    pass\n"},
         metadata,
         b"[console_scripts]\nfer-agent = fer_agent_fake:main\n",
     )
@@ -116,12 +127,14 @@ def _write_wheel(
     return wheel
 
 
-def make_payload(tmp: Path, version: str, healthy: bool = True, config_comment: str = "", qnn: bool = False) -> Path:
+def make_payload(
+    tmp: Path, version: str, healthy: bool = True, config_comment: str = "", qnn: bool = False, starts: bool = True
+) -> Path:
     """A payload directory laid out as push.sh --stage-only makes it; with ``qnn`` as for a board that can load
     onnxruntime-qnn (the agent wheel declares the extra; stand-ins for the onnxruntime(-qnn) wheels beside it)."""
     p = tmp / f"payload-{version}"
     (p / "bundle").mkdir(parents=True)
-    build_fake_wheel(p / "wheels", version, healthy, qnn_extra=qnn)
+    build_fake_wheel(p / "wheels", version, healthy, qnn_extra=qnn, starts=starts)
     if qnn:
         build_named_wheel(p / "wheels", "onnxruntime", "1.24.2")
         build_named_wheel(p / "wheels", "onnxruntime_qnn", "2.7.0")
@@ -153,11 +166,28 @@ FAKE_TOOLS = {
         echo "systemctl $verb${*:+ $*}" >>"$FAKE_LOG"
         case $verb in
             enable) touch "$FAKE_DB/enabled.$1" ;;
-            start|restart) touch "$FAKE_DB/active.$1" ;;
+            start|restart)
+                # ExecStart of the release `current` points at; its output goes to the fake journal. A start
+                # that fails fails the command, as systemctl does for a Type=notify unit.
+                cli="${DESTDIR:-}/opt/fer-agent/current/venv/bin/fer-agent"
+                if [[ -x "$cli" ]] && ! "$cli" run >>"$FAKE_DB/journal" 2>&1; then
+                    rm -f "$FAKE_DB/active.$1"
+                    echo "Job for $1 failed because the control process exited with error code." >&2
+                    echo "See \"systemctl status $1\" and \"journalctl -xeu $1\" for details." >&2
+                    exit 1
+                fi
+                touch "$FAKE_DB/active.$1" ;;
             disable) if [[ "$1" == --now ]]; then shift; rm -f "$FAKE_DB/active.$1"; fi; rm -f "$FAKE_DB/enabled.$1" ;;
             stop) rm -f "$FAKE_DB/active.$1" ;;
         esac
         exit 0
+    """,
+    "journalctl": r"""
+        # journalctl --unit U [--since @T] --lines N ...: the last N lines of the fake journal
+        echo "journalctl $*" >>"$FAKE_LOG"
+        n=10
+        while (($#)); do case $1 in --lines|-n) n=$2; shift 2 ;; *) shift ;; esac; done
+        tail -n "$n" "$FAKE_DB/journal" 2>/dev/null || true
     """,
     "getent": r"""
         db=$1 key=$2
@@ -262,6 +292,7 @@ def make_sandbox(tmp: Path) -> Sandbox:
         "FAKE_DB": str(db),
         "FAKE_LOG": str(log),
         "SYSTEMCTL": str(fakebin / "systemctl"),
+        "JOURNALCTL": str(fakebin / "journalctl"),
         "USERADD": str(fakebin / "useradd"),
         "GROUPADD": str(fakebin / "groupadd"),
         "USERMOD": str(fakebin / "usermod"),
