@@ -79,8 +79,9 @@ class HealthObserver(Observer):
 
     def _update(self, pipeline: Pipeline, status: str) -> None:
         pub = pipeline.publisher
+        problems = list(getattr(pub, "problems", ()))
         self.reporter.update(pipeline.last_frame_time, pipeline.frames, pub.connected, pub.outbox_depth,
-                             pipeline.classifier.name, status)
+                             pipeline.classifier.name, status, problems)
 
     def on_frame(self, pipeline: Pipeline, image: np.ndarray, capture_time: float) -> None:
         self._update(pipeline, pipeline.status)

@@ -123,7 +123,7 @@ def test_no_room_in_the_journal_is_one_line_and_the_events_still_reach_the_outbo
         pub.publish_event(synthetic_event(i))  # the spare runs full too; never raises into the frame loop
     errors = [r.getMessage() for r in caplog.records]
     assert len(errors) == 1, errors  # one line a minute, not one per event
-    assert "has no room (cannot make a journal file: No space left on device)" in errors[0]
+    assert "has no room (cannot make a journal file: No space left on device (ENOSPC))" in errors[0]
     assert caplog.records[0].exc_info is None  # one line, no traceback
     assert journal.failures > 0 and journal.full
     monkeypatch.undo()  # space again

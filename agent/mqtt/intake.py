@@ -28,6 +28,7 @@ from agent.mqtt.journal import Journal, Mark, decode_event, event_record
 from agent.mqtt.outbox import Outbox, OutMessage
 from agent.mqtt.payloads import encode, event_payload, state_payload
 from agent.mqtt.topics import Topics
+from agent.mqtt.trouble import WriteTrouble, describe_write_error
 
 log = logging.getLogger("agent.mqtt")
 
@@ -45,6 +46,9 @@ class Intake:
         self.ingesting = 0  # taken off the queue, not yet in the outbox (see MqttPublisher.outbox_depth)
         self.overflow_dropped = 0  # written by the frame loop only
         self.failed_dropped = 0  # written by the outbox thread only (encoding or disk errors)
+        self.events_lost = 0  # of those, events (written by the frame loop only): each leaves a gap in seq
+        self._lost_numbered = 0  # lost events whose seq numbers have been skipped (outbox thread)
+        self.trouble = WriteTrouble(outbox.path.parent)
         self.closed = False
         self._report_error = report_error
         self._next_no_room_log = 0.0
@@ -84,10 +88,12 @@ class Intake:
         q.append((kind, item, mark))
         if len(q) > self.cfg.outbox.memory_queue:
             try:
-                q.popleft()
-                self.overflow_dropped += 1
+                lost = q.popleft()
             except IndexError:  # the outbox thread emptied it meanwhile
-                pass
+                return
+            self.overflow_dropped += 1
+            if lost[0] == "event":
+                self.events_lost += 1  # its seq number is skipped: subscribers see the gap
         # No wake-up per message: the outbox thread polls and takes the whole batch (see MqttPublisher).
 
     def no_room(self) -> None:
@@ -97,7 +103,7 @@ class Intake:
         if now >= self._next_no_room_log:
             self._next_no_room_log = now + 60.0
             err = self.journal.last_error
-            why = f"cannot make a journal file: {err.strerror or err}" if err else "the outbox thread is behind"
+            why = f"cannot make a journal file: {describe_write_error(err)}" if err else "the outbox thread is behind"
             log.error("MQTT: event journal %s* has no room (%s); new events are safe only once they reach the "
                       "outbox (%d not journaled so far)", self.journal.base, why, self.journal.failures)
 
@@ -107,42 +113,59 @@ class Intake:
         """Move what the frame loop queued into the disk outbox (one transaction per batch).
 
         ``unsent_after``: outbox rows above this id are not with paho yet (a newer state may replace them).
+        A batch that cannot be written (a full disk) goes back to the front of the queue, in order, and is
+        tried again every second (see :class:`~agent.mqtt.trouble.WriteTrouble`); nothing is dropped for it.
         """
+        if not self.trouble.due() and not final:
+            return
         while self.queue:
             items: list[tuple[str, Any, Mark | None]] = []
             q = self.queue
             while q and len(items) < _INGEST_BATCH:
                 self.ingesting += 1  # counted before it leaves the queue
                 items.append(q.popleft())
-            last_state = max((i for i, (kind, _, _) in enumerate(items) if kind == "state"), default=-1)
             mark = max((m for _, _, m in items if m is not None), default=None)
-            now = time.time()
-            seq = self.outbox.next_seq
-            messages: list[OutMessage] = []
-            for i, (kind, item, _) in enumerate(items):
-                try:
-                    if kind == "event":
-                        messages.append(self._event_message(item, seq, now))
-                        seq += 1
-                    elif i == last_state:  # older snapshots in the same batch are already stale
-                        payload = encode(state_payload(item, self.ctx))
-                        messages.append(OutMessage(self.topics.state, payload, self.cfg.qos_state, True,
-                                                   coalesce=_STATE_KEY, created=now))
-                except (TypeError, ValueError, AttributeError, KeyError) as exc:  # e.g. NaN confidence
-                    self.failed_dropped += 1
-                    self._report_error(ValueError(f"cannot encode {kind} (dropped): {exc}"))
+            skipped = self.events_lost - self._lost_numbered  # events dropped from memory: their numbers stay unused
+            seq = self.outbox.next_seq + skipped
+            messages, errors, seq = self._messages(items, seq)
             try:
                 self.outbox.append(messages, unsent_after=unsent_after, next_seq=seq, journal_mark=mark)
-            except sqlite3.Error:
-                self.failed_dropped += len(messages)  # disk full or broken: counted, reported by the caller
-                raise
-            finally:
-                self.ingesting = 0  # after the outbox counts them
+            except sqlite3.Error as exc:  # a full, read-only or failing disk: hold the batch, say so once
+                q.extendleft(reversed(items))
+                self.ingesting = 0
+                self.trouble.failed(exc, len(q), self.cfg.outbox.memory_queue)
+                return
+            self.ingesting = 0  # after the outbox counts them
+            self._lost_numbered += skipped
+            self.trouble.succeeded(len(q) + len(messages))
+            for error in errors:
+                self.failed_dropped += 1
+                self._report_error(error)
             if mark is not None:
                 self._tend(mark[0])
             if not final:
                 break  # one batch per turn, so acks and sending keep up under a flood
         self._tend(None)
+
+    def _messages(self, items: list[tuple[str, Any, Mark | None]], seq: int
+                  ) -> tuple[list[OutMessage], list[Exception], int]:
+        """The batch as outbox messages; an event that cannot be encoded is reported and uses no ``seq``."""
+        last_state = max((i for i, (kind, _, _) in enumerate(items) if kind == "state"), default=-1)
+        now = time.time()
+        messages: list[OutMessage] = []
+        errors: list[Exception] = []
+        for i, (kind, item, _) in enumerate(items):
+            try:
+                if kind == "event":
+                    messages.append(self._event_message(item, seq, now))
+                    seq += 1
+                elif i == last_state:  # older snapshots in the same batch are already stale
+                    payload = encode(state_payload(item, self.ctx))
+                    messages.append(OutMessage(self.topics.state, payload, self.cfg.qos_state, True,
+                                               coalesce=_STATE_KEY, created=now))
+            except (TypeError, ValueError, AttributeError, KeyError) as exc:  # e.g. NaN confidence
+                errors.append(ValueError(f"cannot encode {kind} (dropped): {exc}"))
+        return messages, errors, seq
 
     def _event_message(self, event: Event, seq: int, now: float) -> OutMessage:
         payload = encode(event_payload(event, self.ctx, uuid.uuid4().hex, seq))

@@ -132,8 +132,7 @@ class Outbox:
                            "ON CONFLICT(key) DO UPDATE SET value=excluded.value", meta)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
-            self._recount()
+            self._rollback()
             raise
         if next_seq is not None:
             self.next_seq = next_seq
@@ -194,9 +193,18 @@ class Outbox:
                 self._delete(f"id IN ({marks})", tuple(chunk))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
-            self._recount()
+            self._rollback()
             raise
+
+    def _rollback(self) -> None:
+        """Undo a failed transaction and put the counters right again.
+
+        SQLite rolls back by itself on some errors (``SQLITE_FULL``): a second
+        ``ROLLBACK`` would raise "no transaction is active" and hide the real cause.
+        """
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        self._recount()
 
     def _recount(self) -> None:
         self.depth, self.bytes = self._db.execute(

@@ -14,10 +14,15 @@ Three threads, so that the frame loop never waits on the network or the disk:
 * **paho's network thread** connects, reconnects with back-off, and on each
   connect publishes the retained ``online`` status and Home Assistant discovery.
 
-Ordering: rows go to paho in id order; after a reconnect paho re-sends what it
-still holds (oldest first) and the outbox thread waits for those acks before
-sending newer rows, so subscribers see events in order (with possible QoS 1
-duplicates, which carry the same ``event_id``).
+Ordering: rows go to paho in id order. On each connect paho's own queue of
+unacknowledged messages is dropped and the outbox thread sends again from the
+oldest row the broker has not acknowledged, so subscribers see events in order
+(with possible QoS 1 duplicates, which carry the same ``event_id``), and a
+message the broker refuses (too large) can be moved aside instead of being
+re-sent by paho after every reconnect (see :mod:`agent.mqtt.refusal`).
+
+A disk that cannot be written (full, read-only) is a state, not an error: see
+:mod:`agent.mqtt.trouble`; :attr:`MqttPublisher.problems` says what is degraded.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import collections
 import dataclasses
 import functools
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -42,14 +48,15 @@ from agent.mqtt.discovery import discovery_messages
 from agent.mqtt.intake import Intake
 from agent.mqtt.outbox import Outbox
 from agent.mqtt.payloads import STATUS_OFFLINE, STATUS_ONLINE, encode, stats_payload
+from agent.mqtt.refusal import PacketLimit, packet_size
 from agent.mqtt.topics import Topics
+from agent.mqtt.trouble import WriteTrouble, describe_write_error
 
 log = logging.getLogger("agent.mqtt")
 
 OUTBOX_FILE = "mqtt-outbox.sqlite3"
 _TICK_S = 0.02  # outbox thread period while busy: batches work at high event rates
 _IDLE_TICK_S = 0.1  # ... while idle: the most latency a sparse event gets
-_RESYNC_TIMEOUT_S = 30.0  # after a reconnect, wait this long for paho's re-sends before re-sending from disk
 
 
 def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
@@ -89,7 +96,11 @@ class MqttPublisher:
         self._refused: str | None = None
         self._mid_rows: dict[int, int] = {}  # paho message id -> outbox row id, QoS 1/2 not yet acknowledged
         self._sent_upto = 0  # rows with id <= this have been handed to paho
-        self._resync_since: float | None = None
+        self._resend = False  # set on connect: paho's queue was dropped, send again from the oldest unacked row
+        self._conn_gen = 0  # connections accepted so far: a send loop stops when a new one begins
+        self._limit = PacketLimit(f"{cfg.host}:{cfg.port}", cfg.protocol == "5")
+        self._ack_retry: list[int] = []  # acknowledged rows the disk could not delete yet (full disk)
+        self._ack_trouble = WriteTrouble(path.parent, what="outbox (deleting sent messages)")
         self._rejected = 0
         self._errors = 0
         self._next_error_log = 0.0
@@ -128,6 +139,24 @@ class MqttPublisher:
     def dropped(self) -> int:
         """Events/state dropped since start: queue limits (count, bytes, age) or frame loop outrunning the disk."""
         return self._outbox.dropped + self._intake.overflow_dropped + self._intake.failed_dropped
+
+    @property
+    def problems(self) -> list[str]:
+        """What is degraded now, one short text each, for ``fer-agent health`` (empty when all is well)."""
+        out = []
+        trouble = self._intake.trouble
+        if trouble.active:
+            out.append(trouble.describe(len(self._queue)))
+        journal = self._journal
+        if journal.last_error is not None:
+            out.append(f"event journal {journal.base}.*: {describe_write_error(journal.last_error)}; new events "
+                       "are safe only once they reach the outbox")
+        if self._intake.events_lost:
+            out.append(f"{self._intake.events_lost} event(s) lost while the disk could not be written "
+                       "(memory bound reached; gaps in seq)")
+        if self._limit.refused:
+            out.append(self._limit.describe())
+        return out
 
     def publish_event(self, event: Event) -> None:
         """Accept an event: once this returns, it is in the journal and survives the process being killed."""
@@ -237,15 +266,31 @@ class MqttPublisher:
             else self.cfg.outbox.inflight
         self._backoff.reset()
         client.reconnect_delay_set(self._backoff.min_delay, self._backoff.min_delay)
-        if self._mid_rows:
-            self._resync_since = time.monotonic()
-        self._connected = True
+        # What paho still holds from the last connection is sent again from the outbox, in order; paho's own
+        # re-send would repeat a message the broker refuses after every reconnect.
+        client.drop_out_messages()
+        self._limit.connected(properties)
+        self._resend = True
+        self._conn_gen += 1
         log.info("MQTT: connected to %s%s", self._broker, self._failures.succeeded())
-        self._wake.set()
-        client.publish(self.topics.status, STATUS_ONLINE, qos=1, retain=True)
-        if self.cfg.discovery.enabled:
-            client.subscribe(self.topics.ha_birth, qos=0)
-            self._publish_discovery(client)  # last: a problem here must not keep events from flowing
+        try:
+            self._publish(client, self.topics.status, STATUS_ONLINE, qos=1, retain=True)
+            if self.cfg.discovery.enabled:
+                client.subscribe(self.topics.ha_birth, qos=0)
+                self._publish_discovery(client)
+        finally:  # after status and discovery (the broker meets them first), even if discovery failed
+            self._connected = True
+            self._wake.set()
+
+    def _publish(self, client: mqtt.Client, topic: str, payload: bytes | str, qos: int, retain: bool) -> None:
+        """Status, discovery, stats: skipped (one line) when the broker would refuse them."""
+        data = payload.encode() if isinstance(payload, str) else payload
+        size = packet_size(topic, data, qos, self._limit.v5)
+        if self._limit.too_big(size):
+            self._limit.skip_once(topic, size)
+            return
+        info = client.publish(topic, data, qos=qos, retain=retain)
+        self._limit.sent(info.mid, topic, size, qos)
 
     def context_changed(self) -> None:
         """The context changed (a runtime fallback took over): dashboards get discovery with the new backend.
@@ -260,7 +305,7 @@ class MqttPublisher:
         if not self.cfg.discovery.enabled:
             return
         for topic, payload in discovery_messages(self.topics, self.ctx, self.cfg.discovery.device_name):
-            client.publish(topic, payload, qos=1, retain=True)
+            self._publish(client, topic, payload, qos=1, retain=True)
 
     def _retry_in(self, client: mqtt.Client) -> float:
         delay = self._backoff.next_delay()
@@ -281,6 +326,7 @@ class MqttPublisher:
         self._connected = False
         if self._closing:
             return
+        self._limit.dropped(reason)
         delay = self._retry_in(client)
         if self._refused:
             self._failures.failed(logging.ERROR, f"broker {self._broker} refused the connection: {self._refused}",
@@ -298,6 +344,7 @@ class MqttPublisher:
 
     @_guarded
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        self._limit.acked(mid)
         self._acks.append((mid, bool(getattr(reason, "is_failure", False))))  # handled on the next tick
 
     @_guarded
@@ -365,31 +412,51 @@ class MqttPublisher:
                     log.error("MQTT: broker %s rejected %d message(s) (not authorised for the topic?)",
                               self._broker, self._rejected)
             ids.append(row)
-        if ids:
+        self._delete(ids)
+
+    def _delete(self, ids: list[int]) -> None:
+        """Forget rows the broker has (or refused); on a full disk keep the ids and try again later."""
+        ids = self._ack_retry + ids
+        if not ids or (self._ack_retry and not self._ack_trouble.due()):
+            self._ack_retry = ids
+            return
+        try:
             self._outbox.ack(ids)
-        if self._resync_since is not None and not self._mid_rows:
-            self._resync_since = None
+        except sqlite3.Error as exc:
+            self._ack_retry = ids  # _sent_upto is past them: they are not sent again meanwhile
+            self._ack_trouble.failed(exc, len(ids), len(ids))
+            return
+        self._ack_retry = []
+        self._ack_trouble.succeeded(0)
 
     def _send(self) -> None:
         client = self._client
         assert client is not None
-        if self._resync_since is not None:
-            # paho is re-sending what it held when the connection dropped; newer rows must wait for those.
-            if time.monotonic() - self._resync_since < _RESYNC_TIMEOUT_S:
-                return
-            log.warning("MQTT: %d message(s) not acknowledged after reconnecting; sending them again",
-                        len(self._mid_rows))
+        gen = self._conn_gen
+        if self._resend:  # a new connection: paho forgot what it held, send from the oldest unacknowledged row
+            self._resend = False
             self._mid_rows.clear()
             self._sent_upto = 0
-            self._resync_since = None
         room = self._window - len(self._mid_rows)
         if room <= 0:
             return
         sent_qos0: list[int] = []
+        refused: list[int] = []
+        acked = set(self._ack_retry)
         for row in self._outbox.after(self._sent_upto, room):
-            if not self._connected:
+            if not self._connected or gen != self._conn_gen:
                 break
+            if row.id in acked:
+                self._sent_upto = row.id
+                continue
+            size = packet_size(row.topic, row.payload, row.qos, self._limit.v5)
+            if self._limit.too_big(size):
+                self._limit.moved_aside(f"{row.topic} #{row.id}", size)
+                refused.append(row.id)
+                self._sent_upto = row.id
+                continue
             info = client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+            self._limit.sent(info.mid, f"{row.topic} #{row.id}", size, row.qos)
             if row.qos == 0:
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     break  # not connected after all: keep it for later
@@ -399,13 +466,15 @@ class MqttPublisher:
             else:
                 self._mid_rows[info.mid] = row.id
             self._sent_upto = row.id
-        if sent_qos0:
-            self._outbox.ack(sent_qos0)
+        if sent_qos0 or refused:
+            self._delete(sent_qos0 + refused)
 
     def _send_stats(self) -> None:
         stats, self._pending_stats = self._pending_stats, None
         if stats is None or self._client is None:
             return
         payload = stats_payload(stats, self.ctx, uptime_s=time.monotonic() - self._started,
-                                outbox_depth=self.outbox_depth, outbox_dropped=self.dropped)
-        self._client.publish(self.topics.stats, encode(payload), qos=self.cfg.qos_stats, retain=False)
+                                outbox_depth=self.outbox_depth, outbox_dropped=self.dropped,
+                                outbox_trouble={"refused": self._limit.refused, "lost": self._intake.events_lost,
+                                                "held": len(self._queue) if self._intake.trouble.active else 0})
+        self._publish(self._client, self.topics.stats, encode(payload), self.cfg.qos_stats, False)
