@@ -11,12 +11,14 @@ import errno
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import wait_until
 
+from agent.contracts.events import StateSnapshot
 from agent.health import HealthReporter, check_health
 from agent.mqtt.emit import synthetic_event, synthetic_state
 
@@ -127,3 +129,43 @@ def test_past_the_memory_bound_the_loss_is_a_visible_seq_gap_and_a_counter(
     stats = sub.wait_count("fer/gap/stats", 1)[0].json()
     assert stats["outbox"]["lost"] == lost
     pub.close(timeout=2.0)
+
+
+def _crowd(frame: int, faces: int) -> StateSnapshot:
+    """A state with many faces: a retained message that grows past a small broker limit."""
+    one = synthetic_state(frame)
+    return StateSnapshot(faces=one.faces * faces, dominant=one.dominant, frame_number=frame,
+                         capture_time=one.capture_time)
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_a_message_the_broker_refuses_is_moved_aside_and_the_queue_moves_on(
+        mosquitto_factory, make_publisher, mqtt_collector, caplog, protocol) -> None:
+    """mosquitto ``max_packet_size 600``: events (~480 bytes) pass; the 800-byte discovery config and a state
+    with ten faces do not. MQTT 5 knows the limit from CONNACK (no reconnect at all); 3.1.1 learns it from the
+    broker closing the connection right after the same message twice."""
+    caplog.set_level(logging.INFO, logger="agent.mqtt")
+    broker = mosquitto_factory.start(extra_config=["max_packet_size 600"])
+    sub = mqtt_collector(broker.host, broker.port, ["fer/lim/#", "homeassistant/#"])
+    pub = make_publisher(broker.host, broker.port, device_id="lim", protocol=protocol)
+    pub.publish_event(synthetic_event(1))
+    pub.publish_state(_crowd(1, 10))
+    pub.publish_event(synthetic_event(2))
+    events = sub.wait_count("fer/lim/events", 2, timeout=20)
+    assert [m.json()["frame"] for m in events] == [1, 2]  # the queue moved on past the refused state
+    wait_until(lambda: pub._limit.refused >= 2, timeout=10, what="the refused state and discovery counted")
+    assert pub._limit.refused == 2
+    flips = len(sub.on("fer/lim/status"))
+    time.sleep(2.0)
+    assert len(sub.on("fer/lim/status")) == flips, "no reconnect loop once the limit is known"
+    assert flips <= (1 if protocol == "5" else 6), [m.text for m in sub.on("fer/lim/status")]
+    assert pub.connected
+    assert [m for m in sub.on("fer/lim/state")] == []  # the refused state was not retried
+    assert any("broker refused 2 message(s)" in p for p in pub.problems), pub.problems
+    refused_lines = [r.getMessage() for r in caplog.records if "does not take a" in r.getMessage()]
+    assert len(refused_lines) == 1, refused_lines  # logged once, with size and limit
+    limit = "Maximum Packet Size is 600 bytes" if protocol == "5" else "closed the connection on a"
+    assert limit in refused_lines[0] and "-byte message" in refused_lines[0]
+    pub.publish_stats({"fps": 1.0})
+    stats = sub.wait_count("fer/lim/stats", 1)[0].json()
+    assert stats["outbox"]["refused"] == 2 and stats["outbox"]["depth"] == 0
