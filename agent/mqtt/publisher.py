@@ -31,7 +31,6 @@ import collections
 import dataclasses
 import functools
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -49,8 +48,9 @@ from agent.mqtt.intake import Intake
 from agent.mqtt.outbox import Outbox
 from agent.mqtt.payloads import STATUS_OFFLINE, STATUS_ONLINE, encode, stats_payload
 from agent.mqtt.refusal import PacketLimit, packet_size
+from agent.mqtt.sender import Sender
 from agent.mqtt.topics import Topics
-from agent.mqtt.trouble import WriteTrouble, describe_write_error
+from agent.mqtt.trouble import describe_write_error
 
 log = logging.getLogger("agent.mqtt")
 
@@ -94,14 +94,8 @@ class MqttPublisher:
         self._closing = False
         self._close_deadline = 0.0
         self._refused: str | None = None
-        self._mid_rows: dict[int, int] = {}  # paho message id -> outbox row id, QoS 1/2 not yet acknowledged
-        self._sent_upto = 0  # rows with id <= this have been handed to paho
-        self._resend = False  # set on connect: paho's queue was dropped, send again from the oldest unacked row
-        self._conn_gen = 0  # connections accepted so far: a send loop stops when a new one begins
         self._limit = PacketLimit(f"{cfg.host}:{cfg.port}", cfg.protocol == "5")
-        self._ack_retry: list[int] = []  # acknowledged rows the disk could not delete yet (full disk)
-        self._ack_trouble = WriteTrouble(path.parent, what="outbox (deleting sent messages)")
-        self._rejected = 0
+        self._sender = Sender(self._outbox, self._limit, f"{cfg.host}:{cfg.port}")
         self._errors = 0
         self._next_error_log = 0.0
         self._closed = False
@@ -241,6 +235,10 @@ class MqttPublisher:
         if left:
             log.warning("MQTT: %d message(s) still queued in %s; they are sent after the next start",
                         left, self._outbox.path)
+        if self._queue:
+            log.error("MQTT: %d message(s) could not be written to %s (%s); the events among them that are in the "
+                      "journal are recovered at the next start, the rest are lost", len(self._queue),
+                      self._outbox.path.parent, self._intake.trouble.cause or "not written")
         log.info("MQTT: closed")
 
     def __enter__(self) -> MqttPublisher:
@@ -257,6 +255,7 @@ class MqttPublisher:
         detail = getattr(properties, "ReasonString", None)  # MQTT 5 brokers may explain a refusal
         if reason.is_failure:
             self._refused = f"{reason} ({detail})" if detail else str(reason)
+            self._limit.connect_failed()
             return
         self._refused = None
         receive_max = getattr(properties, "ReceiveMaximum", None)  # MQTT 5: the broker's in-flight limit
@@ -270,8 +269,7 @@ class MqttPublisher:
         # re-send would repeat a message the broker refuses after every reconnect.
         client.drop_out_messages()
         self._limit.connected(properties)
-        self._resend = True
-        self._conn_gen += 1
+        self._sender.new_connection()
         log.info("MQTT: connected to %s%s", self._broker, self._failures.succeeded())
         try:
             self._publish(client, self.topics.status, STATUS_ONLINE, qos=1, retain=True)
@@ -316,6 +314,7 @@ class MqttPublisher:
     def _on_connect_fail(self, client: FerMqttClient, userdata: Any) -> None:
         if self._closing:
             return
+        self._limit.connect_failed()
         delay = self._retry_in(client)
         self._failures.failed(logging.WARNING, f"cannot connect to {self._broker}: {describe_error(client.last_error)}",
                               delay, self._backoff.attempt)
@@ -367,7 +366,7 @@ class MqttPublisher:
                 if self._connected:
                     self._send()
                     self._send_stats()
-                if now - last_expire > 1.0:
+                if now - last_expire > 1.0 and not self._intake.trouble.active:  # a full disk cannot delete
                     last_expire = now
                     self._outbox.expire()
             except Exception as exc:  # a full or broken disk, or a bug: report, keep going, never stop the agent
@@ -375,7 +374,7 @@ class MqttPublisher:
                 if not self._closing:
                     self._wake.wait(0.5)
             # Idle = nothing in flight or waiting: poll less often.
-            self._idle = not (self._queue or self._acks or self._mid_rows
+            self._idle = not (self._queue or self._acks or self._sender.mid_rows
                               or (self._connected and (self._outbox.depth or self._pending_stats is not None)))
             if self._closing:
                 done = self._outbox.depth == 0 and not self._queue
@@ -397,77 +396,14 @@ class MqttPublisher:
 
     def _ingest(self, final: bool = False) -> None:
         """Move what the frame loop queued into the disk outbox (see Intake.ingest)."""
-        self._intake.ingest(self._sent_upto, final)
+        self._intake.ingest(self._sender.sent_upto, final)
 
     def _process_acks(self) -> None:
-        ids: list[int] = []
-        while self._acks:
-            mid, failed = self._acks.popleft()
-            row = self._mid_rows.pop(mid, None)
-            if row is None:
-                continue  # status/discovery/stats, or a row we already gave up on
-            if failed:  # MQTT 5 broker said no (e.g. not authorised): retrying would never succeed
-                self._rejected += 1
-                if self._rejected == 1 or self._rejected % 1000 == 0:
-                    log.error("MQTT: broker %s rejected %d message(s) (not authorised for the topic?)",
-                              self._broker, self._rejected)
-            ids.append(row)
-        self._delete(ids)
-
-    def _delete(self, ids: list[int]) -> None:
-        """Forget rows the broker has (or refused); on a full disk keep the ids and try again later."""
-        ids = self._ack_retry + ids
-        if not ids or (self._ack_retry and not self._ack_trouble.due()):
-            self._ack_retry = ids
-            return
-        try:
-            self._outbox.ack(ids)
-        except sqlite3.Error as exc:
-            self._ack_retry = ids  # _sent_upto is past them: they are not sent again meanwhile
-            self._ack_trouble.failed(exc, len(ids), len(ids))
-            return
-        self._ack_retry = []
-        self._ack_trouble.succeeded(0)
+        self._sender.process_acks(self._acks)
 
     def _send(self) -> None:
-        client = self._client
-        assert client is not None
-        gen = self._conn_gen
-        if self._resend:  # a new connection: paho forgot what it held, send from the oldest unacknowledged row
-            self._resend = False
-            self._mid_rows.clear()
-            self._sent_upto = 0
-        room = self._window - len(self._mid_rows)
-        if room <= 0:
-            return
-        sent_qos0: list[int] = []
-        refused: list[int] = []
-        acked = set(self._ack_retry)
-        for row in self._outbox.after(self._sent_upto, room):
-            if not self._connected or gen != self._conn_gen:
-                break
-            if row.id in acked:
-                self._sent_upto = row.id
-                continue
-            size = packet_size(row.topic, row.payload, row.qos, self._limit.v5)
-            if self._limit.too_big(size):
-                self._limit.moved_aside(f"{row.topic} #{row.id}", size)
-                refused.append(row.id)
-                self._sent_upto = row.id
-                continue
-            info = client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
-            self._limit.sent(info.mid, f"{row.topic} #{row.id}", size, row.qos)
-            if row.qos == 0:
-                if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                    break  # not connected after all: keep it for later
-                sent_qos0.append(row.id)  # QoS 0 is at most once: once handed over, it is gone
-            elif info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                break  # paho's own queue refused it; try again later (NO_CONN: paho keeps and re-sends it)
-            else:
-                self._mid_rows[info.mid] = row.id
-            self._sent_upto = row.id
-        if sent_qos0 or refused:
-            self._delete(sent_qos0 + refused)
+        assert self._client is not None
+        self._sender.send(self._client, self._window, lambda: self._connected)
 
     def _send_stats(self) -> None:
         stats, self._pending_stats = self._pending_stats, None

@@ -7,13 +7,15 @@ reconnect would block the queue behind it forever and flap the retained
 
 * **MQTT 5**: the broker announces ``Maximum Packet Size`` in CONNACK; every
   message is measured (:func:`packet_size`) before it is handed to paho.
-* **Learned** (MQTT 3.1.1, or a v5 broker that announces nothing): the broker
-  handles packets in order and answers each QoS 1/2 one before it reads the
-  next, so when it closes the connection the oldest message not yet answered
-  is the one it refused. The same message at the head twice in a row, each time
-  within ``QUICK_DROP_S`` of connecting (a broker restart would not do that),
-  or a v5 DISCONNECT with reason "Packet too large" at once, makes its size the
-  learned limit: messages that large or larger are moved aside from then on.
+* **Learned** (MQTT 3.1.1, or a v5 broker that announces nothing): when the
+  broker closes the connection because of a packet's size, the refused message
+  is among those it has not answered, so the largest of them is too large as
+  well. A close counts as such evidence only when it comes within
+  ``QUICK_DROP_S`` of connecting *and* the very next connect succeeds (a broker
+  that was restarted or killed refuses connections for a while). Two such
+  closes in a row (or one MQTT 5 DISCONNECT "Packet too large") make the larger
+  of the two sizes the learned limit: messages that large or larger are moved
+  aside from then on. The limit is only ever one some message really hit.
 
 Thread-safety: paho's network thread calls :meth:`acked`, :meth:`connected`,
 :meth:`dropped`; the outbox thread calls :meth:`sent` and :meth:`too_big`.
@@ -58,7 +60,8 @@ class PacketLimit:
         self._in_flight: collections.OrderedDict[int, tuple[str, int, int]] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._connected_at = 0.0
-        self._suspect: str | None = None  # head of the queue when the last quick drop happened
+        self._pending: tuple[str, int] | None = None  # largest unanswered message at the last quick close
+        self._evidence: tuple[str, int] | None = None  # the same from the close before, confirmed by a reconnect
         self._logged_topics: set[str] = set()
 
     # ---------------------------------------------------------------- checks
@@ -101,6 +104,18 @@ class PacketLimit:
         with self._lock:
             self._in_flight.clear()
         self._connected_at = self._clock()
+        pending, self._pending = self._pending, None
+        if pending is None:
+            self._evidence = None
+        elif self._evidence is None:
+            self._evidence = pending  # once could be chance; twice in a row is the broker
+        else:
+            self._learn(max(pending, self._evidence, key=lambda p: p[1]), "twice in a row")
+            self._evidence = None
+
+    def connect_failed(self) -> None:
+        """A connect attempt failed: the last close was an outage or a restart, not a refused message."""
+        self._pending = self._evidence = None
 
     def sent(self, mid: int, what: str, size: int, qos: int) -> None:
         with self._lock:
@@ -119,24 +134,26 @@ class PacketLimit:
                 if first == mid:
                     break
 
-    def dropped(self, reason: Any) -> str | None:
-        """The connection closed; returns what was refused when this tells (and lowers the learned limit)."""
+    def dropped(self, reason: Any) -> None:
+        """The connection closed: remember the largest message the broker had not answered (see the module doc)."""
         with self._lock:
-            head = next(iter(self._in_flight.values()), None)
+            unanswered = [(what, size) for what, size, _ in self._in_flight.values()]
             self._in_flight.clear()
         quick = self._clock() - self._connected_at <= QUICK_DROP_S
-        if head is None or not quick:
-            self._suspect = None
-            return None
-        what, size, _ = head
-        too_large = getattr(reason, "value", None) == _PACKET_TOO_LARGE
-        if not too_large and self._suspect != what:
-            self._suspect = what  # once could be chance (a broker restart); twice in a row is the broker
-            return None
-        self._suspect = None
+        if not unanswered or not quick:
+            self._pending = self._evidence = None
+            return
+        largest = max(unanswered, key=lambda p: p[1])
+        if getattr(reason, "value", None) == _PACKET_TOO_LARGE:
+            self._learn(largest, "with 'Packet too large'")
+            self._evidence = None
+        else:
+            self._pending = largest
+
+    def _learn(self, message: tuple[str, int], how: str) -> None:
+        what, size = message
         if self.learned is None or size < self.learned:
             self.learned = size
-            log.error("MQTT: broker %s closed the connection %s right after a %d-byte message (%s); messages of "
-                      "%d bytes or more are moved aside from now on (mosquitto max_packet_size?)", self.broker,
-                      "with 'Packet too large'" if too_large else "twice in a row", size, what, size)
-        return what
+            log.error("MQTT: broker %s closed the connection %s while a %d-byte message (%s) was not answered; "
+                      "messages of %d bytes or more are moved aside from now on (mosquitto max_packet_size?)",
+                      self.broker, how, size, what, size)
