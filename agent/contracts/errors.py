@@ -21,6 +21,18 @@ class InferenceError(FerError):
     """A model file cannot be loaded or run (tool exit, missing output, timeout); a failed frame is counted."""
 
 
+MAX_LINE = 500  # characters of one error line: a million-label manifest must not print megabytes
+
+
+def clip(text: str, limit: int = MAX_LINE) -> str:
+    """``text`` on one line of at most ``limit`` characters, saying how much was left out."""
+    text = " ".join(str(text).split("\n"))
+    if len(text) <= limit:
+        return text
+    cut = f" ... ({len(text) - limit} more characters)"
+    return text[: max(0, limit - len(cut))] + cut
+
+
 def run_command(prog: str, args) -> int:
     """Run an argparse subcommand's ``func`` with the CLIs' error contract.
 
@@ -32,7 +44,7 @@ def run_command(prog: str, args) -> int:
     try:
         return int(args.func(args) or 0)
     except FerError as exc:
-        print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
+        print(clip(f"{prog} {args.command}: error: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog} {args.command}: interrupted", file=sys.stderr)

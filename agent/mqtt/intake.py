@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from agent.contracts.errors import FerError
+from agent.contracts.errors import FerError, clip
 from agent.contracts.events import Event, PublishContext, StateSnapshot
 from agent.mqtt.config import MqttConfig
 from agent.mqtt.journal import Journal, Mark, decode_event, event_record
@@ -209,6 +209,10 @@ class Intake:
         if recovered:
             log.warning("MQTT: recovered %d event(s) accepted before the last stop but not yet in the outbox "
                         "(the agent was killed or crashed)", recovered)
+        damage = self.journal.damage + self.outbox.damage
+        if damage:
+            log.error("MQTT: damage found at start in %s: recovered %d event(s) from the journal; skipped: %s",
+                      self.outbox.path.parent, recovered, clip("; ".join(damage), 600))
 
     def close(self, all_in_outbox: bool) -> None:
         """Stop journaling; the journal goes when everything it holds is in the outbox (a clean stop)."""
