@@ -57,6 +57,7 @@ log = logging.getLogger("agent.mqtt")
 OUTBOX_FILE = "mqtt-outbox.sqlite3"
 _TICK_S = 0.02  # outbox thread period while busy: batches work at high event rates
 _IDLE_TICK_S = 0.1  # ... while idle: the most latency a sparse event gets
+_REANNOUNCE_S = 5.0  # Home Assistant births within this are answered with one discovery re-publish
 
 
 def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
@@ -102,6 +103,8 @@ class MqttPublisher:
         self._idle = False  # set by the outbox thread when it may poll less often
         self._window = cfg.outbox.inflight  # QoS 1/2 outbox messages handed to paho and not yet acknowledged
         self._pending_stats: Mapping[str, Any] | None = None
+        self._announce_due = False  # Home Assistant said online: discovery again (paho thread sets, outbox thread acts)
+        self._next_announce = 0.0
         self._started = time.monotonic()
         self._broker = f"{cfg.host}:{cfg.port}"
         try:
@@ -349,8 +352,18 @@ class MqttPublisher:
     @_guarded
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self.topics.ha_birth and msg.payload == b"online":
-            log.info("MQTT: Home Assistant came online; publishing discovery again")
-            self._publish_discovery(client)
+            self._announce_due = True  # coalesced: see _reannounce
+
+    def _reannounce(self) -> None:
+        """Discovery again after Home Assistant's ``online``, at most once per ``_REANNOUNCE_S``: a flood of
+        births (a looping HA, a hostile client) must not turn into a flood of retained re-publishes and lines."""
+        now = time.monotonic()
+        if not self._announce_due or now < self._next_announce or self._client is None:
+            return
+        self._announce_due = False
+        self._next_announce = now + _REANNOUNCE_S
+        log.info("MQTT: Home Assistant came online; publishing discovery again")
+        self._publish_discovery(self._client)
 
     # ------------------------------------------------------------------ outbox thread
 
@@ -366,6 +379,7 @@ class MqttPublisher:
                 if self._connected:
                     self._send()
                     self._send_stats()
+                    self._reannounce()
                 if now - last_expire > 1.0 and not self._intake.trouble.active:  # a full disk cannot delete
                     last_expire = now
                     self._outbox.expire()
