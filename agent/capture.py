@@ -44,7 +44,9 @@ class SourceConfig:
         },
     )
     fps_cap: float = field(
-        default=0.0, metadata={"doc": "process at most this many frames/s (0 = as fast as frames come)", "min": 0.0}
+        default=0.0,
+        metadata={"doc": "process at most this many frames/s (0 = as fast as frames come)", "min": 0.0,
+                  "min_if_set": 0.01},
     )
     width: int = field(
         default=0, metadata={"doc": "requested capture width for cameras (0 = driver default)", "min": 0}
