@@ -174,6 +174,7 @@ class VideoFileSource(FrameSource):
         self._t0 = 0.0
         self._wall0 = 0.0
         self._pos = 0
+        self._warned_short = False
 
     def open(self) -> None:
         if not Path(self.path).exists():
@@ -198,6 +199,7 @@ class VideoFileSource(FrameSource):
                 self.dropped += 1
         ok, image = self._cap.read()
         if not ok:
+            self._check_early_end()
             if self.cfg.loop and self._pos > 0:
                 self._cap.release()
                 self.open()
@@ -218,6 +220,17 @@ class VideoFileSource(FrameSource):
             # whether the file is analysed at 10 or 500 frames/s.
             frame.capture_time = self._wall0 + (self._pos - 1) / self.nominal_fps
         return frame
+
+    def _check_early_end(self) -> None:
+        """A read that fails before the frame count the file declares is damage, not the end: say so (once)."""
+        expected = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if self._cap is not None else 0
+        if self._warned_short or expected <= 0 or self._pos + 1 >= expected:  # counts may be one frame off
+            return
+        self._warned_short = True
+        then = (f"loop: true replays only these {self._pos} frames" if self.cfg.loop and self._pos
+                else "stopping here")
+        log.warning("%s: cannot read frame %d of %d (the file is damaged or truncated); %s",
+                    self.path, self._pos + 1, expected, then)
 
     def close(self) -> None:
         if self._cap is not None:
