@@ -133,6 +133,10 @@ class FrameSource:
     def close(self) -> None:
         """Release the device or file; safe to call twice."""
 
+    def trouble(self) -> str | None:
+        """Why no frame comes now (a live source being retried), for systemd's STATUS and the health file."""
+        return None
+
     def _pace(self) -> None:
         """Sleep so frames are returned at most ``fps_cap`` per second."""
         if self.cfg.fps_cap <= 0:
@@ -298,10 +302,20 @@ class LiveSource(FrameSource):
         self._thread: threading.Thread | None = None
         self.frames_read = 0
         self.connected = False
+        self.down_since: float | None = None  # wall time the source stopped delivering; None while it delivers
+        self.attempts = 0  # failed open attempts since then
+
+    def trouble(self) -> str | None:
+        since = self.down_since
+        if since is None:
+            return None
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
+        return f"source unreachable since {stamp}, retrying (attempt {self.attempts + 1}): {self.description}"
 
     def open(self) -> None:
         cap = self._try_open()
         if cap is None:
+            self.down_since, self.attempts = time.time(), 1
             log.warning("%s: cannot open yet; retrying in the background", self.description)
         self._thread = threading.Thread(target=self._run, args=(cap,), name="capture", daemon=True)
         self._thread.start()
@@ -332,6 +346,7 @@ class LiveSource(FrameSource):
                 backoff = min(max(backoff * 2, 0.05), self.cfg.reopen_max_s)
                 cap = self._try_open()
                 if cap is None:
+                    self.attempts += 1
                     log.warning("%s: reopen failed; next try in %.1f s", self.description, backoff)
                     continue
                 self.reopens += 1
@@ -342,7 +357,10 @@ class LiveSource(FrameSource):
                 cap.release()
                 cap = None
                 self.connected = False
+                if self.down_since is None:
+                    self.down_since, self.attempts = time.time(), 0
                 continue
+            self.down_since = None
             backoff = self.cfg.reopen_initial_s
             if self._paced and self.nominal_fps > 0 and self._stop.wait(1.0 / self.nominal_fps):
                 break
