@@ -22,15 +22,21 @@ class InferenceError(FerError):
 
 
 MAX_LINE = 500  # characters of one error line: a million-label manifest must not print megabytes
+MAX_LINES = 40  # a tool's stderr quoted in an error keeps its last lines
 
 
 def clip(text: str, limit: int = MAX_LINE) -> str:
-    """``text`` on one line of at most ``limit`` characters, saying how much was left out."""
-    text = " ".join(str(text).split("\n"))
-    if len(text) <= limit:
-        return text
-    cut = f" ... ({len(text) - limit} more characters)"
-    return text[: max(0, limit - len(cut))] + cut
+    """Each line of ``text`` at most ``limit`` characters (saying how much was left out), at most ``MAX_LINES``."""
+    lines = str(text).split("\n")
+    if len(lines) > MAX_LINES:
+        lines = lines[:1] + [f"... ({len(lines) - MAX_LINES + 1} more lines)"] + lines[-(MAX_LINES - 2):]
+    out = []
+    for line in lines:
+        if len(line) > limit:
+            cut = f" ... ({len(line) - limit} more characters)"
+            line = line[: max(0, limit - len(cut))] + cut
+        out.append(line)
+    return "\n".join(out)
 
 
 def run_command(prog: str, args) -> int:
