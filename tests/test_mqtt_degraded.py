@@ -96,6 +96,7 @@ def test_a_full_disk_holds_events_says_so_once_and_delivers_them_all_in_order_la
     assert [e["frame"] for e in events] == list(range(400))  # exactly once, in order
     assert [e["seq"] for e in events] == list(range(1, 401))  # no number reused, no gap: nothing was lost
     assert pub.dropped == 0 and pub.problems == []
+    wait_until(lambda: pub.outbox_depth == 0, what="the queue empty: no phantom rows left from failed writes")
     pub.close(timeout=2.0)
 
 
