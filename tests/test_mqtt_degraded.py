@@ -170,3 +170,24 @@ def test_a_message_the_broker_refuses_is_moved_aside_and_the_queue_moves_on(
     pub.publish_stats({"fps": 1.0})
     stats = sub.wait_count("fer/lim/stats", 1)[0].json()
     assert stats["outbox"]["refused"] == 2 and stats["outbox"]["depth"] == 0
+
+
+def test_a_full_disk_at_start_holds_the_recovered_journal_and_stores_it_when_space_returns(
+        mosquitto, make_publisher, mqtt_collector, small_fs) -> None:
+    """Killed with events only in the journal, restarted on a full disk: the agent starts (no error), holds
+    them in order, and they are stored and delivered once space returns."""
+    state = small_fs / "state"
+    sub = mqtt_collector(mosquitto.host, mosquitto.port, "fer/boot/#", client_id="sub-boot", persistent=True)
+    mosquitto.stop()
+    crashed = make_publisher(mosquitto.host, mosquitto.port, device_id="boot", start=False, state_dir=state)
+    for i in range(30):
+        crashed.publish_event(synthetic_event(i))  # journaled only: the process "dies" before ingesting
+    filler = _fill(small_fs)
+    pub = make_publisher(mosquitto.host, mosquitto.port, device_id="boot", state_dir=state)
+    assert pub._intake.trouble.active and len(pub._queue) == 30
+    assert any("No space left on device (ENOSPC)" in p for p in pub.problems), pub.problems
+    filler.unlink()
+    mosquitto.start()
+    wait_until(lambda: len(_events(sub, "boot")) >= 30, timeout=30, what="the recovered events delivered")
+    events = _events(sub, "boot")
+    assert [e["frame"] for e in events] == list(range(30)) and [e["seq"] for e in events] == list(range(1, 31))

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from agent.contracts.errors import FerError, clip
+from agent.contracts.errors import clip
 from agent.contracts.events import Event, PublishContext, StateSnapshot
 from agent.mqtt.config import MqttConfig
 from agent.mqtt.journal import Journal, Mark, decode_event, event_record
@@ -53,14 +53,11 @@ class Intake:
         self._report_error = report_error
         self._next_no_room_log = 0.0
         self.journal = Journal(outbox.path.with_name(outbox.path.stem + ".accepted"))
-        try:
-            self._recover()
-        except sqlite3.Error as exc:
-            raise FerError(f"mqtt outbox {outbox.path}: cannot store the events recovered from its journal: "
-                           f"{exc}") from None
+        self._recover()
         try:
             self.journal.start(after=outbox.journal_mark[0])
-            self.journal.remove_before(self.journal.segment)  # everything readable in them is in the outbox now
+            if not self.queue:  # everything readable in them is in the outbox now (else: once it is)
+                self.journal.remove_before(self.journal.segment)
         except OSError as exc:  # a full or read-only disk: keep publishing, say so (again each minute)
             self.journal.last_error = exc
             self.no_room()
@@ -185,27 +182,32 @@ class Intake:
 
     def _recover(self) -> None:
         """Events accepted before an unclean stop (kill -9, crash) that had not reached the outbox: put them in
-        now, before anything new, in batches that each store how far they reach."""
+        now, before anything new, in batches that each store how far they reach. When the disk cannot take
+        them (full), they wait at the head of the memory queue like any batch that could not be written."""
         recovered = 0
-        batch: list[OutMessage] = []
-        seq = self.outbox.next_seq
-        now = time.time()
-        mark: Mark | None = None
+        pending: list[tuple[str, Any, Mark | None]] = []
+        last: Mark | None = None
         for body, at in self.journal.records_after(self.outbox.journal_mark):
-            mark = at
+            last = at
             try:
-                batch.append(self._event_message(decode_event(body), seq, now))
+                pending.append(("event", decode_event(body), at))
             except _UNUSABLE as exc:
                 self.failed_dropped += 1
                 log.error("MQTT: event journal record not usable (dropped): %s", exc)
                 continue
-            seq += 1
             recovered += 1
-            if len(batch) >= _INGEST_BATCH:
-                self.outbox.append(batch, unsent_after=0, next_seq=seq, journal_mark=mark)
-                batch = []
-        if mark is not None:
-            self.outbox.append(batch, unsent_after=0, next_seq=seq, journal_mark=mark)
+            if len(pending) >= _INGEST_BATCH and not self.queue:
+                self._store_recovered(pending)
+                pending = []
+        if pending and not self.queue:
+            self._store_recovered(pending)
+        else:
+            self.queue.extend(pending)
+        if not pending and not self.queue and last is not None:  # only unusable records: do not read them again
+            try:
+                self.outbox.append([], unsent_after=0, journal_mark=last)
+            except sqlite3.Error:
+                pass
         if recovered:
             log.warning("MQTT: recovered %d event(s) accepted before the last stop but not yet in the outbox "
                         "(the agent was killed or crashed)", recovered)
@@ -213,6 +215,19 @@ class Intake:
         if damage:
             log.error("MQTT: damage found at start in %s: recovered %d event(s) from the journal; skipped: %s",
                       self.outbox.path.parent, recovered, clip("; ".join(damage), 600))
+
+    def _store_recovered(self, items: list[tuple[str, Any, Mark | None]]) -> None:
+        seq = self.outbox.next_seq
+        now = time.time()
+        messages = []
+        for _, event, _ in items:
+            messages.append(self._event_message(event, seq, now))
+            seq += 1
+        try:
+            self.outbox.append(messages, unsent_after=0, next_seq=seq, journal_mark=items[-1][2])
+        except sqlite3.Error as exc:  # kept in order in memory (and still in the journal): stored once it can be
+            self.queue.extend(items)
+            self.trouble.failed(exc, len(self.queue), self.cfg.outbox.memory_queue)
 
     def close(self, all_in_outbox: bool) -> None:
         """Stop journaling; the journal goes when everything it holds is in the outbox (a clean stop)."""
