@@ -17,70 +17,23 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import cv2
-import numpy as np
 
 from agent.contracts.errors import FerError
 from agent.contracts.preprocess import IMAGE_EXTENSIONS
+from agent.frames import Frame, FrameSource, SourceConfig, to_frame
+from agent.live_source import LiveSource, _hide_password
+
+__all__ = ["ArraySource", "Frame", "FrameSource", "ImageSource", "LiveSource", "SourceConfig", "VideoFileSource",
+           "_hide_password", "has_gstreamer", "open_source", "source_kind"]
 
 log = logging.getLogger(__name__)
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
-
-
-@dataclass
-class SourceConfig:
-    uri: str = field(
-        default="0",
-        metadata={
-            "doc": "camera index (0), /dev/videoN, video file, image file or directory, "
-            "rtsp://... or http://... URL, or a GStreamer pipeline ending in appsink"
-        },
-    )
-    fps_cap: float = field(
-        default=0.0, metadata={"doc": "process at most this many frames/s (0 = as fast as frames come)", "min": 0.0}
-    )
-    width: int = field(
-        default=0, metadata={"doc": "requested capture width for cameras (0 = driver default)", "min": 0}
-    )
-    height: int = field(
-        default=0, metadata={"doc": "requested capture height for cameras (0 = driver default)", "min": 0}
-    )
-    live: Optional[bool] = field(
-        default=None,
-        metadata={
-            "doc": "treat as a live source: read in a thread, keep the newest frame, count drops, "
-            "reopen when it fails; empty = cameras, URLs and GStreamer are live, files are not"
-        },
-    )
-    realtime: bool = field(
-        default=False,
-        metadata={
-            "doc": "files only: play at the file's own frame rate and skip frames when behind (default: every frame)"
-        },
-    )
-    loop: bool = field(
-        default=False, metadata={"doc": "files and image folders: start again at the end instead of stopping"}
-    )
-    reopen_initial_s: float = field(
-        default=0.5, metadata={"doc": "first wait before reopening a dropped live source", "min": 0.0}
-    )
-    reopen_max_s: float = field(
-        default=30.0, metadata={"doc": "longest wait between reopen attempts (doubles up to this)", "min": 0.0}
-    )
-
-
-@dataclass
-class Frame:
-    image: np.ndarray  # H x W x 3 BGR uint8
-    capture_time: float  # UNIX seconds when the frame was read
-    monotonic: float  # time.monotonic() at the same moment, for intervals
 
 
 def source_kind(uri: str) -> str:
@@ -107,60 +60,6 @@ def has_gstreamer() -> bool:
     return False
 
 
-class FrameSource:
-    """Base: pacing (``fps_cap``) and the counters every source reports."""
-
-    live = False
-
-    def __init__(self, cfg: SourceConfig, description: str) -> None:
-        self.cfg = cfg
-        self.description = description
-        self.dropped = 0  # frames produced by the source that were never analysed
-        self.reopens = 0
-        self.ended = False
-        self.nominal_fps = 0.0  # the source's own frame rate when it says (files, some cameras)
-        self.last_wait = 0.0  # seconds the last read() spent waiting (pacing, a live frame), not working
-        self._next_due = 0.0
-
-    def open(self) -> None:
-        """Open now; a bad path or URL raises :class:`FerError` naming it."""
-
-    def read(self) -> Frame | None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release the device or file; safe to call twice."""
-
-    def _pace(self) -> None:
-        """Sleep so frames are returned at most ``fps_cap`` per second."""
-        if self.cfg.fps_cap <= 0:
-            return
-        now = time.monotonic()
-        if now < self._next_due:
-            self._sleep(self._next_due - now)
-            now = self._next_due
-        self._next_due = max(self._next_due, now) + 1.0 / self.cfg.fps_cap
-
-    def _sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-        self.last_wait += seconds
-
-    def __enter__(self) -> "FrameSource":
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _frame(image: np.ndarray) -> Frame:
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    elif image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return Frame(image, time.time(), time.monotonic())
-
-
 class VideoFileSource(FrameSource):
     """A video file read in order; ends (or loops) at the end of the file."""
 
@@ -172,6 +71,7 @@ class VideoFileSource(FrameSource):
         self._t0 = 0.0
         self._wall0 = 0.0
         self._pos = 0
+        self._warned_short = False
 
     def open(self) -> None:
         if not Path(self.path).exists():
@@ -196,6 +96,7 @@ class VideoFileSource(FrameSource):
                 self.dropped += 1
         ok, image = self._cap.read()
         if not ok:
+            self._check_early_end()
             if self.cfg.loop and self._pos > 0:
                 self._cap.release()
                 self.open()
@@ -210,12 +111,23 @@ class VideoFileSource(FrameSource):
             if wait > 0:
                 self._sleep(wait)
         self._pace()
-        frame = _frame(image)
+        frame = to_frame(image)
         if self.nominal_fps > 0:
             # Media time, not read time: smoothing, hysteresis and 'left' then mean the same
             # whether the file is analysed at 10 or 500 frames/s.
             frame.capture_time = self._wall0 + (self._pos - 1) / self.nominal_fps
         return frame
+
+    def _check_early_end(self) -> None:
+        """A read that fails before the frame count the file declares is damage, not the end: say so (once)."""
+        expected = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if self._cap is not None else 0
+        if self._warned_short or expected <= 0 or self._pos + 1 >= expected:  # counts may be one frame off
+            return
+        self._warned_short = True
+        then = (f"loop: true replays only these {self._pos} frames" if self.cfg.loop and self._pos
+                else "stopping here")
+        log.warning("%s: cannot read frame %d of %d (the file is damaged or truncated); %s",
+                    self.path, self._pos + 1, expected, then)
 
     def close(self) -> None:
         if self._cap is not None:
@@ -262,107 +174,8 @@ class ImageSource(FrameSource):
                     raise FerError(f"source.uri: {path}: not a readable image")
                 continue
             self._pace()
-            return _frame(image)
+            return to_frame(image)
         return None
-
-
-class LiveSource(FrameSource):
-    """Camera, stream or pipeline read in a background thread; newest frame wins; reopens on failure."""
-
-    live = True
-
-    def __init__(
-        self, cfg: SourceConfig, description: str, opener: Callable[[], cv2.VideoCapture], paced: bool = False
-    ) -> None:
-        super().__init__(cfg, description)
-        self._opener = opener
-        self._paced = paced  # a file read as live: deliver at its own frame rate, as a camera would
-        self._cond = threading.Condition()
-        self._latest: tuple[np.ndarray, float, float] | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.frames_read = 0
-        self.connected = False
-
-    def open(self) -> None:
-        cap = self._try_open()
-        if cap is None:
-            log.warning("%s: cannot open yet; retrying in the background", self.description)
-        self._thread = threading.Thread(target=self._run, args=(cap,), name="capture", daemon=True)
-        self._thread.start()
-
-    def _try_open(self) -> cv2.VideoCapture | None:
-        try:
-            cap = self._opener()
-        except cv2.error as exc:
-            log.warning("%s: open failed: %s", self.description, exc)
-            return None
-        if not cap.isOpened():
-            cap.release()
-            return None
-        if self.cfg.width:
-            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.cfg.width)
-        if self.cfg.height:
-            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.cfg.height)
-        self.connected = True
-        self.nominal_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        return cap
-
-    def _run(self, cap: cv2.VideoCapture | None) -> None:
-        backoff = self.cfg.reopen_initial_s
-        while not self._stop.is_set():
-            if cap is None:
-                if self._stop.wait(backoff):
-                    break
-                backoff = min(max(backoff * 2, 0.05), self.cfg.reopen_max_s)
-                cap = self._try_open()
-                if cap is None:
-                    log.warning("%s: reopen failed; next try in %.1f s", self.description, backoff)
-                    continue
-                self.reopens += 1
-                log.info("%s: reopened", self.description)
-            ok, image = cap.read()
-            if not ok:
-                log.warning("%s: no frame (source dropped); reopening", self.description)
-                cap.release()
-                cap = None
-                self.connected = False
-                continue
-            backoff = self.cfg.reopen_initial_s
-            if self._paced and self.nominal_fps > 0 and self._stop.wait(1.0 / self.nominal_fps):
-                break
-            stamp = (image, time.time(), time.monotonic())
-            with self._cond:
-                if self._latest is not None:
-                    self.dropped += 1
-                self._latest = stamp
-                self.frames_read += 1
-                self._cond.notify()
-        if cap is not None:
-            cap.release()
-        self.connected = False
-
-    def read(self, timeout: float = 1.0) -> Frame | None:
-        self.last_wait = 0.0
-        self._pace()
-        with self._cond:
-            if self._latest is None:
-                t0 = time.monotonic()
-                self._cond.wait(timeout)
-                self.last_wait += time.monotonic() - t0
-            item, self._latest = self._latest, None
-        if item is None:
-            return None
-        frame = _frame(item[0])
-        frame.capture_time, frame.monotonic = item[1], item[2]
-        return frame
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
-            self._thread = None
-        self.ended = True
 
 
 class ArraySource(FrameSource):
@@ -418,12 +231,3 @@ def open_source(cfg: SourceConfig) -> FrameSource:
         log.info("source.live is false but %s can only be read live", source.description)
     source.open()
     return source
-
-
-def _hide_password(url: str) -> str:
-    """rtsp://user:pass@host -> rtsp://user:***@host for logs."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.partition("@")
-    if at and ":" in creds:
-        return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
-    return url

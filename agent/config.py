@@ -86,17 +86,63 @@ def load_config(path: str | Path | None) -> AgentConfig:
     if path is None:
         return AgentConfig()
     path = Path(path)
+    text = _read_text(path)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader that refuses duplicate keys
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         pos = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{pos}: {getattr(exc, 'problem', exc)}") from None
     return parse_config(data, where=str(path))
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KiB; a 50 MB file would take a minute to parse
+
+
+def _read_text(path: Path) -> str:
+    """The file as text: at most ``MAX_CONFIG_BYTES``, UTF-8 (a BOM is fine). One line naming the file otherwise."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a config file?")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\0" in data[:64]
+        hint = "; it looks like UTF-16 (some Windows editors save that): save it as UTF-8" if utf16 else ""
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}){hint}") \
+            from None
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader keeps the last of two equal keys without a word; a config must say which one it means."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+                seen[key] = line
+            except TypeError:
+                continue  # unhashable: the base class reports it
+            if first is not None:
+                raise DuplicateKeyError(f"key {key!r} appears twice (line {first} and line {line}); keep one")
+        return super().construct_mapping(node, deep=deep)
 
 
 # --------------------------------------------------------------------------- overrides

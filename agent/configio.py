@@ -6,7 +6,10 @@ float, bool, ``Optional``, ``Literal``, ``list``, ``dict[str, ...]`` or a
 nested dataclass. Field metadata drives the rest:
 
 * ``"doc"``: the comment ``fer-agent print-config`` writes (or a callable returning it);
-* ``"min"``/``"max"``: bounds for numbers (checked at load);
+* ``"min"``/``"max"``: bounds for numbers (checked at load; a float must also be finite: ``.nan`` and
+  ``.inf`` are refused);
+* ``"min_if_set"``: for a number where 0 means "off", the smallest other value (``update_interval_s:
+  1e-9`` would be an event per face per frame);
 * ``"choices"``: allowed values, a tuple or a callable returning one (so a
   registry can supply them: ``backend.type`` lists every registered runtime);
 * ``"secret"``: keeps a value out of print-config and logs.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import re
 import types
 import typing
@@ -119,6 +123,8 @@ def convert(value: Any, tp: Any, key: str, meta: typing.Mapping[str, Any] | None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {_fmt(value)}")
         value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: {value} is not a finite number")
     elif tp is str:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise ConfigError(f"{key}: expected a string, got {_fmt(value)}")
@@ -134,6 +140,9 @@ def convert(value: Any, tp: Any, key: str, meta: typing.Mapping[str, Any] | None
         raise ConfigError(f"{key}: {value} is below the minimum {lo}")
     if hi is not None and value > hi:
         raise ConfigError(f"{key}: {value} is above the maximum {hi}")
+    floor = meta.get("min_if_set")
+    if floor is not None and value != 0 and value < floor:
+        raise ConfigError(f"{key}: {value} is below the minimum {floor} (0 turns it off)")
     return value
 
 

@@ -101,6 +101,7 @@ class HealthReporter:
         self._connected: bool | None = None
         self._broker_down_since: float | None = self._started  # not connected until told so
         self._status = ""
+        self._problems: list[str] = []
         self._last_written_depth: int | None = None
         self._last_drain: float | None = None
         self._prev_depth: int | None = None
@@ -116,9 +117,17 @@ class HealthReporter:
         outbox_depth: int,
         backend: str,
         status: str,
+        problems: list[str] | tuple[str, ...] = (),
     ) -> bool:
-        """Record the latest numbers; returns True when the file was written this call."""
+        """Record the latest numbers; returns True when the file was written this call.
+
+        ``problems``: what is degraded now (a full disk, messages the broker refuses, a source being retried),
+        one short text each; ``fer-agent health`` prints them.
+        """
         now = self._clock()
+        if list(problems) != self._problems:
+            self._problems = list(problems)
+            self._dirty = True
         if broker_connected != self._connected:
             self._connected = broker_connected
             self._broker_down_since = None if broker_connected else self._wall()
@@ -171,6 +180,7 @@ class HealthReporter:
             "outbox_last_drain": wall - (now - self._last_drain) if self._last_drain is not None else None,
             "backend": backend,
             "status": status,
+            "problems": self._problems,
         }
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
@@ -251,9 +261,11 @@ def _evaluate(
 
     if frame_age is None:
         started_age = _age(now, data.get("started")) or written_age
+        problems = "".join(f"; {p}" for p in degraded(data))
         return (
             False,
-            f"no frame processed yet ({frames} frames, agent started {started_age:.0f} s ago, status: {status or '-'})",
+            f"no frame processed yet ({frames} frames, agent started {started_age:.0f} s ago, status: {status or '-'})"
+            + problems,
             data,
         )
     if frame_age > max_age_s:
@@ -282,7 +294,16 @@ def _evaluate(
     summary = f"{frames} frames, last {frame_age:.1f} s ago{fps_text}, {broker}, backend {backend}"
     if status:
         summary += f"; {status}"
+    problems = degraded(data)
+    if problems:
+        summary = f"{'; '.join(problems)} ({summary})"
     return True, summary, data
+
+
+def degraded(data: dict[str, Any] | None) -> list[str]:
+    """What the agent reported as degraded (it keeps running and keeps what it accepted; a person should look)."""
+    problems = (data or {}).get("problems")
+    return [str(p) for p in problems] if isinstance(problems, list) else []
 
 
 # --------------------------------------------------------------------------- fer-agent health
@@ -323,10 +344,14 @@ def health_command(args: argparse.Namespace) -> int:
     path = Path(args.health_file) if getattr(args, "health_file", None) else resolve_health_file(cfg)
     max_age = getattr(args, "max_age", None) or cfg.health_max_age_s
     ok, message, data = _evaluate(path, max_age, None, None)
+    # Degraded is still exit 0: the agent runs and keeps what it accepted, and a rollback would not free a disk
+    # nor change a broker's limit. Monitoring reads the word (or "degraded" in --json).
+    word = "unhealthy" if not ok else "degraded" if degraded(data) else "healthy"
     if getattr(args, "json", False):
-        print(json.dumps({"healthy": ok, "message": message, "health_file": str(path), "health": data}, indent=2))
+        print(json.dumps({"healthy": ok, "degraded": ok and bool(degraded(data)), "message": message,
+                          "health_file": str(path), "health": data}, indent=2))
     else:
-        print(f"{'healthy' if ok else 'unhealthy'}: {message}")
+        print(f"{word}: {message}")
     return 0 if ok else 1
 
 

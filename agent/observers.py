@@ -48,21 +48,36 @@ class StatsObserver(Observer):
 
 
 class WatchdogObserver(Observer):
-    """sd_notify: READY when the loop starts, WATCHDOG per frame (rate-limited), STATUS now and then, STOPPING."""
+    """sd_notify: READY when the loop starts, WATCHDOG per turn of the loop (rate-limited), STATUS, STOPPING.
+
+    The watchdog says the *loop* is alive, not the camera: a turn without a frame (a live source being
+    reopened) pings too, so a camera that is down for minutes does not get the unit killed and, after
+    ``StartLimitBurst`` restarts, left failed. STATUS then says why no frames come. A loop that hangs (in
+    a stage, in a read that never returns) stops pinging and systemd kills it as before.
+    """
 
     def __init__(self, notifier: Notifier, status_interval_s: float = 30.0, clock=time.monotonic) -> None:
         self.notifier = notifier
         self.status_interval_s = status_interval_s
         self._clock = clock
         self._last_status = clock()
+        self._trouble: str | None = None  # the STATUS last sent for a source that delivers nothing
 
     def on_start(self, pipeline: Pipeline) -> None:
         self.notifier.ready(pipeline.status)
 
+    def on_idle(self, pipeline: Pipeline) -> None:
+        self.notifier.watchdog()
+        trouble = pipeline.source.trouble() or "waiting for frames"
+        if trouble != self._trouble:
+            self._trouble = trouble
+            self.notifier.status(trouble)
+
     def on_frame(self, pipeline: Pipeline, image: np.ndarray, capture_time: float) -> None:
         self.notifier.watchdog()
         now = self._clock()
-        if now - self._last_status >= self.status_interval_s:
+        if self._trouble is not None or now - self._last_status >= self.status_interval_s:
+            self._trouble = None
             self._last_status = now
             self.notifier.status(f"{pipeline.rate.rate():.1f} fps, {pipeline.faces_now} face(s), "
                                  f"{pipeline.classifier.describe()}")
@@ -85,15 +100,16 @@ class HealthObserver(Observer):
 
     def _update(self, pipeline: Pipeline, status: str) -> None:
         pub = pipeline.publisher
+        problems = list(getattr(pub, "problems", ()))
         self.reporter.update(self._last_processed, pipeline.frames, pub.connected, pub.outbox_depth,
-                             pipeline.classifier.name, status)
+                             pipeline.classifier.name, status, problems)
 
     def on_frame(self, pipeline: Pipeline, image: np.ndarray, capture_time: float) -> None:
         self._last_processed = time.time()
         self._update(pipeline, pipeline.status)
 
     def on_idle(self, pipeline: Pipeline) -> None:
-        self._update(pipeline, "waiting for frames")  # keeps the file honest; no watchdog ping
+        self._update(pipeline, pipeline.source.trouble() or "waiting for frames")  # keeps the file honest
 
     def on_stop(self, pipeline: Pipeline) -> None:
         self.reporter.close()

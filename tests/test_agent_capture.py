@@ -267,3 +267,38 @@ def test_realtime_file_hands_each_frame_over_at_its_own_time(tmp_path, monkeypat
     assert all(f is not None for f in frames)
     assert slept == [0.1, 0.1]  # frame 0 at once, then one period per frame (decoding takes no fake time)
     assert frames[1].capture_time - frames[0].capture_time == pytest.approx(0.1)
+
+
+def _damaged_video(tmp_path: Path) -> Path:
+    """A 90-frame MJPEG AVI whose middle is overwritten: OpenCV reads 25 frames, then nothing."""
+    import os
+
+    path = tmp_path / "damaged.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (160, 120))
+    for i in range(90):
+        frame = np.full((120, 160, 3), i * 2, np.uint8)
+        cv2.putText(frame, str(i), (10, 60), cv2.FONT_HERSHEY_SIMPLEX, 1, (255, 255, 255))
+        w.write(frame)
+    w.release()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 3 // 10] + os.urandom(len(data) // 5) + data[len(data) // 2:])
+    return path
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_a_read_error_before_the_end_of_a_file_is_a_warning_with_the_frame_count(tmp_path, caplog, loop):
+    path = _damaged_video(tmp_path)
+    src = open_source(SourceConfig(uri=str(path), loop=loop))
+    frames = read_all(src, limit=200)
+    src.close()
+    assert len(frames) == 200 if loop else 0 < len(frames) < 90
+    lines = [r.getMessage() for r in caplog.records if "damaged or truncated" in r.getMessage()]
+    assert len(lines) == 1, lines  # once, also when looping
+    assert "of 90 (the file is damaged or truncated)" in lines[0] and str(path) in lines[0]
+    assert ("loop: true replays only these" in lines[0]) == loop
+
+
+def test_a_whole_file_ends_without_a_warning(tmp_path, caplog):
+    src = open_source(SourceConfig(uri=str(make_video(tmp_path / "ok.mp4", n=30))))
+    assert len(read_all(src)) == 30
+    assert "damaged" not in caplog.text

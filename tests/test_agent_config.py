@@ -243,3 +243,50 @@ def test_old_keys_are_checked_like_the_new_and_the_new_key_wins(tmp_path):
     assert "detector.blazeface.tiles: 9 is above the maximum 4" in message
     cfg = load_config(write(tmp_path, "detector: {tiles: 3, blazeface: {tiles: 1, model: full}}"))
     assert (cfg.detector.blazeface.tiles, cfg.detector.blazeface.model) == (1, "full")
+
+
+@pytest.mark.parametrize("key, value", [
+    ("tracking.leave_after_s", ".nan"), ("tracking.leave_after_s", ".inf"), ("publish.stats_interval_s", ".inf"),
+    ("mqtt.reconnect.min_delay_s", ".nan"), ("tracking.min_confidence", ".nan"), ("source.reopen_max_s", ".inf"),
+])
+def test_numbers_must_be_finite_and_the_error_names_the_key(tmp_path, key, value):
+    section, *middle, name = key.split(".")
+    text = f"{section}:\n" + "".join(f"{'  ' * (i + 1)}{m}:\n" for i, m in enumerate(middle))
+    text += f"{'  ' * (len(middle) + 1)}{name}: {value}\n"
+    assert f"{key}: " in error_of(tmp_path, text) and "is not a finite number" in error_of(tmp_path, text)
+
+
+def test_an_interval_where_zero_means_off_has_a_sane_minimum(tmp_path):
+    assert "tracking.update_interval_s: 1e-09 is below the minimum 0.1 (0 turns it off)" in error_of(
+        tmp_path, "tracking:\n  update_interval_s: 0.000000001\n")
+    assert load_config(write(tmp_path, "tracking:\n  update_interval_s: 0\n")).tracking.update_interval_s == 0
+    assert "source.fps_cap: 1e-09 is below the minimum" in error_of(tmp_path, "source:\n  fps_cap: 0.000000001\n")
+
+
+def test_duplicate_keys_are_an_error_naming_both_lines(tmp_path):
+    msg = error_of(tmp_path, "mqtt:\n  host: a\nlog_level: info\nmqtt:\n  port: 1884\n")
+    assert "key 'mqtt' appears twice (line 1 and line 4)" in msg and str(tmp_path / "agent.yaml") in msg
+    assert "key 'host' appears twice (line 2 and line 3)" in error_of(tmp_path, "mqtt:\n  host: a\n  host: b\n")
+    assert "appears twice" in error_of(tmp_path, "tracking: {iou_threshold: 0.2, iou_threshold: 0.3}\n")
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("source:\n  uri: '0'\n".encode("utf-16"), "not UTF-8 text (byte 0xff at offset 0); it looks like UTF-16"),
+    (bytes(range(128, 256)) * 4, "not UTF-8 text (byte 0x80 at offset 0)"),
+    (b"# padding\n" * 200_000, "larger than 1024 KiB"),
+])
+def test_a_non_utf8_or_oversized_config_is_one_line_and_exit_2(tmp_path, content, needle):
+    import time
+
+    from agent.cli import main
+
+    path = tmp_path / "agent.yaml"
+    path.write_bytes(content)
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main(sys.argv[1:]))",
+                           "check-config", str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and needle in proc.stderr and "Traceback" not in proc.stderr
+    assert time.monotonic() - t0 < 30  # refused before parsing, not after a minute
+    assert main  # the same entry point the console script runs
+    assert load_config(write(tmp_path, "\ufefflog_level: debug\n")).log_level == "debug"  # a UTF-8 BOM is fine

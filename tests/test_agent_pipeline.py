@@ -170,3 +170,105 @@ def test_preview_writes_annotated_video_or_pngs(manifest, tmp_path, name):
     assert ok and first.shape == (480, 640, 3)
     # something was drawn: the annotated frame differs from the input around the face
     assert np.abs(first.astype(int) - frames[0].astype(int)).mean() > 1.0
+
+
+class _NotifySocket:
+    """A stand-in for systemd's notify socket: a real AF_UNIX datagram socket; records (time, message)."""
+
+    def __init__(self, path):
+        import socket
+        import threading
+        import time
+
+        self.messages: list[tuple[float, str]] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self._stop = threading.Event()
+
+        def drain():
+            while not self._stop.is_set():
+                try:
+                    self.messages.append((time.monotonic(), self.sock.recv(4096).decode()))
+                except OSError:
+                    continue
+
+        self.thread = threading.Thread(target=drain, daemon=True)
+        self.thread.start()
+
+    def pings(self) -> list[float]:
+        return [t for t, m in self.messages if m == "WATCHDOG=1"]
+
+    def close(self):
+        self._stop.set()
+        self.thread.join(2)
+        self.sock.close()
+
+
+def _run_for(pipeline, seconds: float, meanwhile=lambda: None):
+    import threading
+    import time
+
+    t = threading.Thread(target=pipeline.run)
+    t.start()
+    time.sleep(seconds)
+    result = meanwhile()
+    pipeline.stop()
+    t.join(10)
+    assert not t.is_alive()
+    return result
+
+
+def test_a_source_being_retried_keeps_the_watchdog_fed_and_says_why(manifest, tmp_path):
+    """A camera that cannot be opened for minutes must not get the unit killed: the loop is alive."""
+    import cv2
+
+    from agent.capture import LiveSource
+    from agent.health import HealthReporter, check_health
+    from agent.notify import Notifier
+
+    systemd = _NotifySocket(tmp_path / "notify.sock")
+    notifier = Notifier(env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "200000"})
+    cfg = AgentConfig()
+    src = LiveSource(SourceConfig(reopen_initial_s=0.05, reopen_max_s=0.2), "camera /dev/video9",
+                     lambda: cv2.VideoCapture(str(tmp_path / "gone.mp4")))
+    src.open()
+    health = HealthReporter(tmp_path / "health.json", interval_s=0.2)
+    p = Pipeline(cfg, manifest, src, HaarDetector(cfg.detector), HappyBackend(manifest), NullPublisher(),
+                 observers=[WatchdogObserver(notifier), HealthObserver(health)])
+    try:
+        ok, message = _run_for(p, 3.5, lambda: check_health(tmp_path / "health.json", 30))
+    finally:
+        src.close()
+        systemd.close()
+    assert len(systemd.pings()) >= 2, systemd.messages  # the old loop pinged only with a frame: none here
+    statuses = [m for _, m in systemd.messages if m.startswith("STATUS=source unreachable since")]
+    assert statuses and "retrying (attempt" in statuses[-1] and "camera /dev/video9" in statuses[-1]
+    assert not ok and "source unreachable since" in message and "retrying (attempt" in message, message
+
+
+def test_a_hung_loop_stops_feeding_the_watchdog(manifest, tmp_path):
+    """The other half: a stage that hangs sends no ping for as long as it hangs (systemd then kills it)."""
+    import time
+
+    from agent.notify import Notifier
+
+    class Hangs(HappyBackend):
+        def infer(self, faces):
+            if self.calls == 20:  # a second into the run, after some pings
+                time.sleep(1.5)
+            return super().infer(faces)
+
+    systemd = _NotifySocket(tmp_path / "notify.sock")
+    notifier = Notifier(env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "200000"})
+    p = make(manifest, [grid_frame(1)] * 60, backend=Hangs(manifest), observers=[WatchdogObserver(notifier)])
+    p.cfg.source.fps_cap = 20  # frames keep coming for about three seconds
+    p.source.cfg.fps_cap = 20
+    try:
+        p.run()
+    finally:
+        systemd.close()
+    pings = systemd.pings()
+    gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+    assert len(pings) >= 3 and max(gaps) >= 1.4, gaps  # nothing while the stage hung
+    assert sorted(gaps)[-2] < 0.5  # otherwise a ping at least every 0.1 s per turn

@@ -153,3 +153,39 @@ def test_manifest_output_shape_is_optional_and_defaults_to_one_row_per_label():
     assert parse_manifest(raw).output.shape == (1, 7)
     raw["output"]["shape"] = [4, 7]
     assert parse_manifest(raw).output.shape == (4, 7)
+
+
+def test_a_bundle_symlink_that_leads_outside_the_bundle_is_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    secret = outside / "model.tflite"
+    secret.write_bytes((DEFAULT_BUNDLE / "model.tflite").read_bytes())
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    raw = _manifest_dict()
+    raw["files"] = {"tflite": raw["files"]["tflite"]}
+    (bundle / "manifest.json").write_text(json.dumps(raw))
+    (bundle / "model.tflite").symlink_to(secret)  # the path text is fine; where it leads is not
+    with pytest.raises(ManifestError, match=r"files\.tflite\.path 'model\.tflite' resolves to .*outside the bundle"):
+        load_manifest(bundle)
+    (bundle / "model.tflite").unlink()
+    (bundle / "inner.tflite").write_bytes(secret.read_bytes())
+    (bundle / "model.tflite").symlink_to("inner.tflite")  # a link that stays inside is fine
+    assert load_manifest(bundle).path_of("tflite").resolve() == (bundle / "inner.tflite").resolve()
+
+
+def test_a_manifest_with_a_million_labels_is_refused_in_one_short_line(tmp_path, capsys):
+    import argparse
+
+    from agent.contracts.errors import run_command
+
+    raw = _manifest_dict()
+    raw["labels"] = [f"label{i}" for i in range(1_000_000)]
+    (tmp_path / "manifest.json").write_text(json.dumps(raw))
+
+    def check(_args):
+        load_manifest(tmp_path)
+
+    assert run_command("fer-agent", argparse.Namespace(func=check, command="run")) == 2
+    err = capsys.readouterr().err
+    assert "key labels must be" in err and err.count("\n") == 1 and len(err) <= 501

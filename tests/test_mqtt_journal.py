@@ -123,7 +123,7 @@ def test_no_room_in_the_journal_is_one_line_and_the_events_still_reach_the_outbo
         pub.publish_event(synthetic_event(i))  # the spare runs full too; never raises into the frame loop
     errors = [r.getMessage() for r in caplog.records]
     assert len(errors) == 1, errors  # one line a minute, not one per event
-    assert "has no room (cannot make a journal file: No space left on device)" in errors[0]
+    assert "has no room (cannot make a journal file: No space left on device (ENOSPC))" in errors[0]
     assert caplog.records[0].exc_info is None  # one line, no traceback
     assert journal.failures > 0 and journal.full
     monkeypatch.undo()  # space again
@@ -169,3 +169,44 @@ def test_outbox_stores_the_journal_mark_with_the_rows(tmp_path: Path) -> None:
     box.close()
     again = Outbox(path, max_messages=100, max_bytes=1 << 20, max_age_s=3600)
     assert again.journal_mark == (4, 0) and again.depth == 1
+
+
+def test_a_truncated_journal_segment_is_reported_with_what_was_recovered(make_publisher, tmp_path: Path,
+                                                                         caplog) -> None:
+    state = tmp_path / "state"
+    crashed = make_publisher("127.0.0.1", 1, device_id="j6", start=False, state_dir=state)
+    for i in range(5):
+        crashed.publish_event(synthetic_event(i))
+    seg = state / _segments(state)[0]
+    record = crashed._journal.size // 5
+    seg.write_bytes(seg.read_bytes()[:3 * record])  # cut at a record boundary: no torn record to notice
+    caplog.set_level(logging.WARNING, logger="agent.mqtt")
+    make_publisher("127.0.0.1", 1, device_id="j6", start=False, state_dir=state)
+    assert _frames(state) == [0, 1, 2]
+    lines = [r.getMessage() for r in caplog.records if "damage found at start" in r.getMessage()]
+    assert len(lines) == 1, caplog.text
+    assert "recovered 3 event(s)" in lines[0] and f"{seg.name} truncated at byte {3 * record}" in lines[0]
+
+
+def test_an_overwritten_outbox_wal_is_reported_kept_aside_and_the_journal_refills_the_queue(
+        make_publisher, tmp_path: Path, caplog) -> None:
+    import os
+    import shutil
+
+    state = tmp_path / "state"
+    crashed = make_publisher("127.0.0.1", 1, device_id="j7", start=False, state_dir=state)
+    for i in range(5):
+        crashed.publish_event(synthetic_event(i))
+    crashed._ingest(final=True)  # the rows and the journal mark are committed to the WAL
+    copy = tmp_path / "copy"  # the files as a kill -9 leaves them (closing here would checkpoint the WAL)
+    shutil.copytree(state, copy)
+    wal = copy / "mqtt-outbox.sqlite3-wal"
+    assert wal.stat().st_size > 0
+    wal.write_bytes(os.urandom(wal.stat().st_size))  # overwritten (a bad SD card, a stray dd)
+    caplog.set_level(logging.WARNING, logger="agent.mqtt")
+    make_publisher("127.0.0.1", 1, device_id="j7", start=False, state_dir=copy)
+    assert _frames(copy) == [0, 1, 2, 3, 4]  # the journal still had them
+    lines = [r.getMessage() for r in caplog.records if "damage found at start" in r.getMessage()]
+    assert len(lines) == 1, caplog.text
+    assert "recovered 5 event(s)" in lines[0] and "write-ahead log mqtt-outbox.sqlite3-wal" in lines[0]
+    assert list(copy.glob("mqtt-outbox.sqlite3-wal.damaged-*")), "kept for inspection"

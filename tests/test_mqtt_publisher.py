@@ -175,6 +175,23 @@ def test_restarted_home_assistant_gets_discovery_again(mosquitto, make_publisher
     assert json.loads(fresh[-1].payload)["unique_id"] == "fer_ha_dominant_emotion"
 
 
+def test_a_flood_of_home_assistant_births_is_answered_by_one_discovery_per_few_seconds(
+        mosquitto, make_publisher, mqtt_collector, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="agent.mqtt")
+    t = Topics("fer", "haf")
+    pub = make_publisher(mosquitto.host, mosquitto.port, device_id="haf")
+    wait_until(lambda: pub.connected, what="connected")
+    time.sleep(0.3)  # let the HA-birth subscription settle
+    sub = mqtt_collector(mosquitto.host, mosquitto.port, t.discovery_dominant)
+    sub.wait_count(t.discovery_dominant, 1)  # retained copy
+    for _ in range(500):
+        sub.client.publish(t.ha_birth, "online")
+    sub.wait_count(t.discovery_dominant, 2)  # the first birth is answered at once
+    time.sleep(6.0)  # ... and the rest of the flood by at most one more, a few seconds later
+    assert 2 <= len(sub.on(t.discovery_dominant)) <= 3
+    assert caplog.text.count("Home Assistant came online") <= 2
+
+
 def test_state_is_coalesced_while_offline(mosquitto, make_publisher, mqtt_collector) -> None:
     mosquitto.stop()
     pub = make_publisher(mosquitto.host, mosquitto.port, device_id="coal")

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -385,3 +386,20 @@ def test_fer_agent_health_cli_end_to_end(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["health"]["frames"] == 42
+
+
+def test_degraded_is_exit_0_with_the_problem_first_and_clears_when_it_ends(tmp_path: Path, capsys) -> None:
+    from agent.cli import main
+
+    r = HealthReporter(tmp_path / "health.json", interval_s=0.0)
+    problem = "cannot write the outbox in /var/lib/fer-agent: No space left on device (ENOSPC) since T; 5 held"
+    r.update(time.time(), 10, True, 5, "tflite", "running", [problem])
+    assert main(["health", "--health-file", str(r.path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"degraded: {problem} (10 frames"), out
+    assert main(["health", "--health-file", str(r.path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["degraded"] is True
+    time.sleep(HealthReporter.MIN_GAP_S)
+    r.update(time.time(), 11, True, 0, "tflite", "running", [])
+    assert main(["health", "--health-file", str(r.path)]) == 0
+    assert capsys.readouterr().out.startswith("healthy: 11 frames")

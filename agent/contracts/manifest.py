@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.contracts.errors import ManifestError
+from agent.contracts.errors import ManifestError, clip
 from agent.contracts.labels import LABELS
 
 log = logging.getLogger(__name__)
@@ -226,6 +226,14 @@ def load_manifest(bundle: str | Path, verify: bool = True) -> Manifest:
     return manifest
 
 
+def _inside(root: Path, rel: str, key: str) -> None:
+    """The file, with every symlink resolved, must lie inside the bundle: a checked path text is not enough."""
+    base = Path(root).resolve()
+    target = (base / rel).resolve()
+    if not target.is_relative_to(base):
+        raise ManifestError(f"{key} {rel!r} resolves to {target}, outside the bundle {base} (a symlink?)")
+
+
 def parse_manifest(raw: Any, where: str = MANIFEST_NAME, root: Path | None = None) -> Manifest:
     def need(obj: Any, key: str, kind: type | tuple[type, ...], ctx: str) -> Any:
         if not isinstance(obj, dict) or key not in obj:
@@ -247,7 +255,8 @@ def parse_manifest(raw: Any, where: str = MANIFEST_NAME, root: Path | None = Non
     model = need(raw, "model", dict, "")
     labels = tuple(need(raw, "labels", list, ""))
     if labels != LABELS:
-        raise ManifestError(f"{where}: key labels must be {list(LABELS)} in that order, got {list(labels)}")
+        raise ManifestError(f"{where}: key labels must be {list(LABELS)} in that order, "
+                            f"got {clip(repr(list(labels)), 200)}")
     inp = need(raw, "input", dict, "")
     norm = need(inp, "normalization", dict, "input.")
     mean = need(norm, "mean", (int, float), "input.normalization.")
@@ -289,6 +298,10 @@ def parse_manifest(raw: Any, where: str = MANIFEST_NAME, root: Path | None = Non
         bin_rel = entry.get("bin_path", "")
         if not isinstance(bin_rel, str) or Path(bin_rel).is_absolute() or ".." in Path(bin_rel).parts:
             raise ManifestError(f"{where}: key {ctx}bin_path must be relative to the bundle, got {bin_rel!r}")
+        if root is not None:
+            _inside(root, rel, f"{where}: key {ctx}path")
+            if bin_rel:
+                _inside(root, bin_rel, f"{where}: key {ctx}bin_path")
         files[role] = FileEntry(rel, digest, {k: v for k, v in entry.items() if k not in ("path", "sha256")})
     known = {"format_version", "model", "labels", "input", "output", "files", "metrics"}
     extra: dict[str, Any] = {k: v for k, v in raw.items() if k not in known}

@@ -123,6 +123,7 @@ class Journal:
         self._retired: list[mmap.mmap] = []  # swapped out by the frame loop; unmapped by the outbox thread
         self._made = 0  # highest segment number created
         self._removed_below = 0  # segments below this number are gone
+        self.damage: list[str] = []  # what records_after could not read (reported once at start)
 
     # ---------------------------------------------------------------- frame loop (caller holds self.lock)
 
@@ -216,7 +217,11 @@ class Journal:
         return sorted(found)
 
     def records_after(self, mark: Mark) -> Iterator[tuple[bytes, Mark]]:
-        """Record bodies after ``mark``, oldest first, each with the mark just after it."""
+        """Record bodies after ``mark``, oldest first, each with the mark just after it.
+
+        What cannot be read (an unreadable or truncated segment, a record whose CRC does not match) ends that
+        segment's reading and is noted in :attr:`damage`, for one line at start.
+        """
         for segment, path in self.segments():
             if segment < mark[0]:
                 continue
@@ -224,9 +229,14 @@ class Journal:
                 data = path.read_bytes()
             except OSError as exc:
                 log.error("MQTT: cannot read the event journal %s: %s; its events are lost", path, exc.strerror)
+                self.damage.append(f"{path.name} unreadable ({exc.strerror})")
                 continue
             offset = mark[1] if segment == mark[0] else 0
-            while offset + _HEAD.size <= len(data):
+            while True:
+                if offset + _HEAD.size > len(data):
+                    if offset != len(data) or len(data) < self.capacity:  # our segments are allocated full size
+                        self.damage.append(f"{path.name} truncated at byte {len(data)} (its last records are lost)")
+                    break
                 length, crc = _HEAD.unpack_from(data, offset)
                 if length == 0:
                     break  # the end of what was written
@@ -235,6 +245,9 @@ class Journal:
                 if len(body) != length or zlib.crc32(body) != crc:
                     log.warning("MQTT: event journal %s ends in a torn record at byte %d (a power cut while it "
                                 "was written?); the events before it are kept", path, offset)
+                    rest = len(data[offset:].rstrip(b"\0"))  # written bytes from here on, none readable
+                    self.damage.append(f"{path.name} from byte {offset}: a record that does not check out; "
+                                       f"{rest} byte(s) after it skipped")
                     break
                 offset = start + length
                 yield body, (segment, offset)

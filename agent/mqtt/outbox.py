@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,10 +64,12 @@ class Outbox:
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self.dropped = 0  # since this process opened the queue
+        self.damage: list[str] = []  # found when opening: reported with the journal's (see Intake)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise FerError(f"mqtt outbox: cannot create state directory {self.path.parent}: {exc.strerror}") from None
+        self._check_wal()
         try:
             self._open()
         except sqlite3.OperationalError as exc:  # permissions, read-only file system, locked: the user must act
@@ -80,6 +83,27 @@ class Outbox:
             for suffix in ("-wal", "-shm"):
                 Path(str(self.path) + suffix).unlink(missing_ok=True)
             self._open()
+
+    def _check_wal(self) -> None:
+        """A write-ahead log with a damaged header is ignored by SQLite without a word (the transactions in it
+        are gone): say so, and keep the file for inspection."""
+        wal = Path(f"{self.path}-wal")
+        try:
+            with wal.open("rb") as fh:
+                head = fh.read(32)
+            size = wal.stat().st_size
+        except OSError:
+            return  # none (a clean stop removes it), or unreadable: SQLite reports that itself
+        if not head or _valid_wal_header(head):
+            return
+        aside = wal.with_name(f"{wal.name}.damaged-{int(time.time())}")
+        try:
+            wal.rename(aside)
+            Path(f"{self.path}-shm").unlink(missing_ok=True)
+        except OSError:
+            aside = wal
+        self.damage.append(f"the queue's write-ahead log {wal.name} ({size} bytes) has no valid header, kept as "
+                           f"{aside.name}: the messages last committed to it are lost unless the journal has them")
 
     def _open(self) -> None:
         self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=2.0)
@@ -132,8 +156,7 @@ class Outbox:
                            "ON CONFLICT(key) DO UPDATE SET value=excluded.value", meta)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
-            self._recount()
+            self._rollback()
             raise
         if next_seq is not None:
             self.next_seq = next_seq
@@ -194,9 +217,18 @@ class Outbox:
                 self._delete(f"id IN ({marks})", tuple(chunk))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
-            self._recount()
+            self._rollback()
             raise
+
+    def _rollback(self) -> None:
+        """Undo a failed transaction and put the counters right again.
+
+        SQLite rolls back by itself on some errors (``SQLITE_FULL``): a second
+        ``ROLLBACK`` would raise "no transaction is active" and hide the real cause.
+        """
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        self._recount()
 
     def _recount(self) -> None:
         self.depth, self.bytes = self._db.execute(
@@ -204,3 +236,18 @@ class Outbox:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _valid_wal_header(head: bytes) -> bool:
+    """SQLite's WAL header: magic, format 3007000, and the checksum of its first 24 bytes (sqlite.org/fileformat)."""
+    if len(head) < 32:
+        return False
+    magic, version = struct.unpack(">II", head[:8])
+    if magic not in (0x377F0682, 0x377F0683) or version != 3007000:
+        return False
+    words = struct.unpack((">" if magic & 1 else "<") + "6I", head[:24])
+    s0 = s1 = 0
+    for i in range(0, 6, 2):
+        s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
+        s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
+    return (s0, s1) == struct.unpack(">II", head[24:32])

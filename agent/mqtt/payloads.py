@@ -86,7 +86,8 @@ def _stage(v: Mapping[str, Any]) -> dict[str, float]:
 
 
 def stats_payload(stats: Mapping[str, Any], ctx: PublishContext, *, uptime_s: float, outbox_depth: int,
-                  outbox_dropped: int, now: float | None = None) -> dict[str, Any]:
+                  outbox_dropped: int, now: float | None = None,
+                  outbox_trouble: Mapping[str, int] | None = None) -> dict[str, Any]:
     """The pipeline's counters plus what only the publish stage knows (outbox, uptime, context)."""
     payload: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -98,7 +99,8 @@ def stats_payload(stats: Mapping[str, Any], ctx: PublishContext, *, uptime_s: fl
         "failed_inferences": int(stats.get("failed_inferences", 0)),
         "faces": int(stats.get("faces", 0)),
         "stages": {str(k): _stage(v) for k, v in (stats.get("stages") or {}).items()},
-        "outbox": {"depth": int(outbox_depth), "dropped": int(outbox_dropped)},
+        "outbox": {"depth": int(outbox_depth), "dropped": int(outbox_dropped),
+                   **{str(k): int(v) for k, v in (outbox_trouble or {}).items()}},
         "backend": ctx.backend,
         "model": _model(ctx),
         "uptime_s": round(float(uptime_s), 1),

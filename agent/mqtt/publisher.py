@@ -14,10 +14,15 @@ Three threads, so that the frame loop never waits on the network or the disk:
 * **paho's network thread** connects, reconnects with back-off, and on each
   connect publishes the retained ``online`` status and Home Assistant discovery.
 
-Ordering: rows go to paho in id order; after a reconnect paho re-sends what it
-still holds (oldest first) and the outbox thread waits for those acks before
-sending newer rows, so subscribers see events in order (with possible QoS 1
-duplicates, which carry the same ``event_id``).
+Ordering: rows go to paho in id order. On each connect paho's own queue of
+unacknowledged messages is dropped and the outbox thread sends again from the
+oldest row the broker has not acknowledged, so subscribers see events in order
+(with possible QoS 1 duplicates, which carry the same ``event_id``), and a
+message the broker refuses (too large) can be moved aside instead of being
+re-sent by paho after every reconnect (see :mod:`agent.mqtt.refusal`).
+
+A disk that cannot be written (full, read-only) is a state, not an error: see
+:mod:`agent.mqtt.trouble`; :attr:`MqttPublisher.problems` says what is degraded.
 """
 
 from __future__ import annotations
@@ -42,14 +47,17 @@ from agent.mqtt.discovery import discovery_messages
 from agent.mqtt.intake import Intake
 from agent.mqtt.outbox import Outbox
 from agent.mqtt.payloads import STATUS_OFFLINE, STATUS_ONLINE, encode, stats_payload
+from agent.mqtt.refusal import PacketLimit, packet_size
+from agent.mqtt.sender import Sender
 from agent.mqtt.topics import Topics
+from agent.mqtt.trouble import describe_write_error
 
 log = logging.getLogger("agent.mqtt")
 
 OUTBOX_FILE = "mqtt-outbox.sqlite3"
 _TICK_S = 0.02  # outbox thread period while busy: batches work at high event rates
 _IDLE_TICK_S = 0.1  # ... while idle: the most latency a sparse event gets
-_RESYNC_TIMEOUT_S = 30.0  # after a reconnect, wait this long for paho's re-sends before re-sending from disk
+_REANNOUNCE_S = 5.0  # Home Assistant births within this are answered with one discovery re-publish
 
 
 def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
@@ -87,10 +95,8 @@ class MqttPublisher:
         self._closing = False
         self._close_deadline = 0.0
         self._refused: str | None = None
-        self._mid_rows: dict[int, int] = {}  # paho message id -> outbox row id, QoS 1/2 not yet acknowledged
-        self._sent_upto = 0  # rows with id <= this have been handed to paho
-        self._resync_since: float | None = None
-        self._rejected = 0
+        self._limit = PacketLimit(f"{cfg.host}:{cfg.port}", cfg.protocol == "5")
+        self._sender = Sender(self._outbox, self._limit, f"{cfg.host}:{cfg.port}")
         self._errors = 0
         self._next_error_log = 0.0
         self._closed = False
@@ -98,6 +104,8 @@ class MqttPublisher:
         self._window = cfg.outbox.inflight  # QoS 1/2 outbox messages handed to paho and not yet acknowledged
         self._pending_stats: Mapping[str, Any] | None = None
         self._pending_summary: Mapping[str, Any] | None = None
+        self._announce_due = False  # Home Assistant said online: discovery again (paho thread sets, outbox thread acts)
+        self._next_announce = 0.0
         self._started = time.monotonic()
         self._broker = f"{cfg.host}:{cfg.port}"
         try:
@@ -129,6 +137,24 @@ class MqttPublisher:
     def dropped(self) -> int:
         """Events/state dropped since start: queue limits (count, bytes, age) or frame loop outrunning the disk."""
         return self._outbox.dropped + self._intake.overflow_dropped + self._intake.failed_dropped
+
+    @property
+    def problems(self) -> list[str]:
+        """What is degraded now, one short text each, for ``fer-agent health`` (empty when all is well)."""
+        out = []
+        trouble = self._intake.trouble
+        if trouble.active:
+            out.append(trouble.describe(len(self._queue)))
+        journal = self._journal
+        if journal.last_error is not None:
+            out.append(f"event journal {journal.base}.*: {describe_write_error(journal.last_error)}; new events "
+                       "are safe only once they reach the outbox")
+        if self._intake.events_lost:
+            out.append(f"{self._intake.events_lost} event(s) lost while the disk could not be written "
+                       "(memory bound reached; gaps in seq)")
+        if self._limit.refused:
+            out.append(self._limit.describe())
+        return out
 
     def publish_event(self, event: Event) -> None:
         """Accept an event: once this returns, it is in the journal and survives the process being killed."""
@@ -217,6 +243,10 @@ class MqttPublisher:
         if left:
             log.warning("MQTT: %d message(s) still queued in %s; they are sent after the next start",
                         left, self._outbox.path)
+        if self._queue:
+            log.error("MQTT: %d message(s) could not be written to %s (%s); the events among them that are in the "
+                      "journal are recovered at the next start, the rest are lost", len(self._queue),
+                      self._outbox.path.parent, self._intake.trouble.cause or "not written")
         log.info("MQTT: closed")
 
     def __enter__(self) -> MqttPublisher:
@@ -233,6 +263,7 @@ class MqttPublisher:
         detail = getattr(properties, "ReasonString", None)  # MQTT 5 brokers may explain a refusal
         if reason.is_failure:
             self._refused = f"{reason} ({detail})" if detail else str(reason)
+            self._limit.connect_failed()
             return
         self._refused = None
         receive_max = getattr(properties, "ReceiveMaximum", None)  # MQTT 5: the broker's in-flight limit
@@ -242,15 +273,30 @@ class MqttPublisher:
             else self.cfg.outbox.inflight
         self._backoff.reset()
         client.reconnect_delay_set(self._backoff.min_delay, self._backoff.min_delay)
-        if self._mid_rows:
-            self._resync_since = time.monotonic()
-        self._connected = True
+        # What paho still holds from the last connection is sent again from the outbox, in order; paho's own
+        # re-send would repeat a message the broker refuses after every reconnect.
+        client.drop_out_messages()
+        self._limit.connected(properties)
+        self._sender.new_connection()
         log.info("MQTT: connected to %s%s", self._broker, self._failures.succeeded())
-        self._wake.set()
-        client.publish(self.topics.status, STATUS_ONLINE, qos=1, retain=True)
-        if self.cfg.discovery.enabled:
-            client.subscribe(self.topics.ha_birth, qos=0)
-            self._publish_discovery(client)  # last: a problem here must not keep events from flowing
+        try:
+            self._publish(client, self.topics.status, STATUS_ONLINE, qos=1, retain=True)
+            if self.cfg.discovery.enabled:
+                client.subscribe(self.topics.ha_birth, qos=0)
+                self._publish_discovery(client)
+        finally:  # after status and discovery (the broker meets them first), even if discovery failed
+            self._connected = True
+            self._wake.set()
+
+    def _publish(self, client: mqtt.Client, topic: str, payload: bytes | str, qos: int, retain: bool) -> None:
+        """Status, discovery, stats: skipped (one line) when the broker would refuse them."""
+        data = payload.encode() if isinstance(payload, str) else payload
+        size = packet_size(topic, data, qos, self._limit.v5)
+        if self._limit.too_big(size):
+            self._limit.skip_once(topic, size)
+            return
+        info = client.publish(topic, data, qos=qos, retain=retain)
+        self._limit.sent(info.mid, topic, size, qos)
 
     def context_changed(self) -> None:
         """The context changed (a runtime fallback took over): dashboards get discovery with the new backend.
@@ -265,7 +311,7 @@ class MqttPublisher:
         if not self.cfg.discovery.enabled:
             return
         for topic, payload in discovery_messages(self.topics, self.ctx, self.cfg.discovery.device_name):
-            client.publish(topic, payload, qos=1, retain=True)
+            self._publish(client, topic, payload, qos=1, retain=True)
 
     def _retry_in(self, client: mqtt.Client) -> float:
         delay = self._backoff.next_delay()
@@ -276,6 +322,7 @@ class MqttPublisher:
     def _on_connect_fail(self, client: FerMqttClient, userdata: Any) -> None:
         if self._closing:
             return
+        self._limit.connect_failed()
         delay = self._retry_in(client)
         self._failures.failed(logging.WARNING, f"cannot connect to {self._broker}: {describe_error(client.last_error)}",
                               delay, self._backoff.attempt)
@@ -286,6 +333,7 @@ class MqttPublisher:
         self._connected = False
         if self._closing:
             return
+        self._limit.dropped(reason)
         delay = self._retry_in(client)
         if self._refused:
             self._failures.failed(logging.ERROR, f"broker {self._broker} refused the connection: {self._refused}",
@@ -303,13 +351,24 @@ class MqttPublisher:
 
     @_guarded
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        self._limit.acked(mid)
         self._acks.append((mid, bool(getattr(reason, "is_failure", False))))  # handled on the next tick
 
     @_guarded
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self.topics.ha_birth and msg.payload == b"online":
-            log.info("MQTT: Home Assistant came online; publishing discovery again")
-            self._publish_discovery(client)
+            self._announce_due = True  # coalesced: see _reannounce
+
+    def _reannounce(self) -> None:
+        """Discovery again after Home Assistant's ``online``, at most once per ``_REANNOUNCE_S``: a flood of
+        births (a looping HA, a hostile client) must not turn into a flood of retained re-publishes and lines."""
+        now = time.monotonic()
+        if not self._announce_due or now < self._next_announce or self._client is None:
+            return
+        self._announce_due = False
+        self._next_announce = now + _REANNOUNCE_S
+        log.info("MQTT: Home Assistant came online; publishing discovery again")
+        self._publish_discovery(self._client)
 
     # ------------------------------------------------------------------ outbox thread
 
@@ -326,7 +385,8 @@ class MqttPublisher:
                     self._send()
                     self._send_stats()
                     self._send_summary()
-                if now - last_expire > 1.0:
+                    self._reannounce()
+                if now - last_expire > 1.0 and not self._intake.trouble.active:  # a full disk cannot delete
                     last_expire = now
                     self._outbox.expire()
             except Exception as exc:  # a full or broken disk, or a bug: report, keep going, never stop the agent
@@ -334,7 +394,7 @@ class MqttPublisher:
                 if not self._closing:
                     self._wake.wait(0.5)
             # Idle = nothing in flight or waiting: poll less often.
-            self._idle = not (self._queue or self._acks or self._mid_rows
+            self._idle = not (self._queue or self._acks or self._sender.mid_rows
                               or (self._connected and (self._outbox.depth or self._pending_stats is not None
                                                       or self._pending_summary is not None)))
             if self._closing:
@@ -357,68 +417,27 @@ class MqttPublisher:
 
     def _ingest(self, final: bool = False) -> None:
         """Move what the frame loop queued into the disk outbox (see Intake.ingest)."""
-        self._intake.ingest(self._sent_upto, final)
+        self._intake.ingest(self._sender.sent_upto, final)
 
     def _process_acks(self) -> None:
-        ids: list[int] = []
-        while self._acks:
-            mid, failed = self._acks.popleft()
-            row = self._mid_rows.pop(mid, None)
-            if row is None:
-                continue  # status/discovery/stats, or a row we already gave up on
-            if failed:  # MQTT 5 broker said no (e.g. not authorised): retrying would never succeed
-                self._rejected += 1
-                if self._rejected == 1 or self._rejected % 1000 == 0:
-                    log.error("MQTT: broker %s rejected %d message(s) (not authorised for the topic?)",
-                              self._broker, self._rejected)
-            ids.append(row)
-        if ids:
-            self._outbox.ack(ids)
-        if self._resync_since is not None and not self._mid_rows:
-            self._resync_since = None
+        self._sender.process_acks(self._acks)
 
     def _send(self) -> None:
-        client = self._client
-        assert client is not None
-        if self._resync_since is not None:
-            # paho is re-sending what it held when the connection dropped; newer rows must wait for those.
-            if time.monotonic() - self._resync_since < _RESYNC_TIMEOUT_S:
-                return
-            log.warning("MQTT: %d message(s) not acknowledged after reconnecting; sending them again",
-                        len(self._mid_rows))
-            self._mid_rows.clear()
-            self._sent_upto = 0
-            self._resync_since = None
-        room = self._window - len(self._mid_rows)
-        if room <= 0:
-            return
-        sent_qos0: list[int] = []
-        for row in self._outbox.after(self._sent_upto, room):
-            if not self._connected:
-                break
-            info = client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
-            if row.qos == 0:
-                if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                    break  # not connected after all: keep it for later
-                sent_qos0.append(row.id)  # QoS 0 is at most once: once handed over, it is gone
-            elif info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                break  # paho's own queue refused it; try again later (NO_CONN: paho keeps and re-sends it)
-            else:
-                self._mid_rows[info.mid] = row.id
-            self._sent_upto = row.id
-        if sent_qos0:
-            self._outbox.ack(sent_qos0)
+        assert self._client is not None
+        self._sender.send(self._client, self._window, lambda: self._connected)
 
     def _send_stats(self) -> None:
         stats, self._pending_stats = self._pending_stats, None
         if stats is None or self._client is None:
             return
         payload = stats_payload(stats, self.ctx, uptime_s=time.monotonic() - self._started,
-                                outbox_depth=self.outbox_depth, outbox_dropped=self.dropped)
-        self._client.publish(self.topics.stats, encode(payload), qos=self.cfg.qos_stats, retain=False)
+                                outbox_depth=self.outbox_depth, outbox_dropped=self.dropped,
+                                outbox_trouble={"refused": self._limit.refused, "lost": self._intake.events_lost,
+                                                "held": len(self._queue) if self._intake.trouble.active else 0})
+        self._publish(self._client, self.topics.stats, encode(payload), self.cfg.qos_stats, False)
 
     def _send_summary(self) -> None:
         summary, self._pending_summary = self._pending_summary, None
         if summary is None or self._client is None:
             return
-        self._client.publish(self.topics.summary, encode(summary), qos=self.cfg.qos_state, retain=True)
+        self._publish(self._client, self.topics.summary, encode(summary), self.cfg.qos_state, True)
