@@ -61,13 +61,13 @@ class WriteTrouble:
         self._next_try = time.monotonic() + RETRY_S
         cause = describe_write_error(exc)
         if self.since is None or cause != self.cause:
-            if self.since is None:
-                self.since = time.time()
-                self.spells += 1
             self.cause = cause
             log.error("MQTT: cannot write the %s in %s: %s; holding %d message(s) in memory (at most %d, beyond "
                       "that the oldest are lost and counted) and retrying every %.0f s", self.what, self.directory,
                       cause, held, bound, RETRY_S)
+            if self.since is None:  # set last: `active` turns true once the line is out (other threads read it)
+                self.spells += 1
+                self.since = time.time()
 
     def succeeded(self, stored: int) -> None:
         if self.since is None:
