@@ -14,8 +14,8 @@ from conftest import wait_until
 
 from agent.contracts.errors import ConfigError
 from agent.contracts.events import StateSnapshot
+from agent.emit import synthetic_event, synthetic_state
 from agent.mqtt.config import ReconnectConfig
-from agent.mqtt.emit import synthetic_event, synthetic_state
 from agent.mqtt.payloads import load_schema
 from agent.mqtt.topics import Topics
 
