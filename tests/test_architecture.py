@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 import textwrap
@@ -302,6 +303,20 @@ def test_observers_see_a_read_only_view_of_the_loop(manifest):
     build_pipeline(cfg, manifest, ArraySource(SourceConfig(), [grid_frame(1)] * 2), HaarDetector(cfg.detector),
                    Named(), NullPublisher(), observers=[Peek()]).run()
     assert seen == [(LoopView, 1, "named", 1), (LoopView, 2, "named", 1)]
+
+
+def test_the_readmes_where_things_live_matches_the_tree():
+    """Every path the README's table names exists, and every agent module, package and top-level folder is named."""
+    text = (REPO / "README.md").read_text()
+    table = text.split("## Where things live", 1)[1].split("\n## ", 1)[0]
+    named = {p.rstrip("/") for row in table.splitlines() if row.startswith("| `")
+             for p in re.findall(r"`([^`]+)`", row.split("|")[1])}
+    assert named and {p for p in named if not (REPO / p).exists()} == set()
+    agent = {f"agent/{p.name}" for p in (REPO / "agent").iterdir() if not p.name.startswith(("_", "."))
+             and (p.suffix == ".py" or p.is_dir())}
+    top = {p.name for p in REPO.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+           and p.name not in {"agent", "build", "dist", "runs"} and not p.name.endswith(".egg-info")}
+    assert {p for p in agent | top if not any(n == p or n.startswith(p + "/") for n in named)} == set()
 
 
 def test_no_module_over_450_lines():
