@@ -247,7 +247,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         for m, r in results.items():
             g = r["groups"].get(name)
             if g:
-                cells = [f"{g['recall'][lab]:.0%} ({g['counts'][lab]})" if lab in g["recall"] else "-" for lab in LABELS]
+                cells = [f"{g['recall'][lab]:.0%} ({g['counts'][lab]})" if lab in g["recall"] else "-"
+                         for lab in LABELS]
                 lines.append(f"| {name} | {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
