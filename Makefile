@@ -84,14 +84,14 @@ accuracy-htp: setup-dev
 
 # A real Home Assistant (the newest that runs on Debian 12's Python 3.11: 2024.3.3) against mosquitto and the
 # agent: discovery, device block, live states, unavailable after kill -9, no HA warnings
-# (tests/test_home_assistant.py). Installed once, pinned, into $(HA_DIR); about a minute when cached.
+# (tests/mqtt/test_home_assistant.py). Installed once, pinned, into $(HA_DIR); about a minute when cached.
 HA_VERSION ?= 2024.3.3
 HA_DIR ?= $(HOME)/.cache/fer-agent/ha-$(HA_VERSION)
 .PHONY: ha-test
 ha-test: setup-dev system-deps
 	@start=$$(date +%s); \
 	HA_VERSION=$(HA_VERSION) HA_DIR=$(HA_DIR) SUDO="$(SUDO)" timeout 1800 .ci/ha-install.sh \
-	  && FER_HA_DIR=$(HA_DIR) timeout 600 $(BIN)/python -m pytest -s -p no:cacheprovider tests/test_home_assistant.py; \
+	  && FER_HA_DIR=$(HA_DIR) timeout 600 $(BIN)/python -m pytest -s -p no:cacheprovider tests/mqtt/test_home_assistant.py; \
 	rc=$$?; echo "make ha-test: $$(( $$(date +%s) - start )) s (Home Assistant $(HA_VERSION)), exit $$rc"; exit $$rc
 
 clean:

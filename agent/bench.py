@@ -86,7 +86,8 @@ def bench_pipeline(
     from agent.config import AgentConfig
     from agent.contracts.manifest import load_manifest
     from agent.detectors import create_detector
-    from agent.pipeline import NullPublisher, Pipeline
+    from agent.pipeline import NullPublisher
+    from agent.runner import build_pipeline
 
     clip = tmp / f"bench_{n_faces}.mp4"
     if not clip.exists():
@@ -106,7 +107,7 @@ def bench_pipeline(
     det = create_detector(cfg.detector, manifest, cfg.backend)
     source = open_source(cfg.source)
     publisher = NullPublisher()
-    pipeline = Pipeline(cfg, manifest, source, det, classifier, publisher)
+    pipeline = build_pipeline(cfg, manifest, source, det, classifier, publisher)
     t0 = time.perf_counter()
     summary = pipeline.run()
     elapsed = time.perf_counter() - t0

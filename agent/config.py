@@ -3,7 +3,7 @@
 Each stage and runtime defines its own section dataclass next to its code
 (``SourceConfig`` in capture, ``DetectorConfig`` in detectors,
 ``BackendConfig`` with one sub-section per registered runtime, ``TrackingConfig``
-in track, ``MqttConfig``...); this module only composes them into
+in track, ``PublishConfig`` in loop_settings, ``MqttConfig``...); this module only composes them into
 :class:`AgentConfig` and reads, overrides and prints the file.
 :mod:`agent.configio` does the typed parsing, so every error names the file
 and the dotted key, e.g. ``agent.yaml: backend.type: 'foo' is not one of auto, qnn, snpe, tflite``.
@@ -22,9 +22,9 @@ from agent.configio import build, convert, redacted, render, specs
 from agent.contracts.errors import ConfigError
 from agent.contracts.manifest import default_bundle_path
 from agent.detectors import DetectorConfig
+from agent.loop_settings import PublishConfig
 from agent.metrics import MetricsConfig
 from agent.mqtt.config import MqttConfig
-from agent.pipeline import PublishConfig
 from agent.preview import PreviewConfig
 from agent.runtimes import BackendConfig
 from agent.service import ServiceConfig

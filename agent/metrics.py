@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.contracts.errors import ConfigError
-from agent.pipeline import Observer, Pipeline
+from agent.pipeline import LoopView, Observer
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +110,10 @@ class MetricsObserver(Observer):
         self.failures = 0
         self._next_error_log = 0.0
 
-    def on_start(self, pipeline: Pipeline) -> None:
+    def on_start(self, pipeline: LoopView) -> None:
         self.write(pipeline)
 
-    def on_frame(self, pipeline: Pipeline, image: np.ndarray, capture_time: float) -> None:
+    def on_frame(self, pipeline: LoopView, image: np.ndarray, capture_time: float) -> None:
         if pipeline.frame_events:
             self._count(pipeline)
         now = self._clock()
@@ -121,26 +121,26 @@ class MetricsObserver(Observer):
             self._last = now
             self.write(pipeline)
 
-    def on_stop(self, pipeline: Pipeline) -> None:
+    def on_stop(self, pipeline: LoopView) -> None:
         self._count(pipeline)  # the faces leaving at the end (the pipeline replaced the last frame's events)
         self.write(pipeline)
 
-    def _count(self, pipeline: Pipeline) -> None:
+    def _count(self, pipeline: LoopView) -> None:
         for e in pipeline.frame_events:
             key = (e.type, e.face.label)
             self.events[key] = self.events.get(key, 0) + 1
 
-    def render(self, pipeline: Pipeline) -> str:
+    def render(self, pipeline: LoopView) -> str:
         stats = pipeline.stats()
         pub = pipeline.publisher
         ctx = pipeline.context
         m = Exposition()
         m.family("info", "gauge", "Constant 1; the labels say what runs.", [({
             "device_id": ctx.device_id if ctx else "",
-            "backend": ctx.backend if ctx else pipeline.classifier.name,
-            "model": pipeline.manifest.model_name,
-            "model_version": pipeline.manifest.model_version,
-            "detector": pipeline.detector.describe(),
+            "backend": ctx.backend if ctx else pipeline.classifier_name,
+            "model": pipeline.model_name,
+            "model_version": pipeline.model_version,
+            "detector": pipeline.detector_detail(),
             "agent_version": ctx.agent_version if ctx else "",
         }, 1)])
         m.one("start_time_seconds", "gauge", "When the agent started, UNIX seconds.", self._started_wall)
@@ -164,7 +164,7 @@ class MetricsObserver(Observer):
               int(getattr(pub, "dropped", 0)))
         return m.text()
 
-    def write(self, pipeline: Pipeline) -> None:
+    def write(self, pipeline: LoopView) -> None:
         """Never stops the agent: a failed write is logged (once per 10 minutes) and retried next interval."""
         try:
             write_atomically(self.path, self.render(pipeline))

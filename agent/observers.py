@@ -2,7 +2,8 @@
 
 Each is a :class:`~agent.pipeline.Observer`: the loop calls its hooks and
 knows nothing else about it, so none of this can slow or break a frame
-beyond a time comparison when nothing is due.
+beyond a time comparison when nothing is due. Hooks get a read-only
+:class:`~agent.pipeline.LoopView`, never the loop itself.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from agent.health import HealthReporter
 from agent.notify import Notifier
-from agent.pipeline import Observer, Pipeline
+from agent.pipeline import LoopView, Observer
 from agent.preview import PreviewWriter
 
 log = logging.getLogger(__name__)
@@ -29,17 +30,17 @@ class StatsObserver(Observer):
         self._last = clock()
         self.published = 0
 
-    def on_frame(self, pipeline: Pipeline, image: np.ndarray, capture_time: float) -> None:
+    def on_frame(self, pipeline: LoopView, image: np.ndarray, capture_time: float) -> None:
         now = self._clock()
         if now - self._last >= self.interval_s:
             self._last = now
             self.publish(pipeline)
 
-    def on_stop(self, pipeline: Pipeline) -> None:
+    def on_stop(self, pipeline: LoopView) -> None:
         if pipeline.frames:
             self.publish(pipeline)
 
-    def publish(self, pipeline: Pipeline) -> None:
+    def publish(self, pipeline: LoopView) -> None:
         stats = pipeline.stats()
         pipeline.publisher.publish_stats(stats)
         self.published += 1
@@ -63,26 +64,26 @@ class WatchdogObserver(Observer):
         self._last_status = clock()
         self._trouble: str | None = None  # the STATUS last sent for a source that delivers nothing
 
-    def on_start(self, pipeline: Pipeline) -> None:
+    def on_start(self, pipeline: LoopView) -> None:
         self.notifier.ready(pipeline.status)
 
-    def on_idle(self, pipeline: Pipeline) -> None:
+    def on_idle(self, pipeline: LoopView) -> None:
         self.notifier.watchdog()
-        trouble = pipeline.source.trouble() or "waiting for frames"
+        trouble = pipeline.source_trouble() or "waiting for frames"
         if trouble != self._trouble:
             self._trouble = trouble
             self.notifier.status(trouble)
 
-    def on_frame(self, pipeline: Pipeline, image: np.ndarray, capture_time: float) -> None:
+    def on_frame(self, pipeline: LoopView, image: np.ndarray, capture_time: float) -> None:
         self.notifier.watchdog()
         now = self._clock()
         if self._trouble is not None or now - self._last_status >= self.status_interval_s:
             self._trouble = None
             self._last_status = now
-            self.notifier.status(f"{pipeline.rate.rate():.1f} fps, {pipeline.faces_now} face(s), "
-                                 f"{pipeline.classifier.describe()}")
+            self.notifier.status(f"{pipeline.fps:.1f} fps, {pipeline.faces_now} face(s), "
+                                 f"{pipeline.classifier_detail()}")
 
-    def on_stop(self, pipeline: Pipeline) -> None:
+    def on_stop(self, pipeline: LoopView) -> None:
         self.notifier.stopping("stopping")
 
 
@@ -98,20 +99,19 @@ class HealthObserver(Observer):
         self.reporter = reporter
         self._last_processed = 0.0
 
-    def _update(self, pipeline: Pipeline, status: str) -> None:
+    def _update(self, pipeline: LoopView, status: str) -> None:
         pub = pipeline.publisher
-        problems = list(getattr(pub, "problems", ()))
         self.reporter.update(self._last_processed, pipeline.frames, pub.connected, pub.outbox_depth,
-                             pipeline.classifier.name, status, problems)
+                             pipeline.classifier_name, status, list(pub.problems))
 
-    def on_frame(self, pipeline: Pipeline, image: np.ndarray, capture_time: float) -> None:
+    def on_frame(self, pipeline: LoopView, image: np.ndarray, capture_time: float) -> None:
         self._last_processed = time.time()
         self._update(pipeline, pipeline.status)
 
-    def on_idle(self, pipeline: Pipeline) -> None:
-        self._update(pipeline, pipeline.source.trouble() or "waiting for frames")  # keeps the file honest
+    def on_idle(self, pipeline: LoopView) -> None:
+        self._update(pipeline, pipeline.source_trouble() or "waiting for frames")  # keeps the file honest
 
-    def on_stop(self, pipeline: Pipeline) -> None:
+    def on_stop(self, pipeline: LoopView) -> None:
         self.reporter.close()
 
 
@@ -121,12 +121,12 @@ class PreviewObserver(Observer):
     def __init__(self, writer: PreviewWriter) -> None:
         self.writer = writer
 
-    def on_frame(self, pipeline: Pipeline, image: np.ndarray, capture_time: float) -> None:
+    def on_frame(self, pipeline: LoopView, image: np.ndarray, capture_time: float) -> None:
         stages = pipeline.times.summary() if pipeline.frames % self.writer.every_n == 0 else {}
         total = stages.get("total", {}).get("mean_ms", 0.0)
-        footer = (f"frame {pipeline.frames}  {pipeline.rate.rate():.1f} fps  {total:.1f} ms/frame  "
-                  f"{pipeline.classifier.name}")
-        self.writer.write(image, pipeline.tracker.visible(capture_time), pipeline.frames, footer=footer)
+        footer = (f"frame {pipeline.frames}  {pipeline.fps:.1f} fps  {total:.1f} ms/frame  "
+                  f"{pipeline.classifier_name}")
+        self.writer.write(image, pipeline.visible_faces(capture_time), pipeline.frames, footer=footer)
 
-    def on_stop(self, pipeline: Pipeline) -> None:
+    def on_stop(self, pipeline: LoopView) -> None:
         self.writer.close()

@@ -3,8 +3,10 @@
 :class:`Pipeline` takes each stage ready-made (so tests and benchmarks can
 hand it in-memory sources and fake publishers) and runs frames through them in
 that one direction. Side work (watchdog, health file, stats, preview) hangs on
-the loop as :class:`Observer` objects instead of living inside it;
-:mod:`agent.runner` builds the stages and observers from the config.
+the loop as :class:`Observer` objects instead of living inside it, and reads
+the loop only through a :class:`LoopView`. :mod:`agent.runner` builds the
+stages (the tracker too) and observers from the config and hands the loop a
+frozen :class:`~agent.loop_settings.LoopSettings`; the loop never sees the config.
 
 The hot path converts to grey once per frame (the detector and the
 preprocessing share it), writes face tensors into one preallocated batch and
@@ -17,43 +19,23 @@ import contextlib
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
 from agent.capture import FrameSource
 from agent.contracts.errors import InferenceError
-from agent.contracts.events import Event, PublishContext, StateSnapshot
+from agent.contracts.events import Event, FaceState, PublishContext, StateSnapshot
 from agent.contracts.manifest import Manifest, to_probabilities
 from agent.contracts.preprocess import face_tensor
 from agent.detectors import Detector
+from agent.loop_settings import LoopSettings
 from agent.timing import RateMeter, StageTimes
-from agent.track import Tracker
-
-if TYPE_CHECKING:
-    from agent.config import AgentConfig
+from agent.track import Track, Tracker
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PublishConfig:
-    state_interval_s: float = field(
-        default=5.0,
-        metadata={"doc": "publish the state snapshot at least this often (also on every event)", "min": 0.1},
-    )
-    stats_interval_s: float = field(
-        default=30.0, metadata={"doc": "publish and log stage timings this often", "min": 1.0}
-    )
-    summary_interval_s: float = field(
-        default=10.0, metadata={"doc": "publish the audience summary (retained) this often", "min": 1.0}
-    )
-    summary_window_s: float = field(
-        default=60.0, metadata={"doc": "... over the last this many seconds (a sliding window)", "min": 1.0,
-                                "max": 86400.0}
-    )
 
 
 class Classifier(Protocol):
@@ -71,11 +53,15 @@ class Publisher(Protocol):
 
     connected: bool
     outbox_depth: int
+    ctx: PublishContext | None  # what every payload carries (None: a publisher that sends nothing)
+    problems: list[str]  # what is degraded now (a full disk, refused messages), one short text each; [] when well
 
     def start(self) -> None: ...
     def publish_event(self, event: Event) -> None: ...
     def publish_state(self, snapshot: StateSnapshot) -> None: ...
     def publish_stats(self, stats: dict[str, Any]) -> None: ...
+    def backend_changed(self, name: str, reason: str, detail: str | None = None) -> None:
+        """A fallback took over inference: every later payload names backend ``name`` and why."""
     def publish_summary(self, summary: dict[str, Any]) -> None: ...
     def close(self) -> None: ...
 
@@ -86,7 +72,9 @@ class NullPublisher:
     connected = True
     outbox_depth = 0
 
-    def __init__(self) -> None:
+    def __init__(self, ctx: PublishContext | None = None) -> None:
+        self.ctx = ctx
+        self.problems: list[str] = []
         self.events: list[Event] = []
         self.states = 0
         self.stats: list[dict[str, Any]] = []
@@ -103,6 +91,10 @@ class NullPublisher:
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
         self.stats.append(stats)
+
+    def backend_changed(self, name: str, reason: str, detail: str | None = None) -> None:
+        if self.ctx is not None:
+            self.ctx = self.ctx.with_backend(name, reason, detail)
 
     def publish_summary(self, summary: dict[str, Any]) -> None:
         self.summaries.append(summary)
@@ -130,19 +122,102 @@ class _RateLimitedLog:
         self._next = now + self.interval_s
 
 
+class LoopView:
+    """What an observer may read of the loop: counters, timings, the rate, the classifier's name, the publisher.
+
+    Read-only and narrow on purpose: an observer cannot reach the tracker,
+    the stages or the loop's state, so it cannot change what the loop does.
+    """
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._p = pipeline
+
+    @property
+    def frames(self) -> int:
+        return self._p.frames
+
+    @property
+    def faces_now(self) -> int:
+        return self._p.faces_now
+
+    @property
+    def status(self) -> str:
+        return self._p.status
+
+    @property
+    def last_frame_time(self) -> float:
+        return self._p.last_frame_time
+
+    @property
+    def times(self) -> StageTimes:
+        return self._p.times
+
+    @property
+    def fps(self) -> float:
+        return self._p.rate.rate()
+
+    @property
+    def classifier_name(self) -> str:
+        return self._p.classifier.name
+
+    def classifier_detail(self) -> str:
+        return self._p.classifier.describe()
+
+    @property
+    def publisher(self) -> Publisher:
+        return self._p.publisher
+
+    def source_trouble(self) -> str | None:
+        """Why no frame comes now (a live source being retried), or None."""
+        return self._p.source.trouble()
+
+    @property
+    def context(self) -> PublishContext | None:
+        """The facts payloads carry now (backend included, after a fallback), from the publisher."""
+        return self._p.publisher.ctx
+
+    @property
+    def model_name(self) -> str:
+        return self._p.manifest.model_name
+
+    @property
+    def model_version(self) -> str:
+        return self._p.manifest.model_version
+
+    def detector_detail(self) -> str:
+        return self._p.detector.describe()
+
+    @property
+    def frame_events(self) -> list[Event]:
+        """The events of the latest frame (or of the shutdown)."""
+        return self._p.frame_events
+
+    @property
+    def tracks(self) -> tuple[Track, ...]:
+        """The faces being tracked, as the tracker holds them (read them; never change them)."""
+        return tuple(self._p.tracker.tracks)
+
+    def stats(self) -> dict[str, Any]:
+        return self._p.stats()
+
+    def visible_faces(self, capture_time: float) -> list[FaceState]:
+        """The tracked faces a person should see at ``capture_time`` (the preview draws these)."""
+        return self._p.tracker.visible(capture_time)
+
+
 class Observer:
     """Side work on the frame loop; every hook is optional and must be cheap in ``on_frame``."""
 
-    def on_start(self, pipeline: Pipeline) -> None:
+    def on_start(self, pipeline: LoopView) -> None:
         pass
 
-    def on_frame(self, pipeline: Pipeline, image: np.ndarray, capture_time: float) -> None:
+    def on_frame(self, pipeline: LoopView, image: np.ndarray, capture_time: float) -> None:
         pass
 
-    def on_idle(self, pipeline: Pipeline) -> None:
+    def on_idle(self, pipeline: LoopView) -> None:
         """No frame this turn (a live source reconnecting)."""
 
-    def on_stop(self, pipeline: Pipeline) -> None:
+    def on_stop(self, pipeline: LoopView) -> None:
         """After the final events and state, before the publisher closes."""
 
 
@@ -160,25 +235,25 @@ class RunSummary:
 class Pipeline:
     def __init__(
         self,
-        cfg: AgentConfig,
+        settings: LoopSettings,
         manifest: Manifest,
         source: FrameSource,
         detector: Detector,
         classifier: Classifier,
         publisher: Publisher,
+        tracker: Tracker,
         *,
         observers: list[Observer] | None = None,
-        context: PublishContext | None = None,
     ) -> None:
-        self.cfg = cfg
+        self.settings = settings
         self.manifest = manifest
         self.source = source
         self.detector = detector
         self.classifier = classifier
         self.publisher = publisher
+        self.tracker = tracker
         self.observers = list(observers or [])
-        self.context = context
-        self.tracker = Tracker(cfg.tracking, manifest.labels)
+        self.view = LoopView(self)
         self.times = StageTimes()
         self.rate = RateMeter()
         self.frames = 0
@@ -191,7 +266,7 @@ class Pipeline:
         self.last_frame_time = 0.0
         self._stop = threading.Event()
         spec = manifest.input
-        self._batch = np.zeros((cfg.detector.max_faces, spec.height, spec.width, spec.channels), dtype=np.float32)
+        self._batch = np.zeros((settings.max_faces, spec.height, spec.width, spec.channels), dtype=np.float32)
         self._grey: np.ndarray | None = None
         self._no_faces = np.zeros((0, len(manifest.labels)), np.float32)
         self._log_failure = _RateLimitedLog()
@@ -209,13 +284,7 @@ class Pipeline:
         """A fallback took over inference: every later payload names the runtime really in use."""
         self.status = f"running: {self.classifier.describe()}, {self.detector.describe()} detector, " \
                       f"{self.source.description}"
-        if self.context is not None:
-            self.context.backend = name
-            self.context.extra["backend_detail"] = self.classifier.describe()
-            self.context.extra["backend_reason"] = f"fallback: {reason}"
-            changed = getattr(self.publisher, "context_changed", None)
-            if changed is not None:
-                changed()
+        self.publisher.backend_changed(name, f"fallback: {reason}", self.classifier.describe())
 
     def run(self) -> RunSummary:
         started = time.monotonic()
@@ -223,11 +292,11 @@ class Pipeline:
         self.status = f"running: {self.classifier.describe()}, {self.detector.describe()} detector, " \
                       f"{self.source.description}"
         for o in self.observers:
-            o.on_start(self)
+            o.on_start(self.view)
         log.info("%s", self.status)
         try:
             while not self._stop.is_set():
-                if self.cfg.max_frames and self.frames >= self.cfg.max_frames:
+                if self.settings.max_frames and self.frames >= self.settings.max_frames:
                     break
                 t0 = time.perf_counter()
                 frame = self.source.read()
@@ -236,7 +305,7 @@ class Pipeline:
                         log.info("source ended after %d frames", self.frames)
                         break
                     for o in self.observers:
-                        o.on_idle(self)
+                        o.on_idle(self.view)
                     continue
                 waited = self.source.last_wait  # pacing or waiting for a live frame is not capture work
                 self.times.add("capture", time.perf_counter() - t0 - waited)
@@ -264,7 +333,7 @@ class Pipeline:
 
         n = len(detections)
         self.faces_total += n
-        spec, margin = self.manifest.input, self.cfg.detector.margin
+        spec, margin = self.manifest.input, self.settings.margin
         for i, det in enumerate(detections):
             face_tensor(image, det.box, spec, margin, out=self._batch[i], grey_frame=grey)
         t2 = perf()
@@ -295,14 +364,14 @@ class Pipeline:
         self.events_published += len(events)
         self.frame_events = events
         now = time.monotonic()
-        if events or now - self._last_state >= self.cfg.publish.state_interval_s:
+        if events or now - self._last_state >= self.settings.state_interval_s:
             self.publisher.publish_state(self.tracker.snapshot(n_frame, capture_time))
             self._last_state = now
         self.last_frame_time = capture_time
         self.times.add("publish", perf() - t4)
         self.rate.tick(now)
         for o in self.observers:
-            o.on_frame(self, image, capture_time)
+            o.on_frame(self.view, image, capture_time)
         self.times.add("total", perf() - t_start)
         return events
 
@@ -327,7 +396,7 @@ class Pipeline:
             self.publisher.publish_state(self.tracker.snapshot(self.frames, now))
         for o in self.observers:
             with _log_errors(f"stopping {type(o).__name__}"):
-                o.on_stop(self)
+                o.on_stop(self.view)
         for what, close in (("the publisher", self.publisher.close), ("the source", self.source.close),
                             ("the classifier", self.classifier.close), ("the detector", self.detector.close)):
             with _log_errors(f"closing {what}"):

@@ -17,21 +17,23 @@ from typing import Any
 import cv2
 
 from agent import __version__
-from agent.capture import open_source
+from agent.capture import FrameSource, open_source
 from agent.classify import FaceClassifier
 from agent.config import AgentConfig
 from agent.contracts.events import PublishContext
 from agent.contracts.manifest import Manifest, load_manifest
-from agent.detectors import create_detector
+from agent.detectors import Detector, create_detector
 from agent.health import HealthReporter
+from agent.loop_settings import LoopSettings
 from agent.metrics import MetricsObserver
 from agent.notify import Notifier
 from agent.observers import HealthObserver, PreviewObserver, StatsObserver, WatchdogObserver
-from agent.pipeline import Pipeline, Publisher, RunSummary
+from agent.pipeline import Classifier, Observer, Pipeline, Publisher, RunSummary
 from agent.preview import PreviewWriter
 from agent.runtimes import create_runtime
 from agent.service import resolve_health_file, resolve_state_dir
 from agent.summary import SummaryObserver
+from agent.track import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,19 @@ def publish_context(cfg: AgentConfig, manifest: Manifest, classifier: FaceClassi
         agent_version=__version__,
         extra=extra,
     )
+
+
+def loop_settings(cfg: AgentConfig) -> LoopSettings:
+    """The few config values the frame loop reads itself."""
+    return LoopSettings(max_faces=cfg.detector.max_faces, margin=cfg.detector.margin,
+                        state_interval_s=cfg.publish.state_interval_s, max_frames=cfg.max_frames)
+
+
+def build_pipeline(cfg: AgentConfig, manifest: Manifest, source: FrameSource, detector: Detector,
+                   classifier: Classifier, publisher: Publisher, observers: list[Observer] | None = None) -> Pipeline:
+    """The loop over ready-made stages: its settings and tracker come from ``cfg`` (also for benchmarks and tests)."""
+    return Pipeline(loop_settings(cfg), manifest, source, detector, classifier, publisher,
+                    Tracker(cfg.tracking, manifest.labels), observers=observers)
 
 
 def create_publisher(cfg: AgentConfig, ctx: PublishContext) -> Publisher:
@@ -117,8 +132,7 @@ def run_agent(cfg: AgentConfig, publisher_factory=create_publisher) -> RunSummar
             fps = cfg.source.fps_cap or source.nominal_fps or 15.0
             writer = PreviewWriter(cfg.preview.path, manifest.labels, fps=fps, every_n=cfg.preview.every_n)
             observers.append(PreviewObserver(writer))
-        ctx = getattr(publisher, "ctx", ctx)  # the publisher may fill in the device id: update the copy it sends
-        pipeline = Pipeline(cfg, manifest, source, detector, classifier, publisher, observers=observers, context=ctx)
+        pipeline = build_pipeline(cfg, manifest, source, detector, classifier, publisher, observers)
         switched.append(pipeline)
         with _signals_stop(pipeline):
             summary = pipeline.run()

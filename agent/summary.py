@@ -29,7 +29,7 @@ import numpy as np
 
 from agent.contracts.events import PublishContext
 from agent.mqtt.payloads import SCHEMA_VERSION, iso_utc
-from agent.pipeline import Observer, Pipeline
+from agent.pipeline import LoopView, Observer
 from agent.track import Track
 
 
@@ -153,21 +153,21 @@ class SummaryObserver(Observer):
         self._next: float | None = None
         self.published: list[dict[str, Any]] = []  # the last few payloads (tests, the report)
 
-    def on_frame(self, pipeline: Pipeline, image: np.ndarray, capture_time: float) -> None:
-        self.window.add(capture_time, pipeline.tracker.tracks)
+    def on_frame(self, pipeline: LoopView, image: np.ndarray, capture_time: float) -> None:
+        self.window.add(capture_time, pipeline.tracks)
         if self._next is None or capture_time < self._next - self.interval_s:  # first frame, or the clock went back
             self._next = capture_time + self.interval_s
         elif capture_time >= self._next:
             self._next = capture_time + self.interval_s
             self.publish(pipeline)
 
-    def on_stop(self, pipeline: Pipeline) -> None:
+    def on_stop(self, pipeline: LoopView) -> None:
         if self.window.last_time is not None:
             self.publish(pipeline)
 
-    def publish(self, pipeline: Pipeline) -> None:
-        ctx = pipeline.context or PublishContext("local", pipeline.manifest.model_name,
-                                                 pipeline.manifest.model_version, pipeline.classifier.name, "")
+    def publish(self, pipeline: LoopView) -> None:
+        ctx = pipeline.context or PublishContext("local", pipeline.model_name, pipeline.model_version,
+                                                 pipeline.classifier_name, "")
         payload = summary_payload(self.window.summary(), ctx, self.window.window_s)
         self.published = [*self.published[-9:], payload]
         pipeline.publisher.publish_summary(payload)

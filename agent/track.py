@@ -61,7 +61,7 @@ class TrackingConfig:
         default=0.25, metadata={"doc": "... and must stay dominant this long before 'changed' is sent", "min": 0.0}
     )
     update_interval_s: float = field(
-        default=10.0, metadata={"doc": "periodic 'update' event per face (0 = off)", "min": 0.0, "min_if_set": 0.1}
+        default=10.0, metadata={"doc": "periodic 'update' event per face (0 = off)", "min": 0.0, "min_if_set": 0.05}
     )
 
 

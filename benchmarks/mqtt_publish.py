@@ -32,8 +32,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.contracts.events import PublishContext
+from agent.emit import synthetic_event
 from agent.mqtt.config import MqttConfig, ReconnectConfig
-from agent.mqtt.emit import synthetic_event
 from agent.mqtt.publisher import MqttPublisher
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 from agent.contracts.events import PublishContext
+from agent.emit import synthetic_event
 from agent.mqtt.config import MqttConfig, OutboxConfig
-from agent.mqtt.emit import synthetic_event
 from agent.mqtt.publisher import MqttPublisher
 
 RESULTS = Path(__file__).resolve().parent / "results"

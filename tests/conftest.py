@@ -7,6 +7,10 @@
 ``tls_material``       - a CA, a server certificate for 127.0.0.1/localhost, generated with the openssl CLI.
 
 All skip with a clear reason when the ``mosquitto`` binary (Debian package ``mosquitto``) is missing.
+
+The test areas (``tests/agent``, ``tests/mqtt``, ``tests/host``, ``tests/deploy``, see ``tests/README.md``) share
+these fixtures and import helpers by module name: this directory (``conftest``, ``fer_synth``) and
+``stand_ins/`` (``snpe_testing``, ``fake_sdk``) are put on ``sys.path`` here, once.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+TESTS = Path(__file__).resolve().parent
+for _helpers in (TESTS, TESTS / "stand_ins"):
+    if str(_helpers) not in sys.path:
+        sys.path.insert(0, str(_helpers))
 
 LOOPBACK = "127.0.0.1"
 

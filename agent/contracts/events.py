@@ -6,7 +6,9 @@ they look on the wire (see ``docs/mqtt.md`` and ``agent/schemas``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 EVENT_TYPES = ("appeared", "changed", "update", "left")
 
@@ -41,13 +43,27 @@ class StateSnapshot:
     capture_time: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class PublishContext:
-    """Constant facts every payload carries."""
+    """Facts every payload carries; frozen, so a change is a new context the publisher swaps in whole.
+
+    ``device_id`` is resolved once by whoever builds the context (the runner, from
+    ``mqtt.device_id`` or the host name); the publisher uses it as given.
+    """
 
     device_id: str
     model_name: str
     model_version: str
     backend: str
     agent_version: str
-    extra: dict[str, str] = field(default_factory=dict)
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))  # read-only, a copy of the caller's
+
+    def with_backend(self, name: str, reason: str, detail: str | None = None) -> PublishContext:
+        """The same facts with another backend (a fallback took over), its reason and detail in ``extra``."""
+        extra = dict(self.extra, backend_reason=reason)
+        if detail is not None:
+            extra["backend_detail"] = detail
+        return replace(self, backend=name, extra=extra)

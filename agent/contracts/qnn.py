@@ -20,7 +20,7 @@ Sources of the table (see docs/qnn.md):
 - ``soc_model`` and ``htp_arch``: the SoC list inside ``libQnnHtp.so`` of
   onnxruntime-qnn 2.7.0 (QAIRT/QNN 2.51). A context binary compiled with
   ``soc_model=N`` records ``soc_type=<name>;arch=<v>;vtcm_size=<bytes>``;
-  every row below was read back that way (``tests/test_qnn_host.py`` re-checks
+  every row below was read back that way (``tests/host/test_qnn_host.py`` re-checks
   two). The same numbers appear in the QAIRT SDK's "Supported Snapdragon
   devices" table that the ONNX Runtime QNN EP documentation points to for
   ``soc_model``, and in ExecuTorch's Qualcomm backend

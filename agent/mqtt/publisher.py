@@ -28,7 +28,6 @@ A disk that cannot be written (full, read-only) is a state, not an error: see
 from __future__ import annotations
 
 import collections
-import dataclasses
 import functools
 import logging
 import threading
@@ -78,10 +77,11 @@ class MqttPublisher:
 
     def __init__(self, cfg: MqttConfig, ctx: PublishContext, state_dir: Path) -> None:
         self.cfg = cfg
-        device_id = ctx.device_id or cfg.resolved_device_id()
-        self.ctx = ctx if ctx.device_id == device_id else dataclasses.replace(ctx, device_id=device_id)
-        self.topics = Topics(cfg.prefix, device_id, cfg.discovery.prefix)
-        self.client_id = cfg.resolved_client_id(device_id)
+        if not ctx.device_id:
+            raise ValueError("PublishContext.device_id is empty: resolve it once with MqttConfig.resolved_device_id()")
+        self.ctx = ctx  # frozen: backend_changed swaps in a new one
+        self.topics = Topics(cfg.prefix, ctx.device_id, cfg.discovery.prefix)
+        self.client_id = cfg.resolved_client_id(ctx.device_id)
         path = Path(cfg.outbox.file) if cfg.outbox.file else Path(state_dir) / OUTBOX_FILE
         self._outbox = Outbox(path, max_messages=cfg.outbox.max_messages, max_bytes=cfg.outbox.max_bytes,
                               max_age_s=cfg.outbox.max_age_s)
@@ -298,11 +298,13 @@ class MqttPublisher:
         info = client.publish(topic, data, qos=qos, retain=retain)
         self._limit.sent(info.mid, topic, size, qos)
 
-    def context_changed(self) -> None:
-        """The context changed (a runtime fallback took over): dashboards get discovery with the new backend.
+    def backend_changed(self, name: str, reason: str, detail: str | None = None) -> None:
+        """A runtime fallback took over: later payloads and Home Assistant discovery name backend ``name``.
 
-        Events and stats read the context when they are encoded, so they follow by themselves.
+        Events and stats read the context when they are encoded, so swapping it is enough for them.
         """
+        self.ctx = self.ctx.with_backend(name, reason, detail)
+        self._intake.ctx = self.ctx
         client = self._client
         if client is not None and self._connected:
             self._publish_discovery(client)

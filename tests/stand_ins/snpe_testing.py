@@ -1,6 +1,6 @@
 """Test helpers for the SNPE path: a tiny bundle copy, a fake SDK, stand-in DLCs.
 
-Imported by ``tests/test_snpe_*.py`` (they put this directory on sys.path).
+Imported by the SNPE tests (``tests/*/test_snpe_*.py``); ``tests/conftest.py`` puts this directory on sys.path.
 """
 
 from __future__ import annotations

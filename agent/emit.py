@@ -1,6 +1,6 @@
-"""Synthetic event generator: exercise a broker and a dashboard without a camera or a model.
+"""Developer tool: a synthetic event generator that exercises a broker and a dashboard without a camera or a model.
 
-    python -m agent.mqtt.emit --broker 127.0.0.1:1883 --device-id demo --events 100 --rate 10
+    python -m agent.emit --broker 127.0.0.1:1883 --device-id demo --events 100 --rate 10
 
 It uses the real :class:`~agent.mqtt.publisher.MqttPublisher` (outbox, Last
 Will, discovery), so it is also what the process-level tests drive: kill it
@@ -49,7 +49,7 @@ def _say(**kw: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m agent.mqtt.emit", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m agent.emit", description=__doc__.split("\n\n")[0])
     ap.add_argument("--broker", required=True, help="host:port")
     ap.add_argument("--device-id", default="emit")
     ap.add_argument("--prefix", default="fer")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import MOSQUITTO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED_CSV = ROOT.parent / "shared/datasets/fer2013/fer2013_train_publictest.csv.gz"
 
 

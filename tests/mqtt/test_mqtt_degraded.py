@@ -19,9 +19,9 @@ import pytest
 from conftest import wait_until
 
 from agent.contracts.events import StateSnapshot
+from agent.emit import synthetic_event, synthetic_state
 from agent.health import HealthReporter, check_health
 from agent.mqtt.discovery import discovery_messages
-from agent.mqtt.emit import synthetic_event, synthetic_state
 from agent.mqtt.refusal import packet_size
 
 _TMPFS_MIB = 4  # room for the queue database and the journal's two 1 MiB segments, then filled up

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
 from snpe_testing import (
     TINY_BUNDLE,
     add_dlcs,

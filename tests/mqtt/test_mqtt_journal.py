@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent.emit import synthetic_event
 from agent.mqtt import journal as journal_mod
-from agent.mqtt.emit import synthetic_event
 from agent.mqtt.journal import decode_event, event_record
 from agent.mqtt.outbox import Outbox, OutMessage
 

@@ -23,7 +23,8 @@ from agent.mqtt.discovery import discovery_configs
 from agent.mqtt.payloads import load_schema
 from agent.mqtt.publisher import MqttPublisher
 from agent.mqtt.topics import Topics
-from agent.pipeline import NullPublisher, Pipeline
+from agent.pipeline import NullPublisher
+from agent.runner import build_pipeline
 from agent.summary import AudienceWindow, SummaryObserver, summary_payload
 
 FPS = 10.0
@@ -91,8 +92,8 @@ def _run_script(manifest, window_s: float, interval_s: float = 5.0, seconds: flo
     cfg.tracking.update_interval_s = 0
     script = Script()
     observer = SummaryObserver(manifest.labels, window_s, interval_s)
-    p = Pipeline(cfg, manifest, ArraySource(SourceConfig(), []), ScriptedDetector(script), ScriptedClassifier(script),
-                 NullPublisher(), observers=[observer], context=CTX)
+    p = build_pipeline(cfg, manifest, ArraySource(SourceConfig(), []), ScriptedDetector(script),
+                       ScriptedClassifier(script), NullPublisher(CTX), observers=[observer])
     frame = np.zeros((480, 640, 3), np.uint8)
     for i in range(int(seconds * FPS)):
         script.i = i

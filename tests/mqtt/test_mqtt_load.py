@@ -9,7 +9,7 @@ import time
 import pytest
 from conftest import wait_until
 
-from agent.mqtt.emit import synthetic_event
+from agent.emit import synthetic_event
 
 RATE = 1000
 SECONDS = 10

@@ -257,7 +257,7 @@ def test_numbers_must_be_finite_and_the_error_names_the_key(tmp_path, key, value
 
 
 def test_an_interval_where_zero_means_off_has_a_sane_minimum(tmp_path):
-    assert "tracking.update_interval_s: 1e-09 is below the minimum 0.1 (0 turns it off)" in error_of(
+    assert "tracking.update_interval_s: 1e-09 is below the minimum 0.05 (0 turns it off)" in error_of(
         tmp_path, "tracking:\n  update_interval_s: 0.000000001\n")
     assert load_config(write(tmp_path, "tracking:\n  update_interval_s: 0\n")).tracking.update_interval_s == 0
     assert "source.fps_cap: 1e-09 is below the minimum" in error_of(tmp_path, "source:\n  fps_cap: 0.000000001\n")

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
 from snpe_testing import litert_predict, make_fake_sdk, use_fake_sdk
 
 from agent.classify import FaceClassifier
@@ -18,7 +15,7 @@ from agent.contracts.manifest import load_manifest
 from agent.contracts.preprocess import image_tensor
 from agent.runtimes.snpe import SnpeConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED_CSV = ROOT.parent / "shared/datasets/fer2013/fer2013_train_publictest.csv.gz"
 BUNDLE = ROOT / "agent" / "models" / "default"
 

@@ -7,7 +7,7 @@ import socket
 import pytest
 from conftest import wait_until
 
-from agent.mqtt.emit import synthetic_event
+from agent.emit import synthetic_event
 
 pytest.importorskip("amqtt")
 

@@ -11,7 +11,8 @@ from agent.capture import ArraySource, SourceConfig
 from agent.config import AgentConfig
 from agent.detectors.haar import HaarDetector
 from agent.observers import HealthObserver, PreviewObserver, StatsObserver, WatchdogObserver
-from agent.pipeline import NullPublisher, Pipeline
+from agent.pipeline import NullPublisher
+from agent.runner import build_pipeline
 from agent.runtimes import InferenceError
 from agent.synthetic import grid_frame
 from agent.timing import STAGES
@@ -51,12 +52,13 @@ class Recorder:
         return lambda *a, **k: self.calls.append((name, a))
 
 
-def make(manifest, frames, backend=None, observers=()):
+def make(manifest, frames, backend=None, observers=(), max_frames=0):
     cfg = AgentConfig()
     cfg.tracking.update_interval_s = 0
+    cfg.max_frames = max_frames
     src = ArraySource(SourceConfig(), frames)
-    return Pipeline(cfg, manifest, src, HaarDetector(cfg.detector), backend or HappyBackend(manifest), NullPublisher(),
-                    observers=[StatsObserver(cfg.publish.stats_interval_s), *observers])
+    return build_pipeline(cfg, manifest, src, HaarDetector(cfg.detector), backend or HappyBackend(manifest),
+                          NullPublisher(), observers=[StatsObserver(cfg.publish.stats_interval_s), *observers])
 
 
 def test_failed_inference_is_counted_logged_rate_limited_and_the_loop_goes_on(manifest, caplog):
@@ -122,8 +124,7 @@ def test_stop_finishes_the_current_frame(manifest):
 
 
 def test_max_frames(manifest):
-    p = make(manifest, [grid_frame(1)] * 50)
-    p.cfg.max_frames = 7
+    p = make(manifest, [grid_frame(1)] * 50, max_frames=7)
     assert p.run().frames == 7
 
 
@@ -170,6 +171,19 @@ def test_preview_writes_annotated_video_or_pngs(manifest, tmp_path, name):
     assert ok and first.shape == (480, 640, 3)
     # something was drawn: the annotated frame differs from the input around the face
     assert np.abs(first.astype(int) - frames[0].astype(int)).mean() > 1.0
+
+
+def test_a_runtime_switch_reaches_the_publisher_through_its_protocol(manifest):
+    from agent.contracts.events import PublishContext
+
+    ctx = PublishContext(device_id="d", model_name="m", model_version="1", backend="snpe", agent_version="0",
+                         extra={"backend_detail": "snpe cpu"})
+    p = make(manifest, [])
+    p.publisher = NullPublisher(ctx)
+    p.runtime_switched("tflite", "snpe failed 2 consecutive frames")
+    assert p.publisher.ctx.backend == "tflite" and ctx.backend == "snpe"  # a new context, the old one untouched
+    assert p.publisher.ctx.extra == {"backend_detail": "fake", "backend_reason": "fallback: snpe failed 2 consecutive "
+                                     "frames"}
 
 
 class _NotifySocket:
@@ -234,8 +248,8 @@ def test_a_source_being_retried_keeps_the_watchdog_fed_and_says_why(manifest, tm
                      lambda: cv2.VideoCapture(str(tmp_path / "gone.mp4")))
     src.open()
     health = HealthReporter(tmp_path / "health.json", interval_s=0.2)
-    p = Pipeline(cfg, manifest, src, HaarDetector(cfg.detector), HappyBackend(manifest), NullPublisher(),
-                 observers=[WatchdogObserver(notifier), HealthObserver(health)])
+    p = build_pipeline(cfg, manifest, src, HaarDetector(cfg.detector), HappyBackend(manifest), NullPublisher(),
+                       observers=[WatchdogObserver(notifier), HealthObserver(health)])
     try:
         ok, message = _run_for(p, 3.5, lambda: check_health(tmp_path / "health.json", 30))
     finally:
@@ -262,8 +276,7 @@ def test_a_hung_loop_stops_feeding_the_watchdog(manifest, tmp_path):
     systemd = _NotifySocket(tmp_path / "notify.sock")
     notifier = Notifier(env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "200000"})
     p = make(manifest, [grid_frame(1)] * 60, backend=Hangs(manifest), observers=[WatchdogObserver(notifier)])
-    p.cfg.source.fps_cap = 20  # frames keep coming for about three seconds
-    p.source.cfg.fps_cap = 20
+    p.source.cfg.fps_cap = 20  # frames keep coming for about three seconds
     try:
         p.run()
     finally:

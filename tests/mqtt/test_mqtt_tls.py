@@ -11,8 +11,8 @@ import pytest
 from conftest import wait_until
 
 from agent.contracts.errors import ConfigError
+from agent.emit import synthetic_event
 from agent.mqtt.config import AuthConfig, TlsConfig
-from agent.mqtt.emit import synthetic_event
 
 SECRET = "s3cr3t-Pa55word"
 

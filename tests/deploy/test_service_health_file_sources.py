@@ -21,6 +21,7 @@ from agent.observers import HealthObserver
 class _Publisher:
     connected = True
     outbox_depth = 0
+    problems: tuple[str, ...] = ()
 
 
 class _Classifier:
@@ -28,14 +29,14 @@ class _Classifier:
 
 
 class _Pipeline:
-    """What HealthObserver reads of the loop."""
+    """What HealthObserver reads of the loop (its LoopView)."""
 
     def __init__(self) -> None:
         self.frames = 0
         self.last_frame_time = 0.0
         self.status = "running"
         self.publisher = _Publisher()
-        self.classifier = _Classifier()
+        self.classifier_name = _Classifier.name
 
 
 def _clip(path: Path, fps: float, frames: int) -> Path:

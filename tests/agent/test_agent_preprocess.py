@@ -13,7 +13,8 @@ from agent.config import AgentConfig
 from agent.contracts.preprocess import image_tensor, square_crop
 from agent.contracts.rawtensor import read_raw, write_raw
 from agent.detectors.haar import HaarDetector
-from agent.pipeline import NullPublisher, Pipeline
+from agent.pipeline import NullPublisher
+from agent.runner import build_pipeline
 from agent.synthetic import grid_frame
 
 
@@ -50,7 +51,7 @@ def test_agent_path_equals_host_preprocessing_byte_for_byte(manifest, margin):
     seen = []
     detect = det.detect
     det.detect = lambda image, grey: seen.extend(detect(image, grey)) or list(seen)  # record what the pipeline used
-    pipeline = Pipeline(cfg, manifest, ArraySource(SourceConfig(), []), det, backend, NullPublisher())
+    pipeline = build_pipeline(cfg, manifest, ArraySource(SourceConfig(), []), det, backend, NullPublisher())
     pipeline.process(frame, 0.0)
     boxes = seen
     (batch,) = backend.batches

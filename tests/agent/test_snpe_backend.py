@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
 from snpe_testing import (
     HOST_ARCH,
     add_dlcs,

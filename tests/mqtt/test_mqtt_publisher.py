@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -13,8 +14,8 @@ from conftest import wait_until
 
 from agent.contracts.errors import ConfigError
 from agent.contracts.events import StateSnapshot
+from agent.emit import synthetic_event, synthetic_state
 from agent.mqtt.config import ReconnectConfig
-from agent.mqtt.emit import synthetic_event, synthetic_state
 from agent.mqtt.payloads import load_schema
 from agent.mqtt.topics import Topics
 
@@ -173,6 +174,44 @@ def test_restarted_home_assistant_gets_discovery_again(mosquitto, make_publisher
     fresh = sub.wait_count(t.discovery_dominant, 2)
     assert not fresh[-1].retain  # a live re-publish, not the retained copy
     assert json.loads(fresh[-1].payload)["unique_id"] == "fer_ha_dominant_emotion"
+
+
+def test_a_backend_change_swaps_the_frozen_context_for_payloads_and_discovery(
+    mosquitto, make_publisher, mqtt_collector
+) -> None:
+    t = Topics("fer", "sw")
+    pub = make_publisher(mosquitto.host, mosquitto.port, device_id="sw")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        pub.ctx.backend = "snpe"  # nobody edits the context in place
+    with pytest.raises(TypeError):
+        pub.ctx.extra["backend_reason"] = "x"
+    wait_until(lambda: pub.connected, what="connected")
+    sub = mqtt_collector(mosquitto.host, mosquitto.port, [t.events, t.discovery_dominant])
+    sub.wait_count(t.discovery_dominant, 1)  # retained copy naming tflite
+    pub.backend_changed("cpu-fallback", "fallback: qnn failed 2 consecutive frames", "cpu detail")
+    pub.publish_event(synthetic_event(1))
+    (event,) = sub.wait_count(t.events, 1)
+    assert event.json()["backend"] == "cpu-fallback"
+    fresh = sub.wait_count(t.discovery_dominant, 2)
+    assert "(cpu-fallback)" in fresh[-1].json()["device"]["model"]
+    assert dict(pub.ctx.extra) == {"backend_reason": "fallback: qnn failed 2 consecutive frames",
+                                   "backend_detail": "cpu detail"}
+
+
+def test_the_device_id_comes_from_the_context_only(make_publisher, tmp_path) -> None:
+    """The runner resolves the device id once; the publisher neither derives it again nor fills in a blank one."""
+    from agent.contracts.events import PublishContext
+    from agent.mqtt.config import MqttConfig
+    from agent.mqtt.publisher import MqttPublisher
+
+    cfg = MqttConfig(host="localhost", device_id=None)
+    ctx = PublishContext(device_id="from-runner", model_name="m", model_version="1", backend="tflite",
+                         agent_version="0")
+    pub = MqttPublisher(cfg, ctx, tmp_path / "a")
+    assert pub.ctx is ctx and pub.topics.base == "fer/from-runner" and pub.client_id == "fer-from-runner"
+    pub.close(timeout=0)
+    with pytest.raises(ValueError, match="device_id is empty"):
+        MqttPublisher(cfg, dataclasses.replace(ctx, device_id=""), tmp_path / "b")
 
 
 def test_a_flood_of_home_assistant_births_is_answered_by_one_discovery_per_few_seconds(

@@ -26,7 +26,7 @@ try:  # TensorFlow before libQnnHtp.so: the HTP library exports RE2 symbols a la
 except ImportError:
     pass
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED_CSV = ROOT.parent / "shared/datasets/fer2013/fer2013_train_publictest.csv.gz"
 DEFAULT = ROOT / "agent" / "models" / "default"
 

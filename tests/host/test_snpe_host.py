@@ -6,14 +6,11 @@ import csv
 import json
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "stand_ins"))
 from snpe_testing import (
     STAND_IN_ENV,
     TINY_BUNDLE,

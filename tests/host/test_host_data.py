@@ -14,7 +14,7 @@ from agent.contracts.labels import LABELS, label_index
 from host_tools import data as fer_data
 from host_tools.data import DataError
 
-SHARED_CSV = Path(__file__).resolve().parents[2] / "shared/datasets/fer2013/fer2013_train_publictest.csv.gz"
+SHARED_CSV = Path(__file__).resolve().parents[3] / "shared/datasets/fer2013/fer2013_train_publictest.csv.gz"
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ from agent.contracts.manifest import load_manifest, parse_manifest
 from agent.contracts.preprocess import Box, face_tensor, image_tensor, normalize, square_crop
 from agent.contracts.rawtensor import parse_input_list, read_raw, result_path, write_input_list, write_raw
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "agent" / "models" / "default"
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "agent" / "models" / "default"
 
 
 def _manifest_dict() -> dict:

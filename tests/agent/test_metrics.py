@@ -19,7 +19,8 @@ from agent.contracts.errors import ConfigError
 from agent.contracts.events import PublishContext
 from agent.detectors.haar import HaarDetector
 from agent.metrics import MetricsObserver
-from agent.pipeline import NullPublisher, Pipeline
+from agent.pipeline import NullPublisher
+from agent.runner import build_pipeline
 from agent.synthetic import grid_frame
 
 parser = pytest.importorskip("prometheus_client.parser")
@@ -58,8 +59,8 @@ def test_textfile_parses_and_holds_the_run(manifest, tmp_path: Path) -> None:
     cfg.tracking.update_interval_s = 0
     observer = MetricsObserver(str(path), interval_s=3600.0)
     ctx = PublishContext("board-7", manifest.model_name, manifest.model_version, "tflite", "0.1.0")
-    p = Pipeline(cfg, manifest, ArraySource(SourceConfig(), [grid_frame(1)] * 20), HaarDetector(cfg.detector),
-                 HappyClassifier(), NullPublisher(), observers=[observer], context=ctx)
+    p = build_pipeline(cfg, manifest, ArraySource(SourceConfig(), [grid_frame(1)] * 20), HaarDetector(cfg.detector),
+                       HappyClassifier(), NullPublisher(ctx), observers=[observer])
     p.run()
     fam = _families(path)
     # prometheus_client strips the _total suffix from counter family names
@@ -85,8 +86,8 @@ def test_textfile_is_rewritten_every_interval(manifest, tmp_path: Path) -> None:
     ticks = iter(range(1000))
     observer = MetricsObserver(str(path), interval_s=5.0, clock=lambda: float(next(ticks)))
     cfg = AgentConfig()
-    p = Pipeline(cfg, manifest, ArraySource(SourceConfig(), [grid_frame(1)] * 12), HaarDetector(cfg.detector),
-                 HappyClassifier(), NullPublisher(), observers=[observer])
+    p = build_pipeline(cfg, manifest, ArraySource(SourceConfig(), [grid_frame(1)] * 12), HaarDetector(cfg.detector),
+                       HappyClassifier(), NullPublisher(), observers=[observer])
     p.run()
     assert observer.writes == 1 + 2 + 1  # start, every 5 clock ticks (one per frame), stop
 
@@ -95,9 +96,9 @@ def test_label_values_are_escaped(manifest, tmp_path: Path) -> None:
     path = tmp_path / "m.prom"
     cfg = AgentConfig()
     ctx = PublishContext('dev"ice\\x', "m", "1", "tflite\nfallback", "0.1.0")
-    p = Pipeline(cfg, manifest, ArraySource(SourceConfig(), []), HaarDetector(cfg.detector), HappyClassifier(),
-                 NullPublisher(), observers=[], context=ctx)
-    MetricsObserver(str(path), 60.0).write(p)
+    p = build_pipeline(cfg, manifest, ArraySource(SourceConfig(), []), HaarDetector(cfg.detector), HappyClassifier(),
+                       NullPublisher(ctx), observers=[])
+    MetricsObserver(str(path), 60.0).write(p.view)
     info = _families(path)["fer_agent_info"].samples[0].labels
     assert info["device_id"] == 'dev"ice\\x' and info["backend"] == "tflite\nfallback"
 
@@ -125,8 +126,8 @@ def test_a_failing_write_is_logged_and_the_agent_goes_on(manifest, tmp_path: Pat
     observer = MetricsObserver(str(d / "m.prom"), interval_s=0.0)
     d.rmdir()  # the directory vanishes while the agent runs
     cfg = AgentConfig()
-    p = Pipeline(cfg, manifest, ArraySource(SourceConfig(), [grid_frame(1)] * 5), HaarDetector(cfg.detector),
-                 HappyClassifier(), NullPublisher(), observers=[observer])
+    p = build_pipeline(cfg, manifest, ArraySource(SourceConfig(), [grid_frame(1)] * 5), HaarDetector(cfg.detector),
+                       HappyClassifier(), NullPublisher(), observers=[observer])
     with caplog.at_level(logging.WARNING, logger="agent.metrics"):
         summary = p.run()
     assert summary.frames == 5 and observer.failures == 7  # start, 5 frames, stop

@@ -1,4 +1,4 @@
-"""Process-level behaviour with a real publisher process (``python -m agent.mqtt.emit``) and mosquitto:
+"""Process-level behaviour with a real publisher process (``python -m agent.emit``) and mosquitto:
 Last Will on kill, clean offline on SIGTERM, nothing lost across a 10 s broker outage, even when the
 agent restarts during the outage, and no accepted event lost to kill -9 at random moments."""
 
@@ -18,7 +18,7 @@ from conftest import Mosquitto
 
 
 def spawn(broker: Mosquitto, *args: str, device_id: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "agent.mqtt.emit", "--broker", f"{broker.host}:{broker.port}",
+    cmd = [sys.executable, "-m", "agent.emit", "--broker", f"{broker.host}:{broker.port}",
            "--device-id", device_id, "--log-level", "info", *args]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -157,7 +157,7 @@ def test_every_accepted_event_survives_kill_9_at_random_points(mosquitto, mqtt_c
         out = tmp_path / f"run{run}.jsonl"
         with out.open("w") as fh:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.mqtt.emit", "--broker", f"{mosquitto.host}:{mosquitto.port}",
+                [sys.executable, "-m", "agent.emit", "--broker", f"{mosquitto.host}:{mosquitto.port}",
                  "--device-id", "kill9", "--state-dir", state, "--events", "100000", "--first-frame", str(first),
                  "--rate", "400", "--print-accepted"], stdout=fh, stderr=subprocess.DEVNULL)
             started = time.monotonic()
@@ -170,7 +170,7 @@ def test_every_accepted_event_survives_kill_9_at_random_points(mosquitto, mqtt_c
         accepted += frames
         first = (frames[-1] + 1) if frames else first + 100000  # frame numbers never repeat across runs
     assert len(accepted) > 500, f"too few events accepted to mean anything (seed {seed})"
-    final = subprocess.Popen([sys.executable, "-m", "agent.mqtt.emit", "--broker", f"{mosquitto.host}:{mosquitto.port}",
+    final = subprocess.Popen([sys.executable, "-m", "agent.emit", "--broker", f"{mosquitto.host}:{mosquitto.port}",
                               "--device-id", "kill9", "--state-dir", state, "--events", "0", "--linger", "30",
                               "--wait-connected", "10", "--log-level", "info"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -314,7 +314,7 @@ def test_convs_flag_is_validated():
 
 
 def test_train_speed_benchmark_runs_and_rejects_bad_shapes():
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "train_speed.py"
     ok = subprocess.run(
         [
             sys.executable,
@@ -566,7 +566,7 @@ def _graph_bundle(tmp_path: Path, in_shape: list[int], classes: int) -> Path:
     from agent.contracts.manifest import file_entry
 
     root = tmp_path / f"b{in_shape[1]}x{classes}"
-    shutil.copytree(Path(__file__).parent / "stand_ins" / "tiny_bundle", root)
+    shutil.copytree(Path(__file__).resolve().parents[1] / "stand_ins" / "tiny_bundle", root)
     graph = tf.Graph()
     with graph.as_default():
         x = tf.compat.v1.placeholder(tf.float32, in_shape, name="input")
@@ -583,7 +583,7 @@ def test_export_from_bundle_errors_name_the_file_and_key(tmp_path):
     from agent.contracts.errors import FerError
     from host_tools.export import export_bundle
 
-    tiny = Path(__file__).parent / "stand_ins" / "tiny_bundle"
+    tiny = Path(__file__).resolve().parents[1] / "stand_ins" / "tiny_bundle"
     wide = _graph_bundle(tmp_path, [1, 64, 64, 1], 7)
     with pytest.raises(
         FerError,
@@ -612,7 +612,7 @@ def test_export_from_bundle_errors_name_the_file_and_key(tmp_path):
 
 @pytest.mark.data
 @pytest.mark.skipif(
-    not (Path(__file__).resolve().parents[2] / "shared/datasets/fer2013").exists(),
+    not (Path(__file__).resolve().parents[3] / "shared/datasets/fer2013").exists(),
     reason="real FER2013 not present under ../shared",
 )
 def test_default_bundle_network_from_its_frozen_graph_matches_its_float_tflite(tmp_path):
@@ -621,7 +621,7 @@ def test_default_bundle_network_from_its_frozen_graph_matches_its_float_tflite(t
     from host_tools import export, export_source, tflite_eval
     from host_tools.data import load
 
-    csv_path = Path(__file__).resolve().parents[2] / "shared/datasets/fer2013/fer2013_train_publictest.csv.gz"
+    csv_path = Path(__file__).resolve().parents[3] / "shared/datasets/fer2013/fer2013_train_publictest.csv.gz"
     m = load_manifest(default_bundle_path())
     src = export_source.from_bundle(tf, default_bundle_path())
     x = normalize(load(str(csv_path)).split("PublicTest").x[:200], m.input.normalization)[..., None]
