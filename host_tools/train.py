@@ -88,6 +88,9 @@ class TrainConfig:
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"--ema must be in [0, 1), got {self.ema}")
         a = self.augment
+        if not 0.0 <= a.camera_prob <= 1.0 or not 0.0 <= a.aspect < 1.0:
+            raise ValueError(f"--camera-prob must be in [0, 1] and the aspect jitter in [0, 1), got {a.camera_prob} "
+                             f"and {a.aspect}")
         if a.mixup_alpha < 0 or not 0.0 <= a.mixup_prob <= 1.0:
             raise ValueError(f"--mixup must be >= 0 and --mixup-prob in [0, 1], got {a.mixup_alpha} and {a.mixup_prob}")
         if self.labels not in LABEL_SOURCES:

@@ -142,3 +142,15 @@ def test_bundle_weights_rebuild_the_shipped_network(manifest):
     np.testing.assert_allclose(views, tflite_eval.predict(manifest.path_of("tflite"), x), atol=1e-4)
     with pytest.raises(FerError, match="the bundle's network has another shape"):
         bundle_weights(manifest.root, lambda: build_model((32, 64, 128, 256), convs=convs))
+
+
+def test_camera_and_label_settings_are_checked_before_the_data_is_read(tmp_path, capsys):
+    pytest.importorskip("tensorflow", reason="host tests need the `host` extra (TensorFlow)")
+    from host_tools.cli import main
+
+    missing = str(tmp_path / "no.csv")  # never read: the flags fail first
+    for flags, message in ((["--camera-prob", "2"], "--camera-prob must be in [0, 1]"),
+                           (["--labels", "ferplus", "--ferplus-weight", "1.5"], "--ferplus-weight must be in [0, 1]")):
+        assert main(["train", "--data", missing, "--out", str(tmp_path / "r"), *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
