@@ -70,5 +70,17 @@ export: setup-dev
 accuracy-htp: setup-dev
 	nice $(BIN)/fer-host evaluate agent/models/default --backend qnn --data $(DATA) --record
 
+# The installer's whole flow (push.sh, install, start under real systemd, an event on a loopback broker, upgrade,
+# automatic rollback of a broken release, uninstall) on an emulated arm64 Debian 12 board under
+# qemu-system-aarch64: see docs/deploy.md, "An emulated board". Runs as root; the board image is built once
+# with mmdebstrap and cached in BOARD_CACHE, keyed by its recipe.
+BOARD_CACHE ?= /var/cache/fer-agent-board
+APT_BOARD := qemu-system-arm qemu-utils qemu-user-static binfmt-support mmdebstrap e2fsprogs openssh-client \
+	mosquitto mosquitto-clients
+.PHONY: board-test
+board-test: setup-agent
+	@SUDO="$(SUDO)" .ci/system-deps.sh $(APT_BOARD)
+	$(SUDO) env FER_BOARD_CACHE=$(BOARD_CACHE) PYTHON=$(abspath $(BIN)/python) deploy/board-test/run.sh
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
