@@ -93,6 +93,17 @@ ha-test: setup-dev system-deps
 	HA_VERSION=$(HA_VERSION) HA_DIR=$(HA_DIR) SUDO="$(SUDO)" timeout 1800 .ci/ha-install.sh \
 	  && FER_HA_DIR=$(HA_DIR) timeout 600 $(BIN)/python -m pytest -s -p no:cacheprovider tests/mqtt/test_home_assistant.py; \
 	rc=$$?; echo "make ha-test: $$(( $$(date +%s) - start )) s (Home Assistant $(HA_VERSION)), exit $$rc"; exit $$rc
+# The installer's whole flow (push.sh, install, start under real systemd, an event on a loopback broker, upgrade,
+# automatic rollback of a broken release, uninstall) on an emulated arm64 Debian 12 board under
+# qemu-system-aarch64: see docs/deploy.md, "An emulated board". Runs as root; the board image is built once
+# with mmdebstrap and cached in BOARD_CACHE, keyed by its recipe.
+BOARD_CACHE ?= /var/cache/fer-agent-board
+APT_BOARD := qemu-system-arm qemu-utils qemu-user-static binfmt-support mmdebstrap e2fsprogs openssh-client \
+	mosquitto mosquitto-clients
+.PHONY: board-test
+board-test: setup-agent
+	@SUDO="$(SUDO)" .ci/system-deps.sh $(APT_BOARD)
+	$(SUDO) env FER_BOARD_CACHE=$(BOARD_CACHE) PYTHON=$(abspath $(BIN)/python) deploy/board-test/run.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

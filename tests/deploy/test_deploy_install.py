@@ -254,7 +254,7 @@ def test_refuses_to_run_unprivileged_on_the_real_root(tmp_path: Path) -> None:
     assert r.returncode == 2 and "run as root" in r.stderr
 
 
-SCRIPTS = sorted(DEPLOY.glob("*.sh"))
+SCRIPTS = sorted(DEPLOY.glob("*.sh")) + sorted((DEPLOY / "board-test").glob("*.sh"))
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (apt install shellcheck)")
