@@ -195,7 +195,7 @@ class ArraySource(FrameSource):
             self.ended = True
             return None
         self._pace()
-        return Frame(image, time.time(), time.monotonic())
+        return Frame(image, time.time())
 
 
 def open_source(cfg: SourceConfig) -> FrameSource:

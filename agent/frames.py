@@ -62,7 +62,6 @@ class SourceConfig:
 class Frame:
     image: np.ndarray  # H x W x 3 BGR uint8
     capture_time: float  # UNIX seconds when the frame was read
-    monotonic: float  # time.monotonic() at the same moment, for intervals
 
 
 class FrameSource:
@@ -120,4 +119,4 @@ def to_frame(image: np.ndarray) -> Frame:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     elif image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return Frame(image, time.time(), time.monotonic())
+    return Frame(image, time.time())

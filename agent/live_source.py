@@ -99,7 +99,7 @@ class LiveSource(FrameSource):
             backoff = self.cfg.reopen_initial_s
             if self._paced and self.nominal_fps > 0 and self._stop.wait(1.0 / self.nominal_fps):
                 break
-            stamp = (image, time.time(), time.monotonic())
+            stamp = (image, time.time())
             with self._cond:
                 if self._latest is not None:
                     self.dropped += 1
@@ -122,7 +122,7 @@ class LiveSource(FrameSource):
         if item is None:
             return None
         frame = to_frame(item[0])
-        frame.capture_time, frame.monotonic = item[1], item[2]
+        frame.capture_time = item[1]  # when the camera delivered it, not when the loop took it
         return frame
 
     def close(self) -> None:

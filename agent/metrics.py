@@ -148,6 +148,8 @@ class MetricsObserver(Observer):
         m.one("fps", "gauge", "Frames per second over the last 120 frames.", float(stats["fps"]))
         m.one("dropped_frames_total", "counter", "Frames the source dropped because the loop was behind.",
               stats["dropped_frames"])
+        m.one("source_reopens_total", "counter", "Times a live source was opened again after a failure.",
+              stats.get("source_reopens", 0))
         m.one("failed_inferences_total", "counter", "Frames skipped because inference failed.",
               stats["failed_inferences"])
         m.one("faces", "gauge", "Faces detected in the latest frame.", stats["faces"])

@@ -381,6 +381,7 @@ class Pipeline:
             "fps": round(self.rate.rate(), 2),
             "frames": self.frames,
             "dropped_frames": self.source.dropped,
+            "source_reopens": self.source.reopens,
             "failed_inferences": self.failed_inferences,
             "faces": self.faces_now,
             "stages": self.times.summary(),

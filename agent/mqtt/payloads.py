@@ -96,6 +96,7 @@ def stats_payload(stats: Mapping[str, Any], ctx: PublishContext, *, uptime_s: fl
         "fps": round(float(stats.get("fps", 0.0)), 2),
         "frames": int(stats.get("frames", 0)),
         "dropped_frames": int(stats.get("dropped_frames", 0)),
+        "source_reopens": int(stats.get("source_reopens", 0)),
         "failed_inferences": int(stats.get("failed_inferences", 0)),
         "faces": int(stats.get("faces", 0)),
         "stages": {str(k): _stage(v) for k, v in (stats.get("stages") or {}).items()},

@@ -85,7 +85,7 @@ def test_events_state_and_stats(manifest):
     assert all(0 <= v <= 1 for e in ev for v in e.face.box)
     assert p.publisher.states >= 2  # on events and at the end
     stats = p.publisher.stats[-1]
-    assert set(stats) == {"fps", "frames", "dropped_frames", "failed_inferences", "faces", "stages"}
+    assert set(stats) == {"fps", "frames", "dropped_frames", "source_reopens", "failed_inferences", "faces", "stages"}
     assert stats["frames"] == 20 and stats["faces"] == 4
     assert set(stats["stages"]) == set(STAGES)
     assert all(set(v) == {"mean_ms", "p95_ms"} and v["p95_ms"] >= 0 for v in stats["stages"].values())

@@ -24,6 +24,7 @@ STATS = {
     "fps": 29.7,
     "frames": 1200,
     "dropped_frames": 4,
+    "source_reopens": 3,
     "failed_inferences": 1,
     "faces": 2,
     "stages": {"capture": {"mean_ms": 1.2, "p95_ms": 2.5}, "infer": {"mean_ms": 8.0, "p95_ms": 11.0}},
@@ -91,6 +92,7 @@ def test_stats_payload_adds_publisher_and_context_fields() -> None:
     assert p["outbox"] == {"depth": 5, "dropped": 2}
     assert p["stages"]["infer"] == {"mean_ms": 8.0, "p95_ms": 11.0}
     assert (p["backend"], p["agent_version"], p["uptime_s"]) == ("snpe-dsp", "0.1.0", 12.3)
+    assert p["source_reopens"] == 3  # a camera that keeps dropping shows on the dashboard
 
 
 def test_status_schema() -> None:
