@@ -124,10 +124,11 @@ def test_past_the_memory_bound_the_loss_is_a_visible_seq_gap_and_a_counter(
     wait_until(lambda: len(_events(sub, "gap")) >= 400 - lost, timeout=30, what="what was kept delivered")
     events = _events(sub, "gap")
     seqs = [e["seq"] for e in events]
-    assert len(events) == 400 - lost and seqs == sorted(seqs)
+    assert len(events) == 400 - lost and seqs == sorted(set(seqs))
     assert seqs[-1] == 400, "the lost events' numbers stay unused: the gap shows the loss"
-    gaps = seqs[-1] - seqs[0] + 1 - len(seqs)
-    assert gaps == lost
+    # Every number not delivered is a counted loss. Where the gap falls depends on timing: the oldest held events
+    # go first, and under load the first ten may still be held (not yet on disk) when the disk fills.
+    assert seqs[-1] - len(seqs) == lost
     pub.publish_stats({"fps": 1.0})
     stats = sub.wait_count("fer/gap/stats", 1)[0].json()
     assert stats["outbox"]["lost"] == lost
