@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -185,17 +184,12 @@ def run_ours(photos: Photos, bundle: Path | None, crops_out: Path | None) -> dic
 
 
 def run_peer(photos: Photos) -> dict[str, Any] | None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
-        try:
-            from fer import FER
-        except ImportError:
-            from fer.fer import FER  # fer 25.10.x's __init__ no longer exports it
-        import fer
-    except ImportError as exc:
-        print(f"# peer skipped: fer not installed ({exc}); make accuracy-photos installs it", file=sys.stderr)
+    from e2e_accuracy import load_fer_peer  # the one way the benchmarks load the peer
+
+    peer, name = load_fer_peer()
+    if peer is None:
+        print(f"# peer skipped: {name}; make accuracy-photos installs it", file=sys.stderr)
         return None
-    peer = FER(mtcnn=False)
     t0 = time.process_time()
     pred = np.full(len(photos), -1)
     for i, (frame, rect) in enumerate(frames(photos)):
@@ -203,7 +197,7 @@ def run_peer(photos: Photos) -> dict[str, Any] | None:
         if faces:
             best = max(faces, key=lambda f: f["box"][2] * f["box"][3])
             pred[i] = LABELS.index(max(best["emotions"], key=best["emotions"].get))
-    return {"name": f"fer {getattr(fer, '__version__', '?')}", "describe": "fer.FER(mtcnn=False): Haar + mini-Xception",
+    return {"name": name, "describe": "fer.FER(mtcnn=False): Haar + mini-Xception",
             "pred": pred, "cpu_s": round(time.process_time() - t0, 1)}
 
 
