@@ -116,12 +116,11 @@ def _limit(split: fer_data.Split, n: int, seed: int, targets: np.ndarray | None 
     return fer_data.Split(split.x[idx], split.y[idx]), None if targets is None else targets[idx]
 
 
-def _ferplus_targets(cfg: TrainConfig, dataset: fer_data.Dataset) -> tuple[fer_data.Split, np.ndarray]:
+def _ferplus_targets(cfg: TrainConfig, votes: dict, dataset: fer_data.Dataset) -> tuple[fer_data.Split, np.ndarray]:
     """The Training rows the FER+ votes keep and their targets (:mod:`host_tools.ferplus`)."""
     from host_tools import ferplus
 
     path = cfg.ferplus or ferplus.default_path(cfg.data)
-    votes = ferplus.load(path)
     split = dataset.split("Training")
     if "Training" not in votes:
         raise fer_data.DataError(f"{path}: no Training rows")
@@ -164,11 +163,16 @@ def _load_data(cfg: TrainConfig, state_path: Path) -> _Data:
         from host_tools.distill import load_teachers
 
         teacher_bundles = load_teachers(cfg.teachers)  # checked before the data set is read
+    votes = None
+    if cfg.labels == "ferplus":  # read first too: a wrong path fails before tens of seconds of decoding
+        from host_tools import ferplus
+
+        votes = ferplus.load(cfg.ferplus or ferplus.default_path(cfg.data))
     dataset = fer_data.load(cfg.data, skip_bad_rows=cfg.skip_bad_rows)
     if dataset.skipped:
         print(f"{dataset.skip_summary()}; e.g. {dataset.skipped_examples[0]}", file=sys.stderr)
     if cfg.labels == "ferplus":
-        train_split, base = _ferplus_targets(cfg, dataset)
+        train_split, base = _ferplus_targets(cfg, votes, dataset)
     else:
         train_split = dataset.split("Training")
         base = np.eye(NUM_CLASSES, dtype=np.float32)[train_split.y]

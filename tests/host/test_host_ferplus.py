@@ -150,7 +150,8 @@ def test_camera_and_label_settings_are_checked_before_the_data_is_read(tmp_path,
 
     missing = str(tmp_path / "no.csv")  # never read: the flags fail first
     for flags, message in ((["--camera-prob", "2"], "--camera-prob must be in [0, 1]"),
-                           (["--labels", "ferplus", "--ferplus-weight", "1.5"], "--ferplus-weight must be in [0, 1]")):
+                           (["--labels", "ferplus", "--ferplus-weight", "1.5"], "--ferplus-weight must be in [0, 1]"),
+                           (["--labels", "ferplus"], "FER+ votes file not found")):
         assert main(["train", "--data", missing, "--out", str(tmp_path / "r"), *flags]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
