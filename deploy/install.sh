@@ -107,6 +107,20 @@ payload_fingerprint() {
 }
 FINGERPRINT=$(payload_fingerprint)
 
+# Fingerprint of the dependencies: every wheel but the agent's (sha256, sorted), what is installed from them
+# (the qnn extra or not) and the Python the venv is built with. Releases with the same one can share their
+# dependencies (reuse_dependencies below).
+deps_fingerprint() {
+    {
+        (cd "$PAYLOAD/wheels" && find . -maxdepth 1 -name '*.whl' ! -name 'fer_agent-*' -print0 |
+            LC_ALL=C sort -z | xargs -0 -r sha256sum)
+        printf 'extra %s\npython %s\n' "${AGENT_REQ#"${agent_wheels[0]}"}" \
+            "$("$PYTHON" -c 'import sys; print(sys.executable, sys.version)')"
+    } | sha256sum | cut -d' ' -f1
+}
+DEPS=$(deps_fingerprint)
+DEP_WHEELS=$(find "$PAYLOAD/wheels" -maxdepth 1 -name '*.whl' ! -name 'fer_agent-*' | wc -l)
+
 # ---------------------------------------------------------------- user and groups
 if ! "$GETENT" group "$SERVICE_GROUP" >/dev/null; then
     "$GROUPADD" --system "$SERVICE_GROUP"
@@ -133,6 +147,94 @@ REL="$P/releases/$RELEASE"
 ensure_dir "$P" 755 "$OWNER_ROOT"
 ensure_dir "$P/releases" 755 "$OWNER_ROOT"
 
+# full_venv: the release's venv from all the payload's wheels.
+full_venv() {
+    [[ -z "$QNN_NOTE" ]] || log "$QNN_NOTE"
+    "$PYTHON" -m venv "$REL/venv"
+    # --no-compile, then compileall on every core and without the dependencies' own test suites: pip
+    # byte-compiles one file at a time, most of an install on a slow board. The .pyc files are still
+    # wanted: the unit sets PYTHONDONTWRITEBYTECODE and the release is read-only to the agent, so
+    # without them every start would compile numpy, OpenCV and LiteRT's Python again.
+    "$REL/venv/bin/python" -m pip install --quiet --no-index --no-cache-dir --disable-pip-version-check \
+        --no-compile --find-links "$PAYLOAD/wheels" "$AGENT_REQ" ||
+        die "pip could not install ${agent_wheels[0]##*/} from $PAYLOAD/wheels (are wheels for this board's Python/arch there? push.sh collects them)"
+    "$REL/venv/bin/python" -m compileall -q -j 0 -x '/tests?/' "$REL/venv/lib" >/dev/null ||
+        log "note: some files of release $RELEASE did not byte-compile (they compile at import instead)"
+}
+
+# reuse_dependencies: when an installed, complete release has the same dependencies (its .deps; current
+# first, then previous, then the newest), the new venv is a hard-link copy of that venv with only the agent
+# wheel reinstalled: on a slow board that skips unpacking and byte-compiling a few hundred MB of wheels.
+# The old release stays as it was: pip unlinks the agent's files before it writes the new ones, and the
+# files that name the venv's own path (scripts in bin/, pyvenv.cfg) are written as new files. Returns 1
+# (nothing left behind, one line saying why) when there is nothing to reuse or a step fails: the caller
+# then installs everything.
+reuse_dependencies() {
+    local src="" r why=""
+    for r in "$(release_id_of "$P/current")" "$(release_id_of "$P/previous")" \
+        $(for d in "$P"/releases/*/; do stat -c '%Y %n' "${d%/}"; done | sort -rn | sed 's|^[0-9]* .*/||'); do
+        if [[ -n "$r" && "$r" != "$RELEASE" && -f "$P/releases/$r/.complete" && -x "$P/releases/$r/venv/bin/python" &&
+            "$(cat "$P/releases/$r/.deps" 2>/dev/null)" == "$DEPS" ]]; then
+            src=$r
+            break
+        fi
+    done
+    [[ -n "$src" ]] || return 1
+    if ! cp -al "$P/releases/$src/venv" "$REL/venv" 2>/dev/null; then
+        why="cp -al failed: no hard links on this file system?"
+    elif ! relink_venv_paths "$REL/venv" "$P/releases/$src/venv" "$REL/venv"; then
+        why="could not rewrite the venv path in $REL/venv/bin"
+    elif ! "$REL/venv/bin/python" -m pip install --quiet --no-index --no-cache-dir --disable-pip-version-check \
+        --no-compile --no-deps --force-reinstall "${agent_wheels[0]}" >&2; then
+        why="pip could not reinstall ${agent_wheels[0]##*/} into the copy"
+    elif ! compile_wheel_files "$REL/venv" "${agent_wheels[0]}"; then
+        why="the agent's files did not byte-compile"
+    fi
+    if [[ -n "$why" ]]; then
+        rm -rf "$REL/venv"
+        log "not reusing the dependencies of release $src ($why); installing all $DEP_WHEELS wheels"
+        return 1
+    fi
+    log "reusing the dependencies of release $src (same $DEP_WHEELS wheels); installed ${agent_wheels[0]##*/} only"
+}
+
+# relink_venv_paths VENV OLD NEW: the scripts in VENV/bin and VENV/pyvenv.cfg that name OLD (the venv the
+# copy was made from) name NEW instead, each written as a new file: the old inode belongs to the other release.
+relink_venv_paths() {
+    "$PYTHON" - "$@" <<'EOF'
+import os, sys
+venv, old, new = sys.argv[1], os.fsencode(sys.argv[2]), os.fsencode(sys.argv[3])
+for path in [os.path.join(venv, "pyvenv.cfg")] + [e.path for e in os.scandir(os.path.join(venv, "bin"))]:
+    if os.path.islink(path) or not os.path.isfile(path):
+        continue
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if old in data:
+        with open(path + ".new", "wb") as fh:
+            fh.write(data.replace(old, new))
+        os.chmod(path + ".new", os.stat(path).st_mode & 0o7777)
+        os.replace(path + ".new", path)
+EOF
+}
+
+# compile_wheel_files VENV WHEEL: byte-compile what WHEEL installed into VENV (its top-level packages and
+# modules, without test suites), as full_venv's compileall does for everything.
+compile_wheel_files() {
+    "$1/bin/python" - "$2" >/dev/null <<'EOF'
+import compileall, os, re, sys, sysconfig, zipfile
+site = sysconfig.get_paths()["purelib"]
+tops = {n.split("/")[0] for n in zipfile.ZipFile(sys.argv[1]).namelist()}
+ok = True
+for top in sorted(t for t in tops if not t.endswith((".dist-info", ".data"))):
+    path = os.path.join(site, top)
+    if os.path.isdir(path):
+        ok = compileall.compile_dir(path, quiet=1, workers=0, rx=re.compile(r"/tests?/")) and ok
+    elif path.endswith(".py") and os.path.isfile(path):
+        ok = compileall.compile_file(path, quiet=1) and ok
+sys.exit(0 if ok else 1)
+EOF
+}
+
 if [[ -f "$REL/.complete" ]]; then
     if [[ "$(cat "$REL/.complete")" != "$FINGERPRINT" ]]; then
         die "release $RELEASE is already installed with different wheels/bundle; give the new build another id"
@@ -144,19 +246,10 @@ else
         rm -rf "$REL"
     fi
     log "installing release $RELEASE into ${REL#"$DESTDIR"}"
-    [[ -z "$QNN_NOTE" ]] || log "$QNN_NOTE"
     mkdir -p "$REL"
     # A venv is not relocatable, so it is built in place; .complete is written last.
-    "$PYTHON" -m venv "$REL/venv"
-    # --no-compile, then compileall on every core and without the dependencies' own test suites: pip
-    # byte-compiles one file at a time, most of an install on a slow board. The .pyc files are still
-    # wanted: the unit sets PYTHONDONTWRITEBYTECODE and the release is read-only to the agent, so
-    # without them every start would compile numpy, OpenCV and LiteRT's Python again.
-    "$REL/venv/bin/python" -m pip install --quiet --no-index --no-cache-dir --disable-pip-version-check \
-        --no-compile --find-links "$PAYLOAD/wheels" "$AGENT_REQ" ||
-        die "pip could not install ${agent_wheels[0]##*/} from $PAYLOAD/wheels (are wheels for this board's Python/arch there? push.sh collects them)"
-    "$REL/venv/bin/python" -m compileall -q -j 0 -x '/tests?/' "$REL/venv/lib" >/dev/null ||
-        log "note: some files of release $RELEASE did not byte-compile (they compile at import instead)"
+    reuse_dependencies || full_venv
+    printf '%s\n' "$DEPS" >"$REL/.deps"
     cp -R "$PAYLOAD/bundle" "$REL/bundle"
     mkdir -p "$REL/deploy"
     cp "$HERE/install.sh" "$HERE/rollback.sh" "$HERE/uninstall.sh" "$HERE/lib.sh" "$REL/deploy/"
