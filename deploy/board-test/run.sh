@@ -91,6 +91,14 @@ step() {
 STEP_TIMES=()
 
 # ---------------------------------------------------------------- image, broker, board
+# A still image with one face, looped: the emulated board has no camera. realtime: false, so the
+# agent takes frames at its own (emulated, slow) pace. Made first: it needs nothing from the board.
+(cd "$REPO" && "$PYTHON" - "$WORK/face.jpg" <<'PY'
+import sys, cv2
+from agent.synthetic import grid_frame
+cv2.imwrite(sys.argv[1], grid_frame(1))
+PY
+)
 image() { "$HERE/build-image.sh" "$CACHE" >"$WORK/image-dir"; }
 export -f board image
 step image 1800 image
@@ -131,13 +139,6 @@ step boot 600 wait_ssh
 board 'printf "board: %s, Python %s, glibc %s, systemd %s\n" "$(uname -m)" "$(python3 -c "import sys; print(sys.version.split()[0])")" "$(ldd --version | head -n 1 | grep -o "[0-9.]*$")" "$(systemctl --version | head -n 1 | cut -d" " -f2)"' >&2
 
 # ---------------------------------------------------------------- what the board runs
-# A still image with one face, looped: the emulated board has no camera. realtime: false, so the
-# agent takes frames at its own (emulated, slow) pace.
-"$PYTHON" - "$WORK/face.jpg" <<'PY'
-import sys, cv2
-from agent.demo import grid_frame
-cv2.imwrite(sys.argv[1], grid_frame(1))
-PY
 board "mkdir -p /srv/fer-board-test && cat >/srv/fer-board-test/face.jpg && chmod 644 /srv/fer-board-test/face.jpg" <"$WORK/face.jpg"
 config() {  # config FILE COMMENT
     cat >"$1" <<EOF
