@@ -101,25 +101,16 @@ if ((${#qnn_wheels[@]})); then
     fi
 fi
 
-# Fingerprint of what gets installed into a release: same id + other content is refused.
-payload_fingerprint() {
-    (cd "$PAYLOAD" && find wheels bundle -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1
-}
-FINGERPRINT=$(payload_fingerprint)
-
-# Fingerprint of the dependencies: every wheel but the agent's (sha256, sorted), what is installed from them
-# (the qnn extra or not) and the Python the venv is built with. Releases with the same one can share their
-# dependencies (reuse_dependencies below).
-deps_fingerprint() {
-    {
-        (cd "$PAYLOAD/wheels" && find . -maxdepth 1 -name '*.whl' ! -name 'fer_agent-*' -print0 |
-            LC_ALL=C sort -z | xargs -0 -r sha256sum)
-        printf 'extra %s\npython %s\n' "${AGENT_REQ#"${agent_wheels[0]}"}" \
-            "$("$PYTHON" -c 'import sys; print(sys.executable, sys.version)')"
-    } | sha256sum | cut -d' ' -f1
-}
-DEPS=$(deps_fingerprint)
-DEP_WHEELS=$(find "$PAYLOAD/wheels" -maxdepth 1 -name '*.whl' ! -name 'fer_agent-*' | wc -l)
+# The sha256 of every file of the payload that gets installed (one pass: hashing 200 MB takes a while on
+# a slow board), and from it two fingerprints. The release's: same id + other content is refused. The
+# dependencies': every wheel but the agent's, what is installed from them (the qnn extra or not) and the
+# Python the venv is built with; releases with the same one share their dependencies (reuse_dependencies).
+SUMS=$(cd "$PAYLOAD" && find wheels bundle -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+FINGERPRINT=$(printf '%s\n' "$SUMS" | sha256sum | cut -d' ' -f1)
+DEP_SUMS=$(grep -E '^[0-9a-f]{64}  wheels/[^/]+[.]whl$' <<<"$SUMS" | grep -v '^[0-9a-f]*  wheels/fer_agent-' || true)
+DEPS=$(printf '%s\nextra %s\npython %s\n' "$DEP_SUMS" "${AGENT_REQ#"${agent_wheels[0]}"}" \
+    "$("$PYTHON" -c 'import sys; print(sys.executable, sys.version)')" | sha256sum | cut -d' ' -f1)
+DEP_WHEELS=$(grep -c . <<<"$DEP_SUMS" || true)
 
 # ---------------------------------------------------------------- user and groups
 if ! "$GETENT" group "$SERVICE_GROUP" >/dev/null; then
