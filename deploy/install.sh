@@ -27,7 +27,12 @@
 #   fails) or is not healthy within --health-timeout seconds is rolled back to the
 #   previous release; the unit's journal lines since the start are printed first.
 #
-# Exit: 0 ok; 1 error; 2 usage; 3 unhealthy, rolled back; 4 unhealthy, nothing to roll back to.
+# A payload may leave out dependency wheels (push.sh does when the board's current release has the same
+# ones): wheels.omitted lists them ("SHA256  wheels/NAME.whl" lines), and the release must then reuse
+# the dependencies of an installed release with the same ones, or the install stops (exit 7).
+#
+# Exit: 0 ok; 1 error; 2 usage; 3 unhealthy, rolled back; 4 unhealthy, nothing to roll back to;
+# 7 the payload left out dependency wheels that cannot be reused here (nothing changed: send them all).
 set -euo pipefail
 umask 022
 
@@ -86,16 +91,22 @@ command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install Python >= 3.1
 
 # The qnn extra (onnxruntime + onnxruntime-qnn, the NPU runtime) when push.sh shipped its wheels and this
 # board can load them; a payload built for another board of the fleet may not fit this one.
+OMITTED=""
+if [[ -f "$PAYLOAD/wheels.omitted" ]]; then
+    OMITTED=$(cat "$PAYLOAD/wheels.omitted")
+    if [[ -z "$OMITTED" ]] || grep -qvE '^[0-9a-f]{64}  wheels/[^/]+[.]whl$' <<<"$OMITTED"; then
+        die "$PAYLOAD/wheels.omitted: expected lines 'SHA256  wheels/NAME.whl' (as sha256sum prints them)"
+    fi
+fi
 AGENT_REQ=${agent_wheels[0]}
-shopt -s nullglob
-qnn_wheels=("$PAYLOAD"/wheels/onnxruntime_qnn-*.whl)
-shopt -u nullglob
+QNN_WHEEL=$({ (cd "$PAYLOAD/wheels" && find . -maxdepth 1 -name '*.whl' -printf '%P\n'); cut -d/ -f2 <<<"$OMITTED"; } |
+    grep -m 1 '^onnxruntime_qnn-.*[.]whl$' || true)
 QNN_NOTE=""
-if ((${#qnn_wheels[@]})); then
+if [[ -n "$QNN_WHEEL" ]]; then
     read -r b_py b_glibc _ <<<"$(board_platform)"
     if qnn_fits "$b_py" "$b_glibc"; then
         AGENT_REQ="${agent_wheels[0]}[qnn]"
-        QNN_NOTE="qnn: installing ${qnn_wheels[0]##*/} (the NPU runtime)"
+        QNN_NOTE="qnn: installing $QNN_WHEEL (the NPU runtime)"
     else
         QNN_NOTE="board $(hostname 2>/dev/null || echo '(this one)'): Python $b_py / glibc $b_glibc: no onnxruntime-qnn wheel for it; the agent will use snpe (if the SDK is installed) or tflite"
     fi
@@ -105,7 +116,9 @@ fi
 # a slow board), and from it two fingerprints. The release's: same id + other content is refused. The
 # dependencies': every wheel but the agent's, what is installed from them (the qnn extra or not) and the
 # Python the venv is built with; releases with the same one share their dependencies (reuse_dependencies).
-SUMS=$(cd "$PAYLOAD" && find wheels bundle -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+# Left-out wheels count as present with the sha256 push.sh gave (the same release, the same fingerprint).
+SUMS=$({ (cd "$PAYLOAD" && find wheels bundle -type f -print0 | xargs -0 -r sha256sum); [[ -z "$OMITTED" ]] ||
+    printf '%s\n' "$OMITTED"; } | LC_ALL=C sort -k2)
 FINGERPRINT=$(printf '%s\n' "$SUMS" | sha256sum | cut -d' ' -f1)
 DEP_SUMS=$(grep -E '^[0-9a-f]{64}  wheels/[^/]+[.]whl$' <<<"$SUMS" | grep -v '^[0-9a-f]*  wheels/fer_agent-' || true)
 DEPS=$(printf '%s\nextra %s\npython %s\n' "$DEP_SUMS" "${AGENT_REQ#"${agent_wheels[0]}"}" \
@@ -139,17 +152,20 @@ ensure_dir "$P" 755 "$OWNER_ROOT"
 ensure_dir "$P/releases" 755 "$OWNER_ROOT"
 
 # full_venv: the release's venv from all the payload's wheels.
+NEVER_IMPORTED="sympy|mpmath"
 full_venv() {
     [[ -z "$QNN_NOTE" ]] || log "$QNN_NOTE"
     "$PYTHON" -m venv "$REL/venv"
     # --no-compile, then compileall on every core and without the dependencies' own test suites: pip
     # byte-compiles one file at a time, most of an install on a slow board. The .pyc files are still
     # wanted: the unit sets PYTHONDONTWRITEBYTECODE and the release is read-only to the agent, so
-    # without them every start would compile numpy, OpenCV and LiteRT's Python again.
+    # without them every start would compile numpy, OpenCV and LiteRT's Python again. Left out too: what
+    # the service never imports and is a third of the files (NEVER_IMPORTED: sympy and mpmath,
+    # which onnxruntime needs only for its model tools); they compile at import if anything imports them.
     "$REL/venv/bin/python" -m pip install --quiet --no-index --no-cache-dir --disable-pip-version-check \
         --no-compile --find-links "$PAYLOAD/wheels" "$AGENT_REQ" ||
         die "pip could not install ${agent_wheels[0]##*/} from $PAYLOAD/wheels (are wheels for this board's Python/arch there? push.sh collects them)"
-    "$REL/venv/bin/python" -m compileall -q -j 0 -x '/tests?/' "$REL/venv/lib" >/dev/null ||
+    "$REL/venv/bin/python" -m compileall -q -j 0 -x "/tests?/|/site-packages/($NEVER_IMPORTED)/" "$REL/venv/lib" >/dev/null ||
         log "note: some files of release $RELEASE did not byte-compile (they compile at import instead)"
 }
 
@@ -183,7 +199,9 @@ reuse_dependencies() {
     fi
     if [[ -n "$why" ]]; then
         rm -rf "$REL/venv"
-        log "not reusing the dependencies of release $src ($why); installing all $DEP_WHEELS wheels"
+        local then="; installing all $DEP_WHEELS wheels"
+        [[ -z "$OMITTED" ]] || then=""
+        log "not reusing the dependencies of release $src ($why)$then"
         return 1
     fi
     log "reusing the dependencies of release $src (same $DEP_WHEELS wheels); installed ${agent_wheels[0]##*/} only"
@@ -239,8 +257,15 @@ else
     log "installing release $RELEASE into ${REL#"$DESTDIR"}"
     mkdir -p "$REL"
     # A venv is not relocatable, so it is built in place; .complete is written last.
-    reuse_dependencies || full_venv
+    if ! reuse_dependencies; then
+        if [[ -n "$OMITTED" ]]; then
+            rm -rf "$REL"
+            die "the payload leaves out $(grep -c . <<<"$OMITTED") dependency wheels (wheels.omitted), and no installed release could lend them (above, if one had them); send the whole payload (push.sh does so by itself)" 7
+        fi
+        full_venv
+    fi
     printf '%s\n' "$DEPS" >"$REL/.deps"
+    printf '%s\n' "$DEP_SUMS" >"$REL/.dep-wheels"
     cp -R "$PAYLOAD/bundle" "$REL/bundle"
     mkdir -p "$REL/deploy"
     cp "$HERE/install.sh" "$HERE/rollback.sh" "$HERE/uninstall.sh" "$HERE/lib.sh" "$REL/deploy/"

@@ -58,11 +58,14 @@ def test_same_dependencies_are_reused_and_the_old_release_is_untouched(tmp_path:
     sb = make_sandbox(tmp_path)
     first = sb.run(make_payload(tmp_path, "1.0", dep="1.0") / "install.sh", "--health-timeout", "5")
     assert not _reuse_lines(first.stderr)  # nothing installed yet: the full install
+    # byte-compiled at install, but not what the service never imports (sympy)
+    assert list((_site(sb, "1.0") / "fer_fake_dep/__pycache__").glob("__init__.*.pyc"))
+    assert not list((_site(sb, "1.0") / "sympy").rglob("*.pyc"))
     old = _tree(_venv(sb, "1.0"))
 
     up = sb.run(make_payload(tmp_path, "1.1", dep="1.0") / "install.sh", "--health-timeout", "5")
     assert _reuse_lines(up.stderr) == [
-        "fer-agent: reusing the dependencies of release 1.0 (same 1 wheels); installed "
+        "fer-agent: reusing the dependencies of release 1.0 (same 2 wheels); installed "
         "fer_agent-1.1-py3-none-any.whl only"
     ], up.stderr
     assert "healthy: fake 1.1" in up.stderr
@@ -124,7 +127,7 @@ def test_a_failing_reuse_falls_back_to_the_full_install_with_one_line(tmp_path: 
     why = [line for line in up.stderr.splitlines() if line.startswith("fer-agent: not reusing")]
     assert why == [
         "fer-agent: not reusing the dependencies of release 1.0 (pip could not reinstall "
-        "fer_agent-1.1-py3-none-any.whl into the copy); installing all 1 wheels"
+        "fer_agent-1.1-py3-none-any.whl into the copy); installing all 2 wheels"
     ], up.stderr
     assert os.stat(_site(sb, "1.1") / "fer_fake_dep/__init__.py").st_ino != os.stat(
         _site(sb, "1.0") / "fer_fake_dep/__init__.py"

@@ -140,13 +140,15 @@ def make_payload(
 ) -> Path:
     """A payload directory laid out as push.sh --stage-only makes it; with ``qnn`` as for a board that can load
     onnxruntime-qnn (the agent wheel declares the extra; stand-ins for the onnxruntime(-qnn) wheels beside it).
-    ``dep``: a version of a stand-in dependency (fer_fake_dep) that the agent wheel requires, shipped beside it."""
+    ``dep``: a version of a stand-in dependency (fer_fake_dep) that the agent wheel requires, shipped beside it
+    with a stand-in for sympy (one that install.sh does not byte-compile: the service never imports it)."""
     p = tmp / f"payload-{version}"
     (p / "bundle").mkdir(parents=True)
-    requires = (f"fer-fake-dep=={dep}",) if dep else ()
+    requires = (f"fer-fake-dep=={dep}", "sympy==1.14.0") if dep else ()
     build_fake_wheel(p / "wheels", version, healthy, qnn_extra=qnn, starts=starts, requires=requires)
     if dep:
         build_named_wheel(p / "wheels", "fer_fake_dep", dep)
+        build_named_wheel(p / "wheels", "sympy", "1.14.0")
     if qnn:
         build_named_wheel(p / "wheels", "onnxruntime", "1.24.2")
         build_named_wheel(p / "wheels", "onnxruntime_qnn", "2.7.0")
