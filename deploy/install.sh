@@ -151,16 +151,47 @@ REL="$P/releases/$RELEASE"
 ensure_dir "$P" 755 "$OWNER_ROOT"
 ensure_dir "$P/releases" 755 "$OWNER_ROOT"
 
+# bootstrap_wheels: the pip (and, below Python 3.12, setuptools) wheels this Python's ensurepip installs
+# into a venv (upstream: ensurepip/_bundled; Debian and Ubuntu: /usr/share/python-wheels), one per line;
+# nothing when they are not all there.
+bootstrap_wheels() {
+    "$PYTHON" - <<'EOF'
+import glob, os, sys
+import ensurepip
+names = ["pip"] + (["setuptools"] if sys.version_info < (3, 12) else [])
+for d in (os.path.join(os.path.dirname(ensurepip.__file__), "_bundled"), "/usr/share/python-wheels"):
+    found = [sorted(glob.glob(os.path.join(d, f"{n}-*-py3-none-any.whl")))[-1:] for n in names]
+    if all(found):
+        print("\n".join(f[0] for f in found))
+        break
+EOF
+}
+
+# venv_with_pip: the release's venv, with pip. ensurepip byte-compiles pip (and setuptools) one file at a
+# time, a minute on a slow board, so when the wheels it would use are found, the venv is made without pip
+# and pip installs them from there with --no-compile; otherwise (or when that fails), ensurepip.
+venv_with_pip() {
+    local boot=()
+    mapfile -t boot < <(bootstrap_wheels 2>/dev/null || true)
+    if ((${#boot[@]})) && "$PYTHON" -m venv --without-pip "$REL/venv" &&
+        "$REL/venv/bin/python" "${boot[0]}/pip" install --quiet --no-index --no-cache-dir \
+            --disable-pip-version-check --no-compile "${boot[@]}" >&2; then
+        return 0
+    fi
+    rm -rf "$REL/venv"
+    "$PYTHON" -m venv "$REL/venv"
+}
+
 # full_venv: the release's venv from all the payload's wheels.
-NEVER_IMPORTED="sympy|mpmath"
+NEVER_IMPORTED="pip|sympy|mpmath"
 full_venv() {
     [[ -z "$QNN_NOTE" ]] || log "$QNN_NOTE"
-    "$PYTHON" -m venv "$REL/venv"
+    venv_with_pip
     # --no-compile, then compileall on every core and without the dependencies' own test suites: pip
     # byte-compiles one file at a time, most of an install on a slow board. The .pyc files are still
     # wanted: the unit sets PYTHONDONTWRITEBYTECODE and the release is read-only to the agent, so
     # without them every start would compile numpy, OpenCV and LiteRT's Python again. Left out too: what
-    # the service never imports and is a third of the files (NEVER_IMPORTED: sympy and mpmath,
+    # the service never imports and is a third of the files (NEVER_IMPORTED: pip, and sympy and mpmath,
     # which onnxruntime needs only for its model tools); they compile at import if anything imports them.
     "$REL/venv/bin/python" -m pip install --quiet --no-index --no-cache-dir --disable-pip-version-check \
         --no-compile --find-links "$PAYLOAD/wheels" "$AGENT_REQ" ||

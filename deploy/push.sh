@@ -315,7 +315,7 @@ dep_sums=$(cd "$STAGE" && find wheels -maxdepth 1 -name '*.whl' ! -name 'fer_age
 board_sums=$(remote "cat '${REMOTE_CLI%/venv/bin/fer-agent}/.dep-wheels' 2>/dev/null || true" 2>/dev/null || true)
 if ((FULL_PAYLOAD == 0)) && [[ -n "$dep_sums" && "$board_sums" == "$dep_sums" ]]; then
     SLIM=$(mktemp -d "${TMPDIR:-/tmp}/fer-agent-push.XXXXXX")
-    cp -R "$STAGE/." "$SLIM/"
+    cp -al "$STAGE/." "$SLIM/" 2>/dev/null || cp -R "$STAGE/." "$SLIM/"  # hard links: no 200 MB copy
     while read -r _ f; do rm -f "${SLIM:?}/$f"; done <<<"$dep_sums"
     printf '%s\n' "$dep_sums" >"$SLIM/wheels.omitted"
     log "leaving out the $(grep -c . <<<"$dep_sums") dependency wheels the board's current release has ($(du -sh "$SLIM" | cut -f1) to copy; --full-payload to copy them)"

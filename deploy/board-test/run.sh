@@ -92,7 +92,9 @@ STEP_TIMES=()
 
 # ---------------------------------------------------------------- image, broker, board
 # A still image with one face, looped: the emulated board has no camera. realtime: false, so the
-# agent takes frames at its own (emulated, slow) pace. Made first: it needs nothing from the board.
+# agent takes frames at its own (emulated, slow) pace, and at most one every 10 s (fps_cap), so that it
+# does not keep an emulated core busy while the installer works beside it; health still wants a frame
+# in the last 30 s. Made first: it needs nothing from the board.
 (cd "$REPO" && "$PYTHON" - "$WORK/face.jpg" <<'PY'
 import sys, cv2
 from agent.synthetic import grid_frame
@@ -147,6 +149,7 @@ source:
   uri: /srv/fer-board-test/face.jpg
   loop: true
   realtime: false
+  fps_cap: 0.1
 model:
   bundle: /opt/fer-agent/current/bundle
 backend:

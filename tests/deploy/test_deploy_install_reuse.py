@@ -10,6 +10,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,8 @@ def test_same_dependencies_are_reused_and_the_old_release_is_untouched(tmp_path:
     # byte-compiled at install, but not what the service never imports (sympy)
     assert list((_site(sb, "1.0") / "fer_fake_dep/__pycache__").glob("__init__.*.pyc"))
     assert not list((_site(sb, "1.0") / "sympy").rglob("*.pyc"))
+    # pip came from the wheel ensurepip uses, not byte-compiled: only what pip itself imported has a .pyc
+    assert not _pip_list_compiled(sb, "1.0")
     old = _tree(_venv(sb, "1.0"))
 
     up = sb.run(make_payload(tmp_path, "1.1", dep="1.0") / "install.sh", "--health-timeout", "5")
@@ -133,3 +136,23 @@ def test_a_failing_reuse_falls_back_to_the_full_install_with_one_line(tmp_path: 
         _site(sb, "1.0") / "fer_fake_dep/__init__.py"
     ).st_ino
     assert _cli(sb, "1.1", "--version") == "1.1" and os.readlink(sb.path("/opt/fer-agent/current")) == "releases/1.1"
+
+
+def _pip_list_compiled(sb: Sandbox, release: str) -> bool:
+    """`pip list`, which installing never imports, has a .pyc only when all of pip was byte-compiled."""
+    return bool(list((_site(sb, release) / "pip/_internal/commands/__pycache__").glob("list.*.pyc")))
+
+
+def test_without_the_bootstrap_wheels_the_venv_gets_pip_from_ensurepip(tmp_path: Path) -> None:
+    sb = make_sandbox(tmp_path)
+    board_python = tmp_path / "board-python"  # a Python whose ensurepip wheels cannot be found
+    board_python.write_text(f"""#!/usr/bin/env bash
+if [[ "$1" == - ]] && grep -q ensurepip; then exit 1; fi
+exec {sys.executable} "$@"
+""")
+    board_python.chmod(0o755)
+    r = sb.run(make_payload(tmp_path, "1.0", dep="1.0") / "install.sh", "--health-timeout", "5",
+               PYTHON=str(board_python))
+    assert "healthy: fake 1.0" in r.stderr
+    assert _pip_list_compiled(sb, "1.0")  # ensurepip compiles all of pip
+    assert _cli(sb, "1.0", "--version") == "1.0"
