@@ -62,7 +62,7 @@ free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1
 board() { timeout 60 "$WORK/ssh" board "$@"; }
 post_mortem() {
     log "---- board console (last 60 lines of $WORK/console.log)"
-    tail -n 60 "$WORK/console.log" 2>/dev/null | sed 's/^/    /' >&2 || true
+    tail -n 60 "$WORK/console.log" 2>/dev/null | awk '{ print "    " $0 }' >&2 || true  # awk: ends the last line
     log "---- journalctl -u fer-agent (last 60 lines)"
     board "journalctl -u fer-agent -n 60 --no-pager --no-hostname; systemctl status fer-agent --no-pager -n 0" 2>&1 |
         sed 's/^/    /' >&2 || true
