@@ -96,14 +96,18 @@ ha-test: setup-dev system-deps
 # The installer's whole flow (push.sh, install, start under real systemd, an event on a loopback broker, upgrade,
 # automatic rollback of a broken release, uninstall) on an emulated arm64 Debian 12 board under
 # qemu-system-aarch64: see docs/deploy.md, "An emulated board". Runs as root; the board image is built once
-# with mmdebstrap and cached in BOARD_CACHE, keyed by its recipe.
+# with mmdebstrap and cached in BOARD_CACHE, keyed by its recipe. board-test-broken is the test of the test:
+# a unit that cannot start must fail the run, with the board's journal shown. Each prints its time.
 BOARD_CACHE ?= /var/cache/fer-agent-board
 APT_BOARD := qemu-system-arm qemu-utils qemu-user-static binfmt-support mmdebstrap e2fsprogs openssh-client \
 	mosquitto mosquitto-clients
-.PHONY: board-test
-board-test: setup-agent
+BOARD_ENV = $(SUDO) env FER_BOARD_CACHE=$(BOARD_CACHE) PYTHON=$(abspath $(BIN)/python)
+.PHONY: board-test board-test-broken
+board-test board-test-broken: setup-agent
 	@SUDO="$(SUDO)" .ci/system-deps.sh $(APT_BOARD)
-	$(SUDO) env FER_BOARD_CACHE=$(BOARD_CACHE) PYTHON=$(abspath $(BIN)/python) deploy/board-test/run.sh
+	@start=$$(date +%s); \
+	$(BOARD_ENV) deploy/board-test/$(if $(filter board-test-broken,$@),broken.sh,run.sh); \
+	rc=$$?; echo "make $@: $$(( $$(date +%s) - start )) s, exit $$rc"; exit $$rc
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -27,7 +27,12 @@
 #   fails) or is not healthy within --health-timeout seconds is rolled back to the
 #   previous release; the unit's journal lines since the start are printed first.
 #
-# Exit: 0 ok; 1 error; 2 usage; 3 unhealthy, rolled back; 4 unhealthy, nothing to roll back to.
+# A payload may leave out dependency wheels (push.sh does when the board's current release has the same
+# ones): wheels.omitted lists them ("SHA256  wheels/NAME.whl" lines), and the release must then reuse
+# the dependencies of an installed release with the same ones, or the install stops (exit 7).
+#
+# Exit: 0 ok; 1 error; 2 usage; 3 unhealthy, rolled back; 4 unhealthy, nothing to roll back to;
+# 7 the payload left out dependency wheels that cannot be reused here (nothing changed: send them all).
 set -euo pipefail
 umask 022
 
@@ -86,26 +91,39 @@ command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install Python >= 3.1
 
 # The qnn extra (onnxruntime + onnxruntime-qnn, the NPU runtime) when push.sh shipped its wheels and this
 # board can load them; a payload built for another board of the fleet may not fit this one.
+OMITTED=""
+if [[ -f "$PAYLOAD/wheels.omitted" ]]; then
+    OMITTED=$(cat "$PAYLOAD/wheels.omitted")
+    if [[ -z "$OMITTED" ]] || grep -qvE '^[0-9a-f]{64}  wheels/[^/]+[.]whl$' <<<"$OMITTED"; then
+        die "$PAYLOAD/wheels.omitted: expected lines 'SHA256  wheels/NAME.whl' (as sha256sum prints them)"
+    fi
+fi
 AGENT_REQ=${agent_wheels[0]}
-shopt -s nullglob
-qnn_wheels=("$PAYLOAD"/wheels/onnxruntime_qnn-*.whl)
-shopt -u nullglob
+QNN_WHEEL=$({ (cd "$PAYLOAD/wheels" && find . -maxdepth 1 -name '*.whl' -printf '%P\n'); cut -d/ -f2 <<<"$OMITTED"; } |
+    grep -m 1 '^onnxruntime_qnn-.*[.]whl$' || true)
 QNN_NOTE=""
-if ((${#qnn_wheels[@]})); then
+if [[ -n "$QNN_WHEEL" ]]; then
     read -r b_py b_glibc _ <<<"$(board_platform)"
     if qnn_fits "$b_py" "$b_glibc"; then
         AGENT_REQ="${agent_wheels[0]}[qnn]"
-        QNN_NOTE="qnn: installing ${qnn_wheels[0]##*/} (the NPU runtime)"
+        QNN_NOTE="qnn: installing $QNN_WHEEL (the NPU runtime)"
     else
         QNN_NOTE="board $(hostname 2>/dev/null || echo '(this one)'): Python $b_py / glibc $b_glibc: no onnxruntime-qnn wheel for it; the agent will use snpe (if the SDK is installed) or tflite"
     fi
 fi
 
-# Fingerprint of what gets installed into a release: same id + other content is refused.
-payload_fingerprint() {
-    (cd "$PAYLOAD" && find wheels bundle -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1
-}
-FINGERPRINT=$(payload_fingerprint)
+# The sha256 of every file of the payload that gets installed (one pass: hashing 200 MB takes a while on
+# a slow board), and from it two fingerprints. The release's: same id + other content is refused. The
+# dependencies': every wheel but the agent's, what is installed from them (the qnn extra or not) and the
+# Python the venv is built with; releases with the same one share their dependencies (reuse_dependencies).
+# Left-out wheels count as present with the sha256 push.sh gave (the same release, the same fingerprint).
+SUMS=$({ (cd "$PAYLOAD" && find wheels bundle -type f -print0 | xargs -0 -r sha256sum); [[ -z "$OMITTED" ]] ||
+    printf '%s\n' "$OMITTED"; } | LC_ALL=C sort -k2)
+FINGERPRINT=$(printf '%s\n' "$SUMS" | sha256sum | cut -d' ' -f1)
+DEP_SUMS=$(grep -E '^[0-9a-f]{64}  wheels/[^/]+[.]whl$' <<<"$SUMS" | grep -v '^[0-9a-f]*  wheels/fer_agent-' || true)
+DEPS=$(printf '%s\nextra %s\npython %s\n' "$DEP_SUMS" "${AGENT_REQ#"${agent_wheels[0]}"}" \
+    "$("$PYTHON" -c 'import sys; print(sys.executable, sys.version)')" | sha256sum | cut -d' ' -f1)
+DEP_WHEELS=$(grep -c . <<<"$DEP_SUMS" || true)
 
 # ---------------------------------------------------------------- user and groups
 if ! "$GETENT" group "$SERVICE_GROUP" >/dev/null; then
@@ -133,6 +151,130 @@ REL="$P/releases/$RELEASE"
 ensure_dir "$P" 755 "$OWNER_ROOT"
 ensure_dir "$P/releases" 755 "$OWNER_ROOT"
 
+# bootstrap_wheels: the pip (and, below Python 3.12, setuptools) wheels this Python's ensurepip installs
+# into a venv (upstream: ensurepip/_bundled; Debian and Ubuntu: /usr/share/python-wheels), one per line;
+# nothing when they are not all there.
+bootstrap_wheels() {
+    "$PYTHON" - <<'EOF'
+import glob, os, sys
+import ensurepip
+names = ["pip"] + (["setuptools"] if sys.version_info < (3, 12) else [])
+for d in (os.path.join(os.path.dirname(ensurepip.__file__), "_bundled"), "/usr/share/python-wheels"):
+    found = [sorted(glob.glob(os.path.join(d, f"{n}-*-py3-none-any.whl")))[-1:] for n in names]
+    if all(found):
+        print("\n".join(f[0] for f in found))
+        break
+EOF
+}
+
+# venv_with_pip: the release's venv, with pip. ensurepip byte-compiles pip (and setuptools) one file at a
+# time, a minute on a slow board, so when the wheels it would use are found, the venv is made without pip
+# and pip installs them from there with --no-compile; otherwise (or when that fails), ensurepip.
+venv_with_pip() {
+    local boot=()
+    mapfile -t boot < <(bootstrap_wheels 2>/dev/null || true)
+    if ((${#boot[@]})) && "$PYTHON" -m venv --without-pip "$REL/venv" &&
+        "$REL/venv/bin/python" "${boot[0]}/pip" install --quiet --no-index --no-cache-dir \
+            --disable-pip-version-check --no-compile "${boot[@]}" >&2; then
+        return 0
+    fi
+    rm -rf "$REL/venv"
+    "$PYTHON" -m venv "$REL/venv"
+}
+
+# full_venv: the release's venv from all the payload's wheels.
+NEVER_IMPORTED="pip|sympy|mpmath"
+full_venv() {
+    [[ -z "$QNN_NOTE" ]] || log "$QNN_NOTE"
+    venv_with_pip
+    # --no-compile, then compileall on every core and without the dependencies' own test suites: pip
+    # byte-compiles one file at a time, most of an install on a slow board. The .pyc files are still
+    # wanted: the unit sets PYTHONDONTWRITEBYTECODE and the release is read-only to the agent, so
+    # without them every start would compile numpy, OpenCV and LiteRT's Python again. Left out too: what
+    # the service never imports and is a third of the files (NEVER_IMPORTED: pip, and sympy and mpmath,
+    # which onnxruntime needs only for its model tools); they compile at import if anything imports them.
+    "$REL/venv/bin/python" -m pip install --quiet --no-index --no-cache-dir --disable-pip-version-check \
+        --no-compile --find-links "$PAYLOAD/wheels" "$AGENT_REQ" ||
+        die "pip could not install ${agent_wheels[0]##*/} from $PAYLOAD/wheels (are wheels for this board's Python/arch there? push.sh collects them)"
+    "$REL/venv/bin/python" -m compileall -q -j 0 -x "/tests?/|/site-packages/($NEVER_IMPORTED)/" "$REL/venv/lib" >/dev/null ||
+        log "note: some files of release $RELEASE did not byte-compile (they compile at import instead)"
+}
+
+# reuse_dependencies: when an installed, complete release has the same dependencies (its .deps; current
+# first, then previous, then the newest), the new venv is a hard-link copy of that venv with only the agent
+# wheel reinstalled: on a slow board that skips unpacking and byte-compiling a few hundred MB of wheels.
+# The old release stays as it was: pip unlinks the agent's files before it writes the new ones, and the
+# files that name the venv's own path (scripts in bin/, pyvenv.cfg) are written as new files. Returns 1
+# (nothing left behind, one line saying why) when there is nothing to reuse or a step fails: the caller
+# then installs everything.
+reuse_dependencies() {
+    local src="" r why=""
+    for r in "$(release_id_of "$P/current")" "$(release_id_of "$P/previous")" \
+        $(for d in "$P"/releases/*/; do stat -c '%Y %n' "${d%/}"; done | sort -rn | sed 's|^[0-9]* .*/||'); do
+        if [[ -n "$r" && "$r" != "$RELEASE" && -f "$P/releases/$r/.complete" && -x "$P/releases/$r/venv/bin/python" &&
+            "$(cat "$P/releases/$r/.deps" 2>/dev/null)" == "$DEPS" ]]; then
+            src=$r
+            break
+        fi
+    done
+    [[ -n "$src" ]] || return 1
+    if ! cp -al "$P/releases/$src/venv" "$REL/venv" 2>/dev/null; then
+        why="cp -al failed: no hard links on this file system?"
+    elif ! relink_venv_paths "$REL/venv" "$P/releases/$src/venv" "$REL/venv"; then
+        why="could not rewrite the venv path in $REL/venv/bin"
+    elif ! "$REL/venv/bin/python" -m pip install --quiet --no-index --no-cache-dir --disable-pip-version-check \
+        --no-compile --no-deps --force-reinstall "${agent_wheels[0]}" >&2; then
+        why="pip could not reinstall ${agent_wheels[0]##*/} into the copy"
+    elif ! compile_wheel_files "$REL/venv" "${agent_wheels[0]}"; then
+        why="the agent's files did not byte-compile"
+    fi
+    if [[ -n "$why" ]]; then
+        rm -rf "$REL/venv"
+        local then="; installing all $DEP_WHEELS wheels"
+        [[ -z "$OMITTED" ]] || then=""
+        log "not reusing the dependencies of release $src ($why)$then"
+        return 1
+    fi
+    log "reusing the dependencies of release $src (same $DEP_WHEELS wheels); installed ${agent_wheels[0]##*/} only"
+}
+
+# relink_venv_paths VENV OLD NEW: the scripts in VENV/bin and VENV/pyvenv.cfg that name OLD (the venv the
+# copy was made from) name NEW instead, each written as a new file: the old inode belongs to the other release.
+relink_venv_paths() {
+    "$PYTHON" - "$@" <<'EOF'
+import os, sys
+venv, old, new = sys.argv[1], os.fsencode(sys.argv[2]), os.fsencode(sys.argv[3])
+for path in [os.path.join(venv, "pyvenv.cfg")] + [e.path for e in os.scandir(os.path.join(venv, "bin"))]:
+    if os.path.islink(path) or not os.path.isfile(path):
+        continue
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if old in data:
+        with open(path + ".new", "wb") as fh:
+            fh.write(data.replace(old, new))
+        os.chmod(path + ".new", os.stat(path).st_mode & 0o7777)
+        os.replace(path + ".new", path)
+EOF
+}
+
+# compile_wheel_files VENV WHEEL: byte-compile what WHEEL installed into VENV (its top-level packages and
+# modules, without test suites), as full_venv's compileall does for everything.
+compile_wheel_files() {
+    "$1/bin/python" - "$2" >/dev/null <<'EOF'
+import compileall, os, re, sys, sysconfig, zipfile
+site = sysconfig.get_paths()["purelib"]
+tops = {n.split("/")[0] for n in zipfile.ZipFile(sys.argv[1]).namelist()}
+ok = True
+for top in sorted(t for t in tops if not t.endswith((".dist-info", ".data"))):
+    path = os.path.join(site, top)
+    if os.path.isdir(path):
+        ok = compileall.compile_dir(path, quiet=1, workers=0, rx=re.compile(r"/tests?/")) and ok
+    elif path.endswith(".py") and os.path.isfile(path):
+        ok = compileall.compile_file(path, quiet=1) and ok
+sys.exit(0 if ok else 1)
+EOF
+}
+
 if [[ -f "$REL/.complete" ]]; then
     if [[ "$(cat "$REL/.complete")" != "$FINGERPRINT" ]]; then
         die "release $RELEASE is already installed with different wheels/bundle; give the new build another id"
@@ -144,19 +286,17 @@ else
         rm -rf "$REL"
     fi
     log "installing release $RELEASE into ${REL#"$DESTDIR"}"
-    [[ -z "$QNN_NOTE" ]] || log "$QNN_NOTE"
     mkdir -p "$REL"
     # A venv is not relocatable, so it is built in place; .complete is written last.
-    "$PYTHON" -m venv "$REL/venv"
-    # --no-compile, then compileall on every core and without the dependencies' own test suites: pip
-    # byte-compiles one file at a time, most of an install on a slow board. The .pyc files are still
-    # wanted: the unit sets PYTHONDONTWRITEBYTECODE and the release is read-only to the agent, so
-    # without them every start would compile numpy, OpenCV and LiteRT's Python again.
-    "$REL/venv/bin/python" -m pip install --quiet --no-index --no-cache-dir --disable-pip-version-check \
-        --no-compile --find-links "$PAYLOAD/wheels" "$AGENT_REQ" ||
-        die "pip could not install ${agent_wheels[0]##*/} from $PAYLOAD/wheels (are wheels for this board's Python/arch there? push.sh collects them)"
-    "$REL/venv/bin/python" -m compileall -q -j 0 -x '/tests?/' "$REL/venv/lib" >/dev/null ||
-        log "note: some files of release $RELEASE did not byte-compile (they compile at import instead)"
+    if ! reuse_dependencies; then
+        if [[ -n "$OMITTED" ]]; then
+            rm -rf "$REL"
+            die "the payload leaves out $(grep -c . <<<"$OMITTED") dependency wheels (wheels.omitted), and no installed release could lend them (above, if one had them); send the whole payload (push.sh does so by itself)" 7
+        fi
+        full_venv
+    fi
+    printf '%s\n' "$DEPS" >"$REL/.deps"
+    printf '%s\n' "$DEP_SUMS" >"$REL/.dep-wheels"
     cp -R "$PAYLOAD/bundle" "$REL/bundle"
     mkdir -p "$REL/deploy"
     cp "$HERE/install.sh" "$HERE/rollback.sh" "$HERE/uninstall.sh" "$HERE/lib.sh" "$REL/deploy/"

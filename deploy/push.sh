@@ -36,7 +36,12 @@
 #   --remote-cli PATH     fer-agent on the board (default: /opt/fer-agent/current/venv/bin/fer-agent)
 #   --ssh-opt OPT         extra ssh option, repeatable (e.g. --ssh-opt -p --ssh-opt 2222)
 #   --keep-payload        leave the payload on the board
+#   --full-payload        copy every dependency wheel, even those the board's current release has
 # Environment: PYTHON (host Python with pip; default .venv/bin/python), SSH, ADB.
+# An upgrade whose dependency wheels are exactly those of the board's current release (install.sh
+# records their sha256 in the release's .dep-wheels) leaves them out of the copy and lists them in
+# wheels.omitted: install.sh reuses that release's dependencies. If it cannot (exit 7), push.sh copies
+# the whole payload and runs it again.
 # Exit: 0 healthy and online; 1 error; 2 usage; 3 upgrade rolled back; 4 not healthy; 6 not online.
 # On 1 (after copying), 4 and 6 it prints the last lines of the board's `journalctl -u fer-agent`.
 set -euo pipefail
@@ -58,7 +63,7 @@ PYVER="" ARCH="" GLIBC="" QNN=auto BOARD_NAME=""
 HEALTH_TIMEOUT=120 ONLINE_TIMEOUT=60
 BROKER="" DEVICE_ID="" TOPIC_PREFIX=fer
 REMOTE_DIR=/tmp/fer-agent-payload REMOTE_CLI=/opt/fer-agent/current/venv/bin/fer-agent
-KEEP_PAYLOAD=0
+KEEP_PAYLOAD=0 FULL_PAYLOAD=0
 SSH_OPTS=()
 while (($#)); do
     case $1 in
@@ -87,6 +92,7 @@ while (($#)); do
         --remote-cli) REMOTE_CLI=${2:?}; shift 2 ;;
         --ssh-opt) SSH_OPTS+=("${2:?}"); shift 2 ;;
         --keep-payload) KEEP_PAYLOAD=1; shift ;;
+        --full-payload) FULL_PAYLOAD=1; shift ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown option: $1 (see --help)" 2 ;;
     esac
@@ -177,7 +183,8 @@ if [[ -n "$STAGE_ONLY" ]]; then
     mkdir -p "$STAGE"
 else
     STAGE=$(mktemp -d "${TMPDIR:-/tmp}/fer-agent-push.XXXXXX")
-    trap 'rm -rf "$STAGE"' EXIT
+    SLIM=""
+    trap 'rm -rf "$STAGE" ${SLIM:+"$SLIM"}' EXIT
 fi
 mkdir -p "$STAGE/wheels"
 
@@ -301,19 +308,39 @@ if [[ "$MODE" == ssh && "$(remote 'id -u' | tail -n 1)" != 0 ]]; then
     SUDO="sudo -n"
     remote "sudo -n true" >/dev/null 2>&1 || die "$(where): ssh user is not root and sudo needs a password (use root@ or NOPASSWD)"
 fi
-log "copying to $(where):$REMOTE_DIR ..."
-remote "$SUDO rm -rf '$REMOTE_DIR' && mkdir -p '$REMOTE_DIR'" >/dev/null || die "cannot create $REMOTE_DIR on $(where)"
-case $MODE in
-    ssh) tar -C "$STAGE" -cf - . | "$SSH" "${SSH_OPTS[@]}" "$TARGET" "tar -xf - -C '$REMOTE_DIR'" ||
-             die "copying over ssh failed" ;;
-    adb) "$ADB" "${ADB_ARGS[@]}" push "$STAGE/." "$REMOTE_DIR" >/dev/null || die "adb push failed" ;;
-esac
+# Dependency wheels the board's current release has (same names and sha256) stay here: SLIM is the payload
+# without them, plus wheels.omitted listing them.
+dep_sums=$(cd "$STAGE" && find wheels -maxdepth 1 -name '*.whl' ! -name 'fer_agent-*' -print0 | LC_ALL=C sort -z |
+    xargs -0 -r sha256sum)
+board_sums=$(remote "cat '${REMOTE_CLI%/venv/bin/fer-agent}/.dep-wheels' 2>/dev/null || true" 2>/dev/null || true)
+if ((FULL_PAYLOAD == 0)) && [[ -n "$dep_sums" && "$board_sums" == "$dep_sums" ]]; then
+    SLIM=$(mktemp -d "${TMPDIR:-/tmp}/fer-agent-push.XXXXXX")
+    cp -al "$STAGE/." "$SLIM/" 2>/dev/null || cp -R "$STAGE/." "$SLIM/"  # hard links: no 200 MB copy
+    while read -r _ f; do rm -f "${SLIM:?}/$f"; done <<<"$dep_sums"
+    printf '%s\n' "$dep_sums" >"$SLIM/wheels.omitted"
+    log "leaving out the $(grep -c . <<<"$dep_sums") dependency wheels the board's current release has ($(du -sh "$SLIM" | cut -f1) to copy; --full-payload to copy them)"
+fi
 
-log "running install.sh on $(where) ..."
-set +e
-remote "$SUDO bash '$REMOTE_DIR/install.sh' --payload '$REMOTE_DIR' --health-timeout $HEALTH_TIMEOUT"
-rc=$?
-set -e
+# copy_and_install DIR: copy the payload in DIR to the board and run install.sh there; rc is its exit status.
+copy_and_install() {
+    log "copying to $(where):$REMOTE_DIR ..."
+    remote "$SUDO rm -rf '$REMOTE_DIR' && mkdir -p '$REMOTE_DIR'" >/dev/null || die "cannot create $REMOTE_DIR on $(where)"
+    case $MODE in
+        ssh) tar -C "$1" -cf - . | "$SSH" "${SSH_OPTS[@]}" "$TARGET" "tar -xf - -C '$REMOTE_DIR'" ||
+                 die "copying over ssh failed" ;;
+        adb) "$ADB" "${ADB_ARGS[@]}" push "$1/." "$REMOTE_DIR" >/dev/null || die "adb push failed" ;;
+    esac
+    log "running install.sh on $(where) ..."
+    set +e
+    remote "$SUDO bash '$REMOTE_DIR/install.sh' --payload '$REMOTE_DIR' --health-timeout $HEALTH_TIMEOUT"
+    rc=$?
+    set -e
+}
+copy_and_install "${SLIM:-$STAGE}"
+if ((rc == 7)) && [[ -n "$SLIM" ]]; then
+    log "$(where) could not reuse its dependencies (above); copying the whole payload"
+    copy_and_install "$STAGE"
+fi
 ((KEEP_PAYLOAD)) || remote "$SUDO rm -rf '$REMOTE_DIR'" >/dev/null || true
 case $rc in
     0) ;;

@@ -8,9 +8,15 @@
 #
 #   sudo deploy/board-test/run.sh            # FER_BOARD_CACHE (default /var/cache/fer-agent-board)
 #                                             # keeps the image between runs
+#   sudo deploy/board-test/run.sh --break-unit   # the test of the test: must fail, showing the journal
 #
-# Every step has a hard time limit and prints its time; a failing step prints the board's console
-# and `journalctl -u fer-agent`. Network: QEMU user networking only (ssh forwarded from 127.0.0.1,
+# --break-unit (or FER_BOARD_BREAK=unit): before the first push, a drop-in on the board gives the
+# unit's ExecStart an argument the agent rejects, so the service cannot start; the run must then fail
+# at first-push with the board's journal in its output (deploy/board-test/broken.sh checks that). It
+# pushes without the qnn extra (fewer wheels to install) and stops there.
+#
+# Every step has a hard time limit and prints its time, each output line with the seconds since the
+# step began; a failing step prints the board's console and `journalctl -u fer-agent`. Network: QEMU user networking only (ssh forwarded from 127.0.0.1,
 # the board reaches the host's loopback broker as 10.0.2.2); the host's mosquitto listens on
 # 127.0.0.1 only. Every process it starts (qemu, mosquitto) is stopped by its pid.
 set -euo pipefail
@@ -20,7 +26,17 @@ REPO=${FER_REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 HERE="$REPO/deploy/board-test"
 CACHE=${FER_BOARD_CACHE:-/var/cache/fer-agent-board}
 PYTHON=${PYTHON:-$REPO/.venv/bin/python}
-: "${BOARD_CPUS:=2}" "${BOARD_MEM:=2048}"
+# cortex-a76 (Armv8.2, as the Cortex-A78/A55 of a QCS6490) rather than `max`: no SVE, pointer
+# authentication or MTE for TCG to emulate.
+: "${BOARD_CPUS:=2}" "${BOARD_MEM:=2048}" "${BOARD_CPU:=cortex-a76}"
+BREAK=${FER_BOARD_BREAK:-}
+while (($#)); do
+    case $1 in
+        --break-unit) BREAK=unit; shift ;;
+        *) printf 'board-test: unknown option: %s (usage: run.sh [--break-unit])\n' "$1" >&2; exit 2 ;;
+    esac
+done
+[[ -z "$BREAK" || "$BREAK" == unit ]] || { printf 'board-test: FER_BOARD_BREAK=%s: only "unit" is known\n' "$BREAK" >&2; exit 2; }
 T0=$SECONDS
 
 log() { printf 'board-test: %s\n' "$*" >&2; }
@@ -46,11 +62,14 @@ free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1
 board() { timeout 60 "$WORK/ssh" board "$@"; }
 post_mortem() {
     log "---- board console (last 60 lines of $WORK/console.log)"
-    tail -n 60 "$WORK/console.log" 2>/dev/null | sed 's/^/    /' >&2 || true
+    tail -n 60 "$WORK/console.log" 2>/dev/null | awk '{ print "    " $0 }' >&2 || true  # awk: ends the last line
     log "---- journalctl -u fer-agent (last 60 lines)"
     board "journalctl -u fer-agent -n 60 --no-pager --no-hostname; systemctl status fer-agent --no-pager -n 0" 2>&1 |
         sed 's/^/    /' >&2 || true
 }
+
+# stamp START: each line with the seconds since START (epoch seconds) in front.
+stamp() { while IFS= read -r line; do printf '[%4d s] %s\n' $((EPOCHSECONDS - $1)) "$line"; done; }
 
 # step NAME SECONDS CMD...: run CMD with a hard limit; its output goes to the terminal and WORK/NAME.log.
 step() {
@@ -58,8 +77,8 @@ step() {
     shift 2
     log "step $name (limit ${limit} s) ..."
     # shellcheck disable=SC2016  # expanded by the inner bash
-    timeout --kill-after=10 "$limit" bash -c 'set -euo pipefail; "$@"' step "$@" 2>&1 | tee "$WORK/$name.log" >&2 ||
-        rc=${PIPESTATUS[0]}
+    timeout --kill-after=10 "$limit" bash -c 'set -euo pipefail; "$@"' step "$@" 2>&1 | stamp "$EPOCHSECONDS" |
+        tee "$WORK/$name.log" >&2 || rc=${PIPESTATUS[0]}
     if ((rc != 0)); then
         ((rc == 124)) && log "step $name: timed out after ${limit} s"
         log "step $name: FAILED (exit $rc) after $((SECONDS - start)) s"
@@ -72,6 +91,16 @@ step() {
 STEP_TIMES=()
 
 # ---------------------------------------------------------------- image, broker, board
+# A still image with one face, looped: the emulated board has no camera. realtime: false, so the
+# agent takes frames at its own (emulated, slow) pace, and at most one every 10 s (fps_cap), so that it
+# does not keep an emulated core busy while the installer works beside it; health still wants a frame
+# in the last 30 s. Made first: it needs nothing from the board.
+(cd "$REPO" && "$PYTHON" - "$WORK/face.jpg" <<'PY'
+import sys, cv2
+from agent.synthetic import grid_frame
+cv2.imwrite(sys.argv[1], grid_frame(1))
+PY
+)
 image() { "$HERE/build-image.sh" "$CACHE" >"$WORK/image-dir"; }
 export -f board image
 step image 1800 image
@@ -96,9 +125,10 @@ EOF
 chmod +x "$WORK/ssh"
 
 qemu-img create -q -f qcow2 -b "$IMAGE/rootfs.raw" -F raw "$WORK/disk.qcow2"
-qemu-system-aarch64 -M virt -cpu max,pauth-impdef=on -smp "$BOARD_CPUS" -m "$BOARD_MEM" \
+# One host thread per emulated core (multi-threaded TCG); cache=unsafe: the overlay is thrown away.
+qemu-system-aarch64 -M virt -accel tcg,thread=multi -cpu "$BOARD_CPU" -smp "$BOARD_CPUS" -m "$BOARD_MEM" \
     -kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img" -append "root=/dev/vda rw console=ttyAMA0 quiet" \
-    -drive "file=$WORK/disk.qcow2,if=virtio,format=qcow2" \
+    -drive "file=$WORK/disk.qcow2,if=virtio,format=qcow2,cache=unsafe" \
     -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$SSH_PORT-:22" -device virtio-net-pci,netdev=n0 \
     -display none -monitor none -serial "file:$WORK/console.log" \
     -daemonize -pidfile "$WORK/qemu.pid"
@@ -111,13 +141,6 @@ step boot 600 wait_ssh
 board 'printf "board: %s, Python %s, glibc %s, systemd %s\n" "$(uname -m)" "$(python3 -c "import sys; print(sys.version.split()[0])")" "$(ldd --version | head -n 1 | grep -o "[0-9.]*$")" "$(systemctl --version | head -n 1 | cut -d" " -f2)"' >&2
 
 # ---------------------------------------------------------------- what the board runs
-# A still image with one face, looped: the emulated board has no camera. realtime: false, so the
-# agent takes frames at its own (emulated, slow) pace.
-"$PYTHON" - "$WORK/face.jpg" <<'PY'
-import sys, cv2
-from agent.demo import grid_frame
-cv2.imwrite(sys.argv[1], grid_frame(1))
-PY
 board "mkdir -p /srv/fer-board-test && cat >/srv/fer-board-test/face.jpg && chmod 644 /srv/fer-board-test/face.jpg" <"$WORK/face.jpg"
 config() {  # config FILE COMMENT
     cat >"$1" <<EOF
@@ -126,6 +149,7 @@ source:
   uri: /srv/fer-board-test/face.jpg
   loop: true
   realtime: false
+  fps_cap: 0.1
 model:
   bundle: /opt/fer-agent/current/bundle
 backend:
@@ -148,6 +172,20 @@ push() {  # push CONFIG [BUNDLE] [push.sh options]
 }
 current() { board "basename \$(readlink /opt/fer-agent/current)" | tr -d '[:space:]'; }
 export -f push current
+
+# ---------------------------------------------------------------- the test of the test: a unit that cannot start
+break_unit() {
+    board "mkdir -p /etc/systemd/system/fer-agent.service.d && printf '%s\n' '[Service]' 'ExecStart=' \
+        'ExecStart=/opt/fer-agent/current/venv/bin/fer-agent run --config /etc/fer-agent/agent.yaml --broken-on-purpose' \
+        >/etc/systemd/system/fer-agent.service.d/broken-on-purpose.conf"
+}
+export -f break_unit
+if [[ "$BREAK" == unit ]]; then
+    step break-unit 60 break_unit
+    step first-push 1500 push "$WORK/release1.yaml" "$REPO/agent/models/default" --no-qnn
+    log "--break-unit: the first push passed with a unit that cannot start"
+    exit 1
+fi
 
 # ---------------------------------------------------------------- 1. first push
 step first-push 1500 push "$WORK/release1.yaml" "$REPO/agent/models/default"

@@ -36,7 +36,7 @@ QNN_EXTRA = ("onnxruntime>=1.24.2", "onnxruntime-qnn>=2.7")
 
 
 def build_fake_wheel(
-    out_dir: Path, version: str, healthy: bool, qnn_extra: bool = False, starts: bool = True
+    out_dir: Path, version: str, healthy: bool, qnn_extra: bool = False, starts: bool = True, requires: tuple = ()
 ) -> Path:
     """A pure-Python wheel named fer-agent whose `fer-agent health` is healthy or not.
 
@@ -44,7 +44,7 @@ def build_fake_wheel(
     decide per release whether the upgrade passes its health check. With
     ``qnn_extra`` its metadata declares the ``qnn`` extra as pyproject.toml does.
     ``starts=False``: its `fer-agent run` (what the fake systemctl starts) exits 1 at once, as a release
-    whose Type=notify start fails.
+    whose Type=notify start fails. ``requires``: plain Requires-Dist lines (dependencies pip installs with it).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     module = textwrap.dedent(f"""\
@@ -88,6 +88,7 @@ def build_fake_wheel(
             return 0
         """).encode()
     metadata = f"Metadata-Version: 2.1\nName: fer-agent\nVersion: {version}\n"
+    metadata += "".join(f"Requires-Dist: {req}\n" for req in requires)
     if qnn_extra:
         metadata += "Provides-Extra: qnn\n" + "".join(
             f'Requires-Dist: {req}; python_version >= "3.11" and extra == "qnn"\n' for req in QNN_EXTRA
@@ -123,18 +124,31 @@ def _write_wheel(
     wheel = out_dir / f"{name}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         for path, data in files.items():
-            zf.writestr(path, data)
+            # a fixed time: the same wheel built twice is the same file (install.sh compares sha256s)
+            zf.writestr(zipfile.ZipInfo(path, date_time=(2024, 1, 1, 0, 0, 0)), data)
     return wheel
 
 
 def make_payload(
-    tmp: Path, version: str, healthy: bool = True, config_comment: str = "", qnn: bool = False, starts: bool = True
+    tmp: Path,
+    version: str,
+    healthy: bool = True,
+    config_comment: str = "",
+    qnn: bool = False,
+    starts: bool = True,
+    dep: str = "",
 ) -> Path:
     """A payload directory laid out as push.sh --stage-only makes it; with ``qnn`` as for a board that can load
-    onnxruntime-qnn (the agent wheel declares the extra; stand-ins for the onnxruntime(-qnn) wheels beside it)."""
+    onnxruntime-qnn (the agent wheel declares the extra; stand-ins for the onnxruntime(-qnn) wheels beside it).
+    ``dep``: a version of a stand-in dependency (fer_fake_dep) that the agent wheel requires, shipped beside it
+    with a stand-in for sympy (one that install.sh does not byte-compile: the service never imports it)."""
     p = tmp / f"payload-{version}"
     (p / "bundle").mkdir(parents=True)
-    build_fake_wheel(p / "wheels", version, healthy, qnn_extra=qnn, starts=starts)
+    requires = (f"fer-fake-dep=={dep}", "sympy==1.14.0") if dep else ()
+    build_fake_wheel(p / "wheels", version, healthy, qnn_extra=qnn, starts=starts, requires=requires)
+    if dep:
+        build_named_wheel(p / "wheels", "fer_fake_dep", dep)
+        build_named_wheel(p / "wheels", "sympy", "1.14.0")
     if qnn:
         build_named_wheel(p / "wheels", "onnxruntime", "1.24.2")
         build_named_wheel(p / "wheels", "onnxruntime_qnn", "2.7.0")

@@ -102,7 +102,13 @@ def test_makefile_and_ci_use_the_script_and_print_durations(tmp_path: Path) -> N
     env["PATH"] = f"{tmp_path}:{env['PATH']}"
     ci = subprocess.run([str(REPO / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=30)
     assert ci.returncode == 0, ci.stderr
-    assert ci.stdout.splitlines() == ["test", "PYTEST_ARGS=--durations=15", "ha-test"]
+    assert ci.stdout.splitlines() == ["test", "PYTEST_ARGS=--durations=15", "ha-test", "board-test",
+                                      "board-test-broken"]
+    for target, script in (("board-test", "run.sh"), ("board-test-broken", "broken.sh")):
+        dry = subprocess.run(["make", "-n", "-C", str(REPO), target], capture_output=True, text=True, timeout=30)
+        assert dry.returncode == 0, dry.stderr
+        assert ".ci/system-deps.sh qemu-system-arm qemu-utils qemu-user-static binfmt-support mmdebstrap" in dry.stdout
+        assert f"deploy/board-test/{script};" in dry.stdout and f'echo "make {target}: ' in dry.stdout
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (apt install shellcheck)")
