@@ -131,6 +131,7 @@ def _recap(stdout: str) -> dict[str, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.component
 def test_check_mode_against_local_connection_changes_nothing(tmp_path: Path) -> None:
     sb = make_sandbox(tmp_path)
     r = _playbook(tmp_path, "--check", inventory=_local_inventory(tmp_path, sb))
@@ -143,6 +144,7 @@ def test_check_mode_against_local_connection_changes_nothing(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.component
 def test_real_local_run_installs_and_is_idempotent(tmp_path: Path) -> None:
     sb = make_sandbox(tmp_path)
     inv = _local_inventory(tmp_path, sb)

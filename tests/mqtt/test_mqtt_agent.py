@@ -99,6 +99,7 @@ def test_real_agent_run_to_the_end_publishes_a_valid_stream_and_offline(mosquitt
 
 
 @pytest.mark.slow
+@pytest.mark.component
 def test_real_agent_through_a_ten_second_broker_outage_loses_nothing(mosquitto, mqtt_collector,
                                                                       tmp_path: Path) -> None:
     topic = "fer/agent-outage/events"

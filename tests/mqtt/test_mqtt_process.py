@@ -83,6 +83,7 @@ def test_sigterm_publishes_offline_cleanly(mosquitto, mqtt_collector) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.component
 def test_ten_second_outage_mid_run_loses_nothing(mosquitto, mqtt_collector, tmp_path: Path) -> None:
     topic = "fer/outage/events"
     sub = mqtt_collector(mosquitto.host, mosquitto.port, topic, client_id="dash-outage", persistent=True)
@@ -106,6 +107,7 @@ def test_ten_second_outage_mid_run_loses_nothing(mosquitto, mqtt_collector, tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.component
 def test_agent_restart_during_outage_loses_nothing(mosquitto, mqtt_collector, tmp_path: Path) -> None:
     topic = "fer/restart/events"
     state = str(tmp_path / "state")
