@@ -102,8 +102,8 @@ def test_makefile_and_ci_use_the_script_and_print_durations(tmp_path: Path) -> N
     env["PATH"] = f"{tmp_path}:{env['PATH']}"
     ci = subprocess.run([str(REPO / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=30)
     assert ci.returncode == 0, ci.stderr
-    assert ci.stdout.splitlines() == ["test", "PYTEST_ARGS=--durations=15", "ha-test", "board-test",
-                                      "board-test-broken"]
+    assert ci.stdout.splitlines() == ["test", "PYTEST_ARGS=--durations=15", "component-test", "ha-test",
+                                      "board-test", "board-test-broken"]
     for target, script in (("board-test", "run.sh"), ("board-test-broken", "broken.sh")):
         dry = subprocess.run(["make", "-n", "-C", str(REPO), target], capture_output=True, text=True, timeout=30)
         assert dry.returncode == 0, dry.stderr
